@@ -1,0 +1,62 @@
+//! Whole-state invariants, checked by `verify`, by the simulator after every
+//! step, and by tests. Each query returns the rows that break one invariant.
+
+use rusqlite::Connection;
+
+use crate::store::StoreResult;
+
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "a UID is both live and a tombstone in the same mailbox",
+        "SELECT e.mailbox_id, e.uid FROM mailbox_entries e
+         JOIN tombstones t ON t.mailbox_id = e.mailbox_id AND t.uid = e.uid",
+    ),
+    (
+        "an entry is in a deleted or unknown mailbox",
+        "SELECT e.entry_id, e.mailbox_id FROM mailbox_entries e
+         LEFT JOIN mailboxes m ON m.id = e.mailbox_id WHERE m.id IS NULL OR m.deleted = 1",
+    ),
+    (
+        "an entry's UID is above the mailbox's UID watermark",
+        "SELECT e.entry_id, e.uid FROM mailbox_entries e
+         JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id WHERE e.uid > l.uid_max",
+    ),
+    (
+        "an entry refers to an unknown message",
+        "SELECT e.entry_id, 0 FROM mailbox_entries e LEFT JOIN messages m ON m.blob = e.blob WHERE m.blob IS NULL",
+    ),
+    (
+        "an origin's events are not dense from seq 1",
+        "SELECT hex(origin), COUNT(*) FROM events GROUP BY origin HAVING COUNT(*) != MAX(seq) OR MIN(seq) != 1",
+    ),
+    (
+        "the version vector disagrees with the event log",
+        "SELECT hex(v.origin), v.seq FROM version_vector v
+         LEFT JOIN (SELECT origin, MAX(seq) AS seq FROM events GROUP BY origin) e ON e.origin = v.origin
+         WHERE e.seq IS NULL OR e.seq != v.seq",
+    ),
+    (
+        "a mailbox has no local row",
+        "SELECT m.id, 0 FROM mailboxes m LEFT JOIN mailbox_local l ON l.mailbox_id = m.id WHERE l.mailbox_id IS NULL",
+    ),
+];
+
+/// Returns one line per broken invariant (with up to three example rows).
+pub(crate) fn check(conn: &Connection) -> StoreResult<Vec<String>> {
+    let mut problems = Vec::new();
+    for (what, sql) in CHECKS {
+        let mut stmt = conn.prepare(sql)?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| {
+                let a: rusqlite::types::Value = r.get(0)?;
+                let b: rusqlite::types::Value = r.get(1)?;
+                Ok(format!("{a:?}/{b:?}"))
+            })?
+            .collect::<Result<_, _>>()?;
+        if !rows.is_empty() {
+            let examples: Vec<&str> = rows.iter().take(3).map(String::as_str).collect();
+            problems.push(format!("{what} ({} rows, e.g. {})", rows.len(), examples.join(", ")));
+        }
+    }
+    Ok(problems)
+}

@@ -1,0 +1,248 @@
+//! The device's store: one SQLite database (the event log plus the state
+//! materialised from it) and a blob directory. The only module that talks to
+//! SQLite (`state` holds the SQL; `merge` decides what to change through it).
+//!
+//! Writes go through [`Store::write`]: a closure gets a [`Writer`] inside one
+//! SQLite transaction, every change it makes is an event appended to the log and
+//! applied by `merge::apply_event`, and the transaction commits (fsync, WAL with
+//! `synchronous=FULL`) before `write` returns. Nothing is acknowledged earlier.
+
+mod digest;
+mod reads;
+mod schema;
+pub(crate) mod state;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use rusqlite::{Connection, OpenFlags};
+
+pub use blobs::{BlobError, BlobStore};
+pub use digest::{StateDigest, TableDigest};
+pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
+pub use writer::{Effects, FlagChange, StoreMode, Writer};
+
+use crate::log::event::DecodeError;
+use crate::model::{DeviceId, DeviceSlot, NameError};
+
+pub mod blobs;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "roost.db";
+/// Directory of blobs inside the data directory.
+pub const BLOB_DIR: &str = "blobs";
+
+/// How long a connection waits for another writer's lock before failing: long
+/// enough to cover a large group commit (measured at well under a second).
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Applying schema migrations failed.
+    #[error("database migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// The database was written by a newer Roost.
+    #[error("database {path} has schema version {found}, this build knows up to {supported}: upgrade roost")]
+    NewerSchema {
+        /// Database file.
+        path: PathBuf,
+        /// Version found.
+        found: i64,
+        /// Highest version known.
+        supported: i64,
+    },
+    /// There is no database where one was expected.
+    #[error("no Roost database at {0} (run `roost init` first)")]
+    NotInitialised(PathBuf),
+    /// `init` on a directory that already has a database.
+    #[error("a Roost database already exists at {0}")]
+    AlreadyInitialised(PathBuf),
+    /// The device key does not belong to this database.
+    #[error("device key {key} does not match the database's device {db}")]
+    WrongDevice {
+        /// Device of the key.
+        key: String,
+        /// Device recorded in the database.
+        db: String,
+    },
+    /// Blob store failure.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// An event in the log could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A name was refused.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why.
+        reason: NameError,
+    },
+    /// The user exists already.
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// No such user.
+    #[error("no user {0}")]
+    NoSuchUser(String),
+    /// No such mailbox.
+    #[error("no mailbox {0}")]
+    NoSuchMailbox(String),
+    /// The mailbox name is taken.
+    #[error("mailbox {0} already exists")]
+    MailboxExists(String),
+    /// An operation IMAP forbids on INBOX.
+    #[error("INBOX cannot be {0}")]
+    InboxProtected(&'static str),
+    /// The UID space of a mailbox is used up (2^32 UIDs).
+    #[error("mailbox {0} has used up its UID space")]
+    UidSpaceExhausted(String),
+    /// A stored row breaks an invariant.
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Who this device is: its signing key, id and UID slot.
+#[derive(Debug)]
+pub struct DeviceIdentity {
+    key: SigningKey,
+    id: DeviceId,
+    slot: DeviceSlot,
+}
+
+impl DeviceIdentity {
+    /// Identity from a 32-byte Ed25519 secret key and a slot.
+    pub fn new(secret: [u8; 32], slot: DeviceSlot) -> Self {
+        let key = SigningKey::from_bytes(&secret);
+        let id = DeviceId::from_bytes(key.verifying_key().to_bytes());
+        DeviceIdentity { key, id, slot }
+    }
+    /// The device id (public key).
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+    /// The UID/MODSEQ slot.
+    pub fn slot(&self) -> DeviceSlot {
+        self.slot
+    }
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
+    }
+}
+
+/// A device's store. Not `Sync`: the daemon owns it behind one lock and runs
+/// its calls on blocking threads.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    blobs: BlobStore,
+    identity: DeviceIdentity,
+    path: Option<PathBuf>,
+}
+
+impl Store {
+    /// Creates a new store in `dir` (which may exist but must hold no database).
+    pub fn init(dir: &Path, secret: [u8; 32], slot: DeviceSlot, now_ms: u64) -> StoreResult<Store> {
+        let db_path = dir.join(DB_FILE);
+        if db_path.exists() {
+            return Err(StoreError::AlreadyInitialised(db_path));
+        }
+        let blobs = BlobStore::open_dir(&dir.join(BLOB_DIR))?;
+        let mut conn = open_connection(&db_path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        schema::migrate(&mut conn, &db_path)?;
+        let identity = DeviceIdentity::new(secret, slot);
+        state::insert_device(&conn, identity.id, slot, now_ms)?;
+        Ok(Store { conn, blobs, identity, path: Some(db_path) })
+    }
+
+    /// Opens the store in `dir`, applying pending migrations.
+    pub fn open(dir: &Path, secret: [u8; 32]) -> StoreResult<Store> {
+        let db_path = dir.join(DB_FILE);
+        if !db_path.exists() {
+            return Err(StoreError::NotInitialised(db_path));
+        }
+        let mut conn = open_connection(&db_path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        schema::migrate(&mut conn, &db_path)?;
+        let blobs = BlobStore::open_dir(&dir.join(BLOB_DIR))?;
+        Self::with_connection(conn, blobs, secret, Some(db_path))
+    }
+
+    /// A store in memory (simulator, tests).
+    pub fn in_memory(secret: [u8; 32], slot: DeviceSlot, now_ms: u64) -> StoreResult<Store> {
+        let mut conn = Connection::open_in_memory()?;
+        configure(&conn)?;
+        schema::migrate(&mut conn, Path::new(":memory:"))?;
+        let identity = DeviceIdentity::new(secret, slot);
+        state::insert_device(&conn, identity.id, slot, now_ms)?;
+        Ok(Store { conn, blobs: BlobStore::memory(), identity, path: None })
+    }
+
+    fn with_connection(
+        conn: Connection,
+        blobs: BlobStore,
+        secret: [u8; 32],
+        path: Option<PathBuf>,
+    ) -> StoreResult<Store> {
+        let (db_id, slot) = state::device(&conn)?;
+        let identity = DeviceIdentity::new(secret, slot);
+        if identity.id != db_id {
+            return Err(StoreError::WrongDevice { key: identity.id.short(), db: db_id.short() });
+        }
+        Ok(Store { conn, blobs, identity, path })
+    }
+
+    /// This device.
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Database file, if on disk.
+    pub fn db_path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Runs `f` in one transaction; every change it makes is an event. Commits
+    /// (durably) before returning; on error nothing is written.
+    pub fn write<T>(
+        &mut self,
+        now_ms: u64,
+        f: impl FnOnce(&mut Writer<'_>) -> StoreResult<T>,
+    ) -> StoreResult<(T, Effects)> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut writer = Writer::new(&tx, &self.identity, &self.blobs, now_ms)?;
+        let value = f(&mut writer)?;
+        let effects = writer.finish()?;
+        tx.commit()?;
+        Ok((value, effects))
+    }
+}
+
+/// Opens a connection with every pragma spelled out (STYLE 27).
+fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> StoreResult<()> {
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // WAL: readers do not block the writer. synchronous=FULL: a commit is on
+    // disk when it returns, which is what acknowledging a message requires.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}

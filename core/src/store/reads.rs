@@ -1,0 +1,268 @@
+//! Read queries: what IMAP, the CLI and status need. Reads never change state.
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::auth;
+use crate::log::version_vector::VersionVector;
+use crate::model::{
+    BlobHash, EntryId, Flag, ItemId, MailboxId, MailboxName, ModSeq, SpecialUse, Uid, UidValidity, UserName,
+};
+use crate::store::state::{self, MailboxRow};
+use crate::store::{Store, StoreError, StoreResult};
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// Login name.
+    pub name: String,
+    /// Number of live mailboxes.
+    pub mailboxes: u64,
+    /// Number of messages over all mailboxes.
+    pub messages: u64,
+}
+
+/// A mailbox as IMAP sees it on this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxInfo {
+    /// Stable id.
+    pub id: MailboxId,
+    /// Name.
+    pub name: String,
+    /// UIDVALIDITY.
+    pub uid_validity: UidValidity,
+    /// SPECIAL-USE attribute.
+    pub special_use: Option<SpecialUse>,
+    /// The UID this device would assign next (UIDNEXT).
+    pub uid_next: u32,
+    /// HIGHESTMODSEQ on this device (0 while nothing happened in it).
+    pub highest_modseq: u64,
+}
+
+/// An entry with what IMAP needs of it without reading the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// Entry id.
+    pub entry_id: EntryId,
+    /// Item id (owner of the flags).
+    pub item_id: ItemId,
+    /// UID.
+    pub uid: Uid,
+    /// Flags, sorted.
+    pub flags: Vec<Flag>,
+    /// MODSEQ of the last change on this device.
+    pub modseq: ModSeq,
+    /// INTERNALDATE, seconds since the epoch.
+    pub internal_date: i64,
+    /// RFC822.SIZE.
+    pub size: u64,
+    /// The message's blob.
+    pub blob: BlobHash,
+}
+
+/// Counts for `roost status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Users.
+    pub users: u64,
+    /// Live mailboxes.
+    pub mailboxes: u64,
+    /// Entries (messages in mailboxes).
+    pub entries: u64,
+    /// Distinct stored messages.
+    pub messages: u64,
+    /// Events in the log.
+    pub events: u64,
+    /// Bytes of message blobs.
+    pub blob_bytes: u64,
+    /// Bytes of the database file (and its WAL).
+    pub db_bytes: u64,
+}
+
+impl Store {
+    /// Users, sorted by name.
+    pub fn users(&self) -> StoreResult<Vec<UserInfo>> {
+        let mut out = Vec::new();
+        for name in state::user_names(&self.conn)? {
+            let (mailboxes, messages): (i64, i64) = self.conn.query_row(
+                "SELECT COUNT(DISTINCT m.id), COUNT(e.entry_id) FROM mailboxes m
+                 LEFT JOIN mailbox_entries e ON e.mailbox_id = m.id
+                 WHERE m.user = ?1 AND m.deleted = 0",
+                [&name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            out.push(UserInfo { name, mailboxes: mailboxes as u64, messages: messages as u64 });
+        }
+        Ok(out)
+    }
+
+    /// Whether the user exists.
+    pub fn user_exists(&self, user: &UserName) -> StoreResult<bool> {
+        Ok(state::user_password_hash(&self.conn, user.as_str())?.is_some())
+    }
+
+    /// Checks a login. An unknown user costs one hash verification too, so
+    /// timing does not tell which users exist.
+    pub fn check_login(&self, user: &str, password: &str) -> StoreResult<Option<UserName>> {
+        let Ok(name) = UserName::new(user) else {
+            auth::verify_password(auth::dummy_hash(), password);
+            return Ok(None);
+        };
+        match state::user_password_hash(&self.conn, name.as_str())? {
+            Some(hash) if auth::verify_password(&hash, password) => Ok(Some(name)),
+            Some(_) => Ok(None),
+            None => {
+                auth::verify_password(auth::dummy_hash(), password);
+                Ok(None)
+            }
+        }
+    }
+
+    fn mailbox_info(&self, row: MailboxRow) -> StoreResult<MailboxInfo> {
+        let (uid_max, highest_modseq) = state::mailbox_local(&self.conn, row.id)?;
+        let uid_next = Uid::next_for_slot(uid_max, self.identity.slot()).map_or(u32::MAX, Uid::get);
+        Ok(MailboxInfo {
+            id: row.id,
+            name: row.name,
+            uid_validity: row.uid_validity,
+            special_use: row.special_use,
+            uid_next,
+            highest_modseq,
+        })
+    }
+
+    /// The user's live mailboxes, sorted by name.
+    pub fn mailboxes(&self, user: &UserName) -> StoreResult<Vec<MailboxInfo>> {
+        state::mailboxes_of(&self.conn, user.as_str())?.into_iter().map(|row| self.mailbox_info(row)).collect()
+    }
+
+    /// The user's live mailbox named `name`.
+    pub fn mailbox_by_name(&self, user: &UserName, name: &str) -> StoreResult<Option<MailboxInfo>> {
+        let name =
+            MailboxName::new(name).map_err(|reason| StoreError::InvalidName { name: name.to_string(), reason })?;
+        state::mailbox_live_by_name(&self.conn, user.as_str(), name.as_str())?
+            .map(|row| self.mailbox_info(row))
+            .transpose()
+    }
+
+    /// A mailbox by id, live or not.
+    pub fn mailbox_by_id(&self, id: MailboxId) -> StoreResult<Option<MailboxInfo>> {
+        match state::mailbox_get(&self.conn, id)? {
+            Some(row) if !row.deleted => Ok(Some(self.mailbox_info(row)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Names the user is subscribed to.
+    pub fn subscriptions(&self, user: &UserName) -> StoreResult<Vec<String>> {
+        state::subscribed_names(&self.conn, user.as_str())
+    }
+
+    /// The mailbox's entries in UID order, with flags.
+    pub fn entries(&self, mailbox: MailboxId) -> StoreResult<Vec<EntryInfo>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.entry_id, e.item_id, e.uid, e.modseq, e.internal_date, m.size, e.blob,
+                    (SELECT group_concat(flag, ' ') FROM (SELECT DISTINCT flag FROM item_flags f WHERE f.item_id = e.item_id ORDER BY flag))
+             FROM mailbox_entries e JOIN messages m ON m.blob = e.blob
+             WHERE e.mailbox_id = ?1 ORDER BY e.uid",
+        )?;
+        let rows = stmt.query_map([mailbox.raw()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (entry_id, item_id, uid, modseq, internal_date, size, blob, flags) = r?;
+            let flags = flags
+                .unwrap_or_default()
+                .split(' ')
+                .filter(|f| !f.is_empty())
+                .map(|f| Flag::parse(f).ok_or_else(|| StoreError::Corrupt(format!("stored flag {f:?} is invalid"))))
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(EntryInfo {
+                entry_id: EntryId::from_raw(entry_id),
+                item_id: ItemId::from_raw(item_id),
+                uid: Uid::new(uid as u32).ok_or_else(|| StoreError::Corrupt("entry uid is 0".into()))?,
+                flags,
+                modseq: ModSeq::new(modseq as u64).ok_or_else(|| StoreError::Corrupt("entry modseq is 0".into()))?,
+                internal_date,
+                size: size as u64,
+                blob: BlobHash::from_slice(&blob).ok_or_else(|| StoreError::Corrupt("blob hash".into()))?,
+            })
+        })
+        .collect()
+    }
+
+    /// UIDs removed from the mailbox with a MODSEQ above `since` (QRESYNC
+    /// VANISHED), in UID order, with their MODSEQs.
+    pub fn vanished_since(&self, mailbox: MailboxId, since: u64) -> StoreResult<Vec<(Uid, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT uid, modseq FROM tombstones WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid")?;
+        let rows =
+            stmt.query_map(params![mailbox.raw(), since as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| {
+            let (uid, modseq) = r?;
+            Ok((Uid::new(uid as u32).ok_or_else(|| StoreError::Corrupt("tombstone uid is 0".into()))?, modseq as u64))
+        })
+        .collect()
+    }
+
+    /// A message's raw bytes.
+    pub fn message(&self, blob: &BlobHash) -> StoreResult<Vec<u8>> {
+        Ok(self.blobs.get(blob)?)
+    }
+
+    /// This device's version vector.
+    pub fn version_vector(&self) -> StoreResult<VersionVector> {
+        state::version_vector(&self.conn)
+    }
+
+    /// When the store was created (ms since the epoch).
+    pub fn created_ms(&self) -> StoreResult<u64> {
+        state::device_created_ms(&self.conn)
+    }
+
+    /// Counts for `roost status`.
+    pub fn stats(&self) -> StoreResult<StoreStats> {
+        let count =
+            |sql: &str| -> StoreResult<u64> { Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+        let (blob_bytes, _) = self.blobs.usage()?;
+        let db_bytes = match &self.path {
+            Some(path) => {
+                let wal = path.with_extension("db-wal");
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+                    + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+            }
+            None => 0,
+        };
+        Ok(StoreStats {
+            users: count("SELECT COUNT(*) FROM users")?,
+            mailboxes: count("SELECT COUNT(*) FROM mailboxes WHERE deleted = 0")?,
+            entries: count("SELECT COUNT(*) FROM mailbox_entries")?,
+            messages: count("SELECT COUNT(*) FROM messages")?,
+            events: count("SELECT COUNT(*) FROM events")?,
+            blob_bytes,
+            db_bytes,
+        })
+    }
+
+    /// The entry holding `uid` in `mailbox`, if any.
+    pub fn entry_by_uid(&self, mailbox: MailboxId, uid: Uid) -> StoreResult<Option<EntryId>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT entry_id FROM mailbox_entries WHERE mailbox_id = ?1 AND uid = ?2",
+                params![mailbox.raw(), uid.get()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(EntryId::from_raw))
+    }
+}

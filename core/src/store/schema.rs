@@ -1,0 +1,55 @@
+//! Schema migrations: the numbered files in `migrations/`, embedded in the
+//! binary and applied in order at start-up (rusqlite_migration keeps the
+//! version in `PRAGMA user_version`).
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use rusqlite_migration::{Migrations, M};
+
+use crate::store::{StoreError, StoreResult};
+
+/// The migrations, in order. A test checks this list matches the directory.
+pub(crate) const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql"))];
+
+/// Brings the database to the latest schema, refusing one from a newer build.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported {
+        return Err(StoreError::NewerSchema { path: path.to_path_buf(), found, supported });
+    }
+    let migrations = Migrations::new(MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect());
+    migrations.to_latest(conn)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<&str> = MIGRATIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(files, embedded);
+        for (i, name) in embedded.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name} out of sequence");
+        }
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let err = migrate(&mut conn, Path::new("x.db")).unwrap_err();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}

@@ -1,0 +1,546 @@
+//! SQL primitives over the schema: one function per row operation, no policy.
+//! `merge` decides what changes; this module only knows how it is stored.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::clock::Hlc;
+use crate::log::event::Event;
+use crate::log::version_vector::VersionVector;
+use crate::model::{
+    BlobHash, DeviceId, DeviceSlot, EntryId, EventId, Flag, ItemId, MailboxId, ModSeq, SpecialUse, Uid, UidValidity,
+};
+use crate::store::{StoreError, StoreResult};
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+fn device_id(bytes: Vec<u8>) -> StoreResult<DeviceId> {
+    DeviceId::from_slice(&bytes).ok_or_else(|| corrupt("device id is not 32 bytes"))
+}
+
+fn blob_hash(bytes: Vec<u8>) -> StoreResult<BlobHash> {
+    BlobHash::from_slice(&bytes).ok_or_else(|| corrupt("blob hash is not 32 bytes"))
+}
+
+// --- device -----------------------------------------------------------------
+
+pub(crate) fn insert_device(conn: &Connection, id: DeviceId, slot: DeviceSlot, now_ms: u64) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO device (id, device_id, slot, created_ms, last_hlc, last_modseq) VALUES (1, ?1, ?2, ?3, 0, 0)",
+        params![id.as_bytes().as_slice(), slot.get(), now_ms as i64],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn device(conn: &Connection) -> StoreResult<(DeviceId, DeviceSlot)> {
+    let (id, slot): (Vec<u8>, u8) =
+        conn.query_row("SELECT device_id, slot FROM device WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((device_id(id)?, DeviceSlot::new(slot).ok_or_else(|| corrupt("device slot out of range"))?))
+}
+
+pub(crate) fn device_created_ms(conn: &Connection) -> StoreResult<u64> {
+    Ok(conn.query_row("SELECT created_ms FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+pub(crate) fn last_hlc(conn: &Connection) -> StoreResult<Hlc> {
+    Ok(Hlc::from_raw(conn.query_row("SELECT last_hlc FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64))
+}
+
+pub(crate) fn set_last_hlc(conn: &Connection, hlc: Hlc) -> StoreResult<()> {
+    conn.execute("UPDATE device SET last_hlc = ?1 WHERE id = 1", [hlc.raw() as i64])?;
+    Ok(())
+}
+
+pub(crate) fn last_modseq(conn: &Connection) -> StoreResult<Option<ModSeq>> {
+    let raw: i64 = conn.query_row("SELECT last_modseq FROM device WHERE id = 1", [], |r| r.get(0))?;
+    Ok(ModSeq::new(raw as u64))
+}
+
+pub(crate) fn set_last_modseq(conn: &Connection, modseq: ModSeq) -> StoreResult<()> {
+    conn.execute("UPDATE device SET last_modseq = ?1 WHERE id = 1", [modseq.get() as i64])?;
+    Ok(())
+}
+
+// --- events -----------------------------------------------------------------
+
+pub(crate) fn insert_event(conn: &Connection, event: &Event) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO events (origin, seq, hlc, deps, payload, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            event.id.origin.as_bytes().as_slice(),
+            event.id.seq as i64,
+            event.hlc.raw() as i64,
+            event.deps_bytes,
+            event.payload_bytes,
+            event.signature.as_slice()
+        ],
+    )?;
+    conn.execute(
+        "INSERT INTO version_vector (origin, seq) VALUES (?1, ?2)
+         ON CONFLICT (origin) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        params![event.id.origin.as_bytes().as_slice(), event.id.seq as i64],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn version_vector(conn: &Connection) -> StoreResult<VersionVector> {
+    let mut stmt = conn.prepare_cached("SELECT origin, seq FROM version_vector")?;
+    let mut vv = VersionVector::new();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (origin, seq) = row?;
+        vv.set(device_id(origin)?, seq as u64);
+    }
+    Ok(vv)
+}
+
+pub(crate) fn max_seq(conn: &Connection, origin: DeviceId) -> StoreResult<u64> {
+    let seq: Option<i64> = conn
+        .query_row("SELECT seq FROM version_vector WHERE origin = ?1", [origin.as_bytes().as_slice()], |r| r.get(0))
+        .optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+/// Every event in local application order.
+pub(crate) fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> StoreResult<()>) -> StoreResult<()> {
+    let mut stmt =
+        conn.prepare("SELECT origin, seq, hlc, deps, payload, signature FROM events ORDER BY applied_idx")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let origin = device_id(row.get(0)?)?;
+        let seq = row.get::<_, i64>(1)? as u64;
+        let hlc = Hlc::from_raw(row.get::<_, i64>(2)? as u64);
+        let signature: Vec<u8> = row.get(5)?;
+        let signature: [u8; 64] = signature.try_into().map_err(|_| corrupt("event signature is not 64 bytes"))?;
+        let event = Event::decode_unverified(EventId { origin, seq }, hlc, row.get(3)?, row.get(4)?, signature)?;
+        f(event)?;
+    }
+    Ok(())
+}
+
+// --- users ------------------------------------------------------------------
+
+pub(crate) fn user_password_hash(conn: &Connection, user: &str) -> StoreResult<Option<String>> {
+    Ok(conn.query_row("SELECT password_hash FROM users WHERE name = ?1", [user], |r| r.get(0)).optional()?)
+}
+
+/// The stamp `(hlc, origin)` of the user's password register.
+pub(crate) fn user_stamp(conn: &Connection, user: &str) -> StoreResult<Option<(Hlc, DeviceId)>> {
+    let row: Option<(i64, Vec<u8>)> = conn
+        .query_row("SELECT hlc, origin FROM users WHERE name = ?1", [user], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(hlc, origin)| Ok((Hlc::from_raw(hlc as u64), device_id(origin)?))).transpose()
+}
+
+pub(crate) fn user_put(
+    conn: &Connection,
+    user: &str,
+    password_hash: &str,
+    hlc: Hlc,
+    origin: DeviceId,
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO users (name, password_hash, hlc, origin) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, hlc = excluded.hlc, origin = excluded.origin",
+        params![user, password_hash, hlc.raw() as i64, origin.as_bytes().as_slice()],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn user_names(conn: &Connection) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT name FROM users ORDER BY name")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn user_delete(conn: &Connection, user: &str) -> StoreResult<()> {
+    conn.execute("DELETE FROM users WHERE name = ?1", [user])?;
+    conn.execute("DELETE FROM subscriptions WHERE user = ?1", [user])?;
+    Ok(())
+}
+
+// --- mailboxes --------------------------------------------------------------
+
+/// A mailbox row.
+#[derive(Debug, Clone)]
+pub(crate) struct MailboxRow {
+    pub(crate) id: MailboxId,
+    pub(crate) user: String,
+    pub(crate) name: String,
+    pub(crate) name_hlc: Hlc,
+    pub(crate) name_origin: DeviceId,
+    pub(crate) uid_validity: UidValidity,
+    pub(crate) special_use: Option<SpecialUse>,
+    pub(crate) deleted: bool,
+}
+
+const MAILBOX_COLUMNS: &str = "id, user, name, name_hlc, name_origin, uid_validity, special_use, deleted";
+
+type RawMailbox = (i64, String, String, i64, Vec<u8>, i64, Option<String>, bool);
+
+fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawMailbox> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+}
+
+fn mailbox_row(raw: RawMailbox) -> StoreResult<MailboxRow> {
+    let (id, user, name, name_hlc, name_origin, uid_validity, special_use, deleted) = raw;
+    Ok(MailboxRow {
+        id: MailboxId::from_raw(id),
+        user,
+        name,
+        name_hlc: Hlc::from_raw(name_hlc as u64),
+        name_origin: device_id(name_origin)?,
+        uid_validity: UidValidity::new(uid_validity as u32).ok_or_else(|| corrupt("uid_validity is 0"))?,
+        special_use: match special_use {
+            Some(s) => Some(SpecialUse::parse(&s).ok_or_else(|| corrupt(format!("unknown special use {s}")))?),
+            None => None,
+        },
+        deleted,
+    })
+}
+
+pub(crate) fn mailbox_get(conn: &Connection, id: MailboxId) -> StoreResult<Option<MailboxRow>> {
+    let raw = conn
+        .query_row(&format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?1"), [id.raw()], mailbox_from_row)
+        .optional()?;
+    raw.map(mailbox_row).transpose()
+}
+
+pub(crate) fn mailboxes_of(conn: &Connection, user: &str) -> StoreResult<Vec<MailboxRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user = ?1 AND deleted = 0 ORDER BY name, id"
+    ))?;
+    let rows = stmt.query_map([user], mailbox_from_row)?;
+    rows.map(|r| mailbox_row(r?)).collect()
+}
+
+pub(crate) fn mailbox_live_by_name(conn: &Connection, user: &str, name: &str) -> StoreResult<Option<MailboxRow>> {
+    let raw = conn
+        .query_row(
+            &format!(
+                "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user = ?1 AND name = ?2 AND deleted = 0
+                 ORDER BY name_hlc, name_origin, id LIMIT 1"
+            ),
+            [user, name],
+            mailbox_from_row,
+        )
+        .optional()?;
+    raw.map(mailbox_row).transpose()
+}
+
+pub(crate) fn mailbox_insert(conn: &Connection, row: &MailboxRow) -> StoreResult<()> {
+    conn.execute(
+        &format!("INSERT INTO mailboxes ({MAILBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        params![
+            row.id.raw(),
+            row.user,
+            row.name,
+            row.name_hlc.raw() as i64,
+            row.name_origin.as_bytes().as_slice(),
+            row.uid_validity.get(),
+            row.special_use.map(SpecialUse::attribute),
+            row.deleted
+        ],
+    )?;
+    conn.execute("INSERT OR IGNORE INTO mailbox_local (mailbox_id) VALUES (?1)", [row.id.raw()])?;
+    Ok(())
+}
+
+pub(crate) fn mailbox_set_name(
+    conn: &Connection,
+    id: MailboxId,
+    name: &str,
+    hlc: Hlc,
+    origin: DeviceId,
+) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE mailboxes SET name = ?2, name_hlc = ?3, name_origin = ?4 WHERE id = ?1",
+        params![id.raw(), name, hlc.raw() as i64, origin.as_bytes().as_slice()],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn mailbox_set_deleted(conn: &Connection, id: MailboxId, deleted: bool) -> StoreResult<()> {
+    conn.execute("UPDATE mailboxes SET deleted = ?2 WHERE id = ?1", params![id.raw(), deleted])?;
+    Ok(())
+}
+
+pub(crate) fn mailbox_ids_of_user(conn: &Connection, user: &str) -> StoreResult<Vec<MailboxId>> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM mailboxes WHERE user = ?1 AND deleted = 0 ORDER BY id")?;
+    let rows = stmt.query_map([user], |r| r.get::<_, i64>(0))?;
+    rows.map(|r| Ok(MailboxId::from_raw(r?))).collect()
+}
+
+pub(crate) fn name_generation(conn: &Connection, user: &str, name: &str) -> StoreResult<u32> {
+    let generation: Option<i64> = conn
+        .query_row("SELECT generation FROM name_generations WHERE user = ?1 AND name = ?2", [user, name], |r| r.get(0))
+        .optional()?;
+    Ok(generation.unwrap_or(0) as u32)
+}
+
+pub(crate) fn name_generation_bump(conn: &Connection, user: &str, name: &str) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO name_generations (user, name, generation) VALUES (?1, ?2, 1)
+         ON CONFLICT (user, name) DO UPDATE SET generation = generation + 1",
+        [user, name],
+    )?;
+    Ok(())
+}
+
+/// `(uid_max, highest_modseq)` of a mailbox on this device.
+pub(crate) fn mailbox_local(conn: &Connection, id: MailboxId) -> StoreResult<(u32, u64)> {
+    let row: Option<(i64, i64)> = conn
+        .query_row("SELECT uid_max, highest_modseq FROM mailbox_local WHERE mailbox_id = ?1", [id.raw()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (uid_max, modseq) = row.unwrap_or((0, 0));
+    Ok((uid_max as u32, modseq as u64))
+}
+
+/// Records a change in the mailbox: raises the UID watermark to `uid` (if
+/// given) and HIGHESTMODSEQ to `modseq`.
+pub(crate) fn mailbox_touch(conn: &Connection, id: MailboxId, uid: Option<Uid>, modseq: ModSeq) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE mailbox_local SET uid_max = MAX(uid_max, ?2), highest_modseq = MAX(highest_modseq, ?3)
+         WHERE mailbox_id = ?1",
+        params![id.raw(), uid.map_or(0, Uid::get), modseq.get() as i64],
+    )?;
+    Ok(())
+}
+
+// --- subscriptions ----------------------------------------------------------
+
+pub(crate) fn subscription(conn: &Connection, user: &str, name: &str) -> StoreResult<Option<(Hlc, DeviceId, bool)>> {
+    let row: Option<(i64, Vec<u8>, bool)> = conn
+        .query_row(
+            "SELECT hlc, origin, subscribed FROM subscriptions WHERE user = ?1 AND name = ?2",
+            [user, name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    row.map(|(hlc, origin, subscribed)| Ok((Hlc::from_raw(hlc as u64), device_id(origin)?, subscribed))).transpose()
+}
+
+pub(crate) fn subscription_put(
+    conn: &Connection,
+    user: &str,
+    name: &str,
+    hlc: Hlc,
+    origin: DeviceId,
+    subscribed: bool,
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO subscriptions (user, name, hlc, origin, subscribed) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (user, name) DO UPDATE SET hlc = excluded.hlc, origin = excluded.origin, subscribed = excluded.subscribed",
+        params![user, name, hlc.raw() as i64, origin.as_bytes().as_slice(), subscribed],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn subscribed_names(conn: &Connection, user: &str) -> StoreResult<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name FROM subscriptions WHERE user = ?1 AND subscribed = 1 ORDER BY name")?;
+    let rows = stmt.query_map([user], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+// --- messages and entries ---------------------------------------------------
+
+pub(crate) fn all_blobs(conn: &Connection) -> StoreResult<Vec<BlobHash>> {
+    let mut stmt = conn.prepare("SELECT blob FROM messages ORDER BY blob")?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|r| blob_hash(r?)).collect()
+}
+
+pub(crate) fn message_put(conn: &Connection, blob: BlobHash, size: u64) -> StoreResult<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO messages (blob, size) VALUES (?1, ?2)",
+        params![blob.as_bytes().as_slice(), size as i64],
+    )?;
+    Ok(())
+}
+
+/// A mailbox entry row: an item placed in a mailbox under a UID.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryRow {
+    pub(crate) entry_id: EntryId,
+    pub(crate) mailbox_id: MailboxId,
+    pub(crate) uid: Uid,
+    pub(crate) item_id: ItemId,
+    pub(crate) blob: BlobHash,
+    pub(crate) internal_date: i64,
+    pub(crate) added: EventId,
+}
+
+const ENTRY_COLUMNS: &str = "entry_id, mailbox_id, uid, item_id, blob, internal_date, added_origin, added_seq";
+
+type RawEntry = (i64, i64, i64, i64, Vec<u8>, i64, Vec<u8>, i64);
+
+fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+}
+
+fn entry_row(raw: RawEntry) -> StoreResult<EntryRow> {
+    let (entry_id, mailbox, uid, item, blob, internal_date, origin, seq) = raw;
+    Ok(EntryRow {
+        entry_id: EntryId::from_raw(entry_id),
+        mailbox_id: MailboxId::from_raw(mailbox),
+        uid: Uid::new(uid as u32).ok_or_else(|| corrupt("entry uid is 0"))?,
+        item_id: ItemId::from_raw(item),
+        blob: blob_hash(blob)?,
+        internal_date,
+        added: EventId { origin: device_id(origin)?, seq: seq as u64 },
+    })
+}
+
+pub(crate) fn entry_get(conn: &Connection, id: EntryId) -> StoreResult<Option<EntryRow>> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {ENTRY_COLUMNS} FROM mailbox_entries WHERE entry_id = ?1"),
+            [id.raw()],
+            entry_from_row,
+        )
+        .optional()?;
+    raw.map(entry_row).transpose()
+}
+
+pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq) -> StoreResult<()> {
+    conn.execute(
+        &format!("INSERT INTO mailbox_entries ({ENTRY_COLUMNS}, modseq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        params![
+            row.entry_id.raw(),
+            row.mailbox_id.raw(),
+            row.uid.get(),
+            row.item_id.raw(),
+            row.blob.as_bytes().as_slice(),
+            row.internal_date,
+            row.added.origin.as_bytes().as_slice(),
+            row.added.seq as i64,
+            modseq.get() as i64
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn entry_delete(conn: &Connection, id: EntryId) -> StoreResult<()> {
+    conn.execute("DELETE FROM mailbox_entries WHERE entry_id = ?1", [id.raw()])?;
+    Ok(())
+}
+
+pub(crate) fn entry_set_uid(conn: &Connection, id: EntryId, uid: Uid, modseq: ModSeq) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE mailbox_entries SET uid = ?2, modseq = ?3 WHERE entry_id = ?1",
+        params![id.raw(), uid.get(), modseq.get() as i64],
+    )?;
+    Ok(())
+}
+
+/// Stamps every entry of `item` with `modseq`; returns their mailboxes.
+pub(crate) fn item_touch(conn: &Connection, item: ItemId, modseq: ModSeq) -> StoreResult<Vec<MailboxId>> {
+    conn.execute(
+        "UPDATE mailbox_entries SET modseq = ?2 WHERE item_id = ?1",
+        params![item.raw(), modseq.get() as i64],
+    )?;
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT mailbox_id FROM mailbox_entries WHERE item_id = ?1")?;
+    let rows = stmt.query_map([item.raw()], |r| r.get::<_, i64>(0))?;
+    rows.map(|r| Ok(MailboxId::from_raw(r?))).collect()
+}
+
+/// The live entry holding `uid` in the mailbox, if any.
+pub(crate) fn entry_with_uid(conn: &Connection, mailbox: MailboxId, uid: Uid) -> StoreResult<Option<EntryRow>> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {ENTRY_COLUMNS} FROM mailbox_entries WHERE mailbox_id = ?1 AND uid = ?2"),
+            params![mailbox.raw(), uid.get()],
+            entry_from_row,
+        )
+        .optional()?;
+    raw.map(entry_row).transpose()
+}
+
+pub(crate) fn entries_of(conn: &Connection, mailbox: MailboxId) -> StoreResult<Vec<EntryRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM mailbox_entries WHERE mailbox_id = ?1 ORDER BY uid"))?;
+    let rows = stmt.query_map([mailbox.raw()], entry_from_row)?;
+    rows.map(|r| entry_row(r?)).collect()
+}
+
+// --- flags ------------------------------------------------------------------
+
+pub(crate) fn flags_of(conn: &Connection, item: ItemId) -> StoreResult<Vec<Flag>> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT flag FROM item_flags WHERE item_id = ?1 ORDER BY flag")?;
+    let rows = stmt.query_map([item.raw()], |r| r.get::<_, String>(0))?;
+    rows.map(|r| {
+        let text = r?;
+        Flag::parse(&text).ok_or_else(|| corrupt(format!("stored flag {text:?} is invalid")))
+    })
+    .collect()
+}
+
+/// Adds an instance of `flag` tagged with the adding event; returns whether the
+/// flag was unset before. A newer instance from the same origin replaces an
+/// older one: it dominates it causally.
+pub(crate) fn flag_add(conn: &Connection, item: ItemId, flag: &Flag, tag: EventId) -> StoreResult<bool> {
+    let was_set = conn
+        .query_row(
+            "SELECT 1 FROM item_flags WHERE item_id = ?1 AND flag = ?2 LIMIT 1",
+            params![item.raw(), flag.as_str()],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    conn.execute(
+        "INSERT INTO item_flags (item_id, flag, tag_origin, tag_seq) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (item_id, flag, tag_origin) DO UPDATE SET tag_seq = MAX(tag_seq, excluded.tag_seq)",
+        params![item.raw(), flag.as_str(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
+    )?;
+    Ok(!was_set)
+}
+
+/// Removes the instances of `flag` that `observed` includes; returns whether
+/// the flag was set before and is unset now.
+pub(crate) fn flag_remove_observed(
+    conn: &Connection,
+    item: ItemId,
+    flag: &Flag,
+    observed: &VersionVector,
+) -> StoreResult<bool> {
+    let mut stmt =
+        conn.prepare_cached("SELECT tag_origin, tag_seq FROM item_flags WHERE item_id = ?1 AND flag = ?2")?;
+    let tags: Vec<(Vec<u8>, i64)> = stmt
+        .query_map(params![item.raw(), flag.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if tags.is_empty() {
+        return Ok(false);
+    }
+    let mut remaining = tags.len();
+    for (origin, seq) in tags {
+        let tag = EventId { origin: device_id(origin.clone())?, seq: seq as u64 };
+        if observed.contains(tag) {
+            conn.execute(
+                "DELETE FROM item_flags WHERE item_id = ?1 AND flag = ?2 AND tag_origin = ?3",
+                params![item.raw(), flag.as_str(), origin],
+            )?;
+            remaining -= 1;
+        }
+    }
+    Ok(remaining == 0)
+}
+
+// --- tombstones -------------------------------------------------------------
+
+pub(crate) fn tombstone_put(
+    conn: &Connection,
+    mailbox: MailboxId,
+    uid: Uid,
+    entry: EntryId,
+    modseq: ModSeq,
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO tombstones (mailbox_id, uid, entry_id, modseq) VALUES (?1, ?2, ?3, ?4)",
+        params![mailbox.raw(), uid.get(), entry.raw(), modseq.get() as i64],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Local changes: each `Writer` method checks the request against the current
+//! state (errors a client should see: no such mailbox, name taken, ...), turns it
+//! into one event, and applies it through `merge::apply_event`. All of it runs in
+//! the transaction `Store::write` opened.
+
+use rusqlite::Connection;
+
+use crate::clock::Hlc;
+use crate::log::event::{CopiedEntry, Event, EventOp, MovedEntry, NewEntry};
+use crate::merge::apply_event;
+pub use crate::merge::Effects;
+use crate::model::{
+    BlobHash, EntryId, EventId, Flag, MailboxId, MailboxName, SpecialUse, Uid, UidValidity, UserName, DEFAULT_MAILBOXES,
+};
+use crate::store::blobs::BlobStore;
+use crate::store::state::{self, EntryRow, MailboxRow};
+use crate::store::{DeviceIdentity, StoreError, StoreResult};
+
+/// How STORE changes flags (RFC 9051 6.4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    /// `+FLAGS`
+    Add,
+    /// `-FLAGS`
+    Remove,
+    /// `FLAGS`
+    Replace,
+}
+
+/// A flag change to apply to entries.
+#[derive(Debug, Clone)]
+pub struct FlagChange {
+    /// How.
+    pub mode: StoreMode,
+    /// Which flags.
+    pub flags: Vec<Flag>,
+}
+
+/// A message to append.
+#[derive(Debug, Clone)]
+pub struct AppendMessage<'a> {
+    /// The raw RFC 5322 message.
+    pub raw: &'a [u8],
+    /// Initial flags.
+    pub flags: Vec<Flag>,
+    /// INTERNALDATE, seconds since the Unix epoch.
+    pub internal_date: i64,
+}
+
+/// Makes local changes inside one transaction. See the module doc.
+#[derive(Debug)]
+pub struct Writer<'t> {
+    conn: &'t Connection,
+    identity: &'t DeviceIdentity,
+    blobs: &'t BlobStore,
+    now_ms: u64,
+    effects: Effects,
+}
+
+fn name_of(name: &str) -> StoreResult<MailboxName> {
+    MailboxName::new(name).map_err(|reason| StoreError::InvalidName { name: name.to_string(), reason })
+}
+
+impl<'t> Writer<'t> {
+    pub(crate) fn new(
+        conn: &'t Connection,
+        identity: &'t DeviceIdentity,
+        blobs: &'t BlobStore,
+        now_ms: u64,
+    ) -> StoreResult<Self> {
+        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default() })
+    }
+
+    pub(crate) fn finish(self) -> StoreResult<Effects> {
+        Ok(self.effects)
+    }
+
+    /// Creates, signs and applies one local event.
+    fn emit(&mut self, op: EventOp) -> StoreResult<EventId> {
+        let origin = self.identity.id();
+        let seq = state::max_seq(self.conn, origin)? + 1;
+        let deps = state::version_vector(self.conn)?;
+        let hlc = Hlc::tick(state::last_hlc(self.conn)?, self.now_ms);
+        let id = EventId { origin, seq };
+        let event = Event::sign(id, hlc, deps, op, self.identity.key());
+        apply_event(self.conn, &event, self.now_ms, self.identity.slot(), &mut self.effects)?;
+        Ok(id)
+    }
+
+    // --- users -----------------------------------------------------------------
+
+    /// Adds a user with the default mailboxes (INBOX, Sent, Drafts, Trash, Junk,
+    /// Archive), all subscribed.
+    pub fn add_user(&mut self, user: &UserName, password_hash: &str) -> StoreResult<()> {
+        if state::user_password_hash(self.conn, user.as_str())?.is_some() {
+            return Err(StoreError::UserExists(user.to_string()));
+        }
+        self.emit(EventOp::UserAdd { user: user.clone(), password_hash: password_hash.to_string() })?;
+        for (name, special_use) in DEFAULT_MAILBOXES {
+            self.create_mailbox(user, name, special_use)?;
+        }
+        Ok(())
+    }
+
+    /// Sets a user's password hash.
+    pub fn set_password(&mut self, user: &UserName, password_hash: &str) -> StoreResult<()> {
+        self.require_user(user)?;
+        self.emit(EventOp::UserPassword { user: user.clone(), password_hash: password_hash.to_string() })?;
+        Ok(())
+    }
+
+    /// Removes a user and their mail.
+    pub fn remove_user(&mut self, user: &UserName) -> StoreResult<()> {
+        self.require_user(user)?;
+        self.emit(EventOp::UserRemove { user: user.clone() })?;
+        Ok(())
+    }
+
+    fn require_user(&self, user: &UserName) -> StoreResult<()> {
+        match state::user_password_hash(self.conn, user.as_str())? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NoSuchUser(user.to_string())),
+        }
+    }
+
+    // --- mailboxes -------------------------------------------------------------
+
+    /// The live mailbox `name` of `user`.
+    pub fn mailbox(&self, user: &UserName, name: &str) -> StoreResult<MailboxId> {
+        let name = name_of(name)?;
+        state::mailbox_live_by_name(self.conn, user.as_str(), name.as_str())?
+            .map(|row| row.id)
+            .ok_or_else(|| StoreError::NoSuchMailbox(name.to_string()))
+    }
+
+    /// Creates mailbox `name` and any missing parents (RFC 9051 6.3.4).
+    pub fn create_mailbox(
+        &mut self,
+        user: &UserName,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> StoreResult<MailboxId> {
+        self.require_user(user)?;
+        let name = name_of(name)?;
+        if state::mailbox_live_by_name(self.conn, user.as_str(), name.as_str())?.is_some() {
+            return Err(StoreError::MailboxExists(name.to_string()));
+        }
+        for parent in name.ancestors() {
+            if state::mailbox_live_by_name(self.conn, user.as_str(), parent.as_str())?.is_none() {
+                self.emit_create(user, &parent, None)?;
+            }
+        }
+        self.emit_create(user, &name, special_use)
+    }
+
+    fn emit_create(
+        &mut self,
+        user: &UserName,
+        name: &MailboxName,
+        special_use: Option<SpecialUse>,
+    ) -> StoreResult<MailboxId> {
+        let generation = state::name_generation(self.conn, user.as_str(), name.key())?;
+        let mailbox = MailboxId::derive(user.as_str(), name.key(), generation);
+        let uid_validity = UidValidity::derive(mailbox, generation);
+        self.emit(EventOp::MailboxCreate {
+            user: user.clone(),
+            mailbox,
+            name: name.clone(),
+            uid_validity,
+            special_use,
+        })?;
+        Ok(mailbox)
+    }
+
+    /// Renames mailbox `from` and its children to `to`. Renaming INBOX moves
+    /// its messages to a new mailbox and leaves INBOX empty (RFC 9051 6.3.6).
+    pub fn rename_mailbox(&mut self, user: &UserName, from: &str, to: &str) -> StoreResult<()> {
+        let from = name_of(from)?;
+        let to = name_of(to)?;
+        let source = self.mailbox(user, from.as_str())?;
+        if state::mailbox_live_by_name(self.conn, user.as_str(), to.as_str())?.is_some() {
+            return Err(StoreError::MailboxExists(to.to_string()));
+        }
+        if to.as_str().starts_with(&format!("{}/", from.as_str())) {
+            return Err(StoreError::InvalidName { name: to.to_string(), reason: crate::model::NameError::EmptyLevel });
+        }
+        if from.is_inbox() {
+            let target = self.create_mailbox(user, to.as_str(), None)?;
+            let entries: Vec<EntryId> = state::entries_of(self.conn, source)?.iter().map(|e| e.entry_id).collect();
+            if !entries.is_empty() {
+                self.move_entries(source, &entries, target)?;
+            }
+            return Ok(());
+        }
+        for parent in to.ancestors() {
+            if state::mailbox_live_by_name(self.conn, user.as_str(), parent.as_str())?.is_none() {
+                self.emit_create(user, &parent, None)?;
+            }
+        }
+        let prefix = format!("{}/", from.as_str());
+        let children: Vec<MailboxRow> = state::mailboxes_of(self.conn, user.as_str())?
+            .into_iter()
+            .filter(|m| m.name.starts_with(&prefix))
+            .collect();
+        self.emit(EventOp::MailboxRename { mailbox: source, name: to.clone() })?;
+        for child in children {
+            let new_name = name_of(&format!("{}/{}", to.as_str(), &child.name[prefix.len()..]))?;
+            self.emit(EventOp::MailboxRename { mailbox: child.id, name: new_name })?;
+        }
+        Ok(())
+    }
+
+    /// Deletes mailbox `name` and its messages. Children stay (RFC 9051 6.3.5).
+    pub fn delete_mailbox(&mut self, user: &UserName, name: &str) -> StoreResult<()> {
+        let name = name_of(name)?;
+        if name.is_inbox() {
+            return Err(StoreError::InboxProtected("deleted"));
+        }
+        let mailbox = self.mailbox(user, name.as_str())?;
+        self.emit(EventOp::MailboxDelete { mailbox })?;
+        Ok(())
+    }
+
+    /// Subscribes or unsubscribes a name (which need not exist).
+    pub fn subscribe(&mut self, user: &UserName, name: &str, subscribed: bool) -> StoreResult<()> {
+        self.require_user(user)?;
+        let name = name_of(name)?;
+        self.emit(EventOp::MailboxSubscribe { user: user.clone(), name, subscribed })?;
+        Ok(())
+    }
+
+    // --- messages --------------------------------------------------------------
+
+    fn live_mailbox(&self, mailbox: MailboxId) -> StoreResult<MailboxRow> {
+        match state::mailbox_get(self.conn, mailbox)? {
+            Some(row) if !row.deleted => Ok(row),
+            _ => Err(StoreError::NoSuchMailbox(format!("{mailbox:?}"))),
+        }
+    }
+
+    /// The next `n` UIDs this device assigns in `mailbox`.
+    fn assign_uids(&self, mailbox: &MailboxRow, n: usize) -> StoreResult<Vec<Uid>> {
+        let (mut above, _) = state::mailbox_local(self.conn, mailbox.id)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let uid = Uid::next_for_slot(above, self.identity.slot())
+                .ok_or_else(|| StoreError::UidSpaceExhausted(mailbox.name.clone()))?;
+            assert!(above < uid.get(), "uid {} not above watermark {above}", uid.get());
+            above = uid.get();
+            out.push(uid);
+        }
+        Ok(out)
+    }
+
+    /// Stores messages (blobs first, fsynced) and appends them to `mailbox` in
+    /// one event; returns their UIDs.
+    pub fn append(&mut self, mailbox: MailboxId, messages: &[AppendMessage<'_>]) -> StoreResult<Vec<Uid>> {
+        let row = self.live_mailbox(mailbox)?;
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uids = self.assign_uids(&row, messages.len())?;
+        let mut entries = Vec::with_capacity(messages.len());
+        for (message, uid) in messages.iter().zip(&uids) {
+            let blob = self.blobs.put(message.raw)?;
+            entries.push(NewEntry {
+                uid: *uid,
+                blob,
+                size: message.raw.len() as u64,
+                internal_date: message.internal_date,
+                flags: message.flags.clone(),
+            });
+        }
+        self.emit(EventOp::Append { mailbox, entries })?;
+        Ok(uids)
+    }
+
+    /// Appends a message whose blob is already stored (import of a blob this
+    /// device has, tests).
+    pub fn append_stored(
+        &mut self,
+        mailbox: MailboxId,
+        blob: BlobHash,
+        size: u64,
+        internal_date: i64,
+        flags: Vec<Flag>,
+    ) -> StoreResult<Uid> {
+        let row = self.live_mailbox(mailbox)?;
+        let uid = self.assign_uids(&row, 1)?[0];
+        self.emit(EventOp::Append { mailbox, entries: vec![NewEntry { uid, blob, size, internal_date, flags }] })?;
+        Ok(uid)
+    }
+
+    fn entries_in(&self, mailbox: MailboxId, entries: &[EntryId]) -> StoreResult<Vec<EntryRow>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match state::entry_get(self.conn, *entry)? {
+                Some(row) if row.mailbox_id == mailbox => out.push(row),
+                // Expunged meanwhile by another session: nothing to do for it.
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes flags of entries; returns the entries whose flags changed.
+    pub fn store_flags(
+        &mut self,
+        mailbox: MailboxId,
+        entries: &[EntryId],
+        change: &FlagChange,
+    ) -> StoreResult<Vec<EntryId>> {
+        let rows = self.entries_in(mailbox, entries)?;
+        let mut items = Vec::new();
+        let mut changed = Vec::new();
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        for row in &rows {
+            let current = state::flags_of(self.conn, row.item_id)?;
+            let (row_add, row_remove): (Vec<&Flag>, Vec<&Flag>) = match change.mode {
+                StoreMode::Add => (change.flags.iter().filter(|f| !current.contains(f)).collect(), Vec::new()),
+                StoreMode::Remove => (Vec::new(), change.flags.iter().filter(|f| current.contains(f)).collect()),
+                StoreMode::Replace => (
+                    change.flags.iter().filter(|f| !current.contains(f)).collect(),
+                    current.iter().filter(|f| !change.flags.contains(f)).collect(),
+                ),
+            };
+            if row_add.is_empty() && row_remove.is_empty() {
+                continue; // No change: no event, no new MODSEQ (RFC 7162 3.1.3).
+            }
+            for f in row_add {
+                if !add.contains(f) {
+                    add.push(f.clone());
+                }
+            }
+            for f in row_remove {
+                if !remove.contains(f) {
+                    remove.push(f.clone());
+                }
+            }
+            items.push(row.item_id);
+            changed.push(row.entry_id);
+        }
+        if items.is_empty() {
+            return Ok(changed);
+        }
+        if change.mode == StoreMode::Replace {
+            // One event serves all entries: add the whole set, remove the rest.
+            add = change.flags.clone();
+        }
+        self.emit(EventOp::Flags { mailbox, items, add, remove })?;
+        Ok(changed)
+    }
+
+    /// Expunges entries.
+    pub fn expunge(&mut self, mailbox: MailboxId, entries: &[EntryId]) -> StoreResult<()> {
+        let rows = self.entries_in(mailbox, entries)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.emit(EventOp::Expunge { mailbox, entries: rows.iter().map(|r| r.entry_id).collect() })?;
+        Ok(())
+    }
+
+    /// Copies entries to `target`; returns `(source uid, new uid)` pairs.
+    pub fn copy(&mut self, source: MailboxId, entries: &[EntryId], target: MailboxId) -> StoreResult<Vec<(Uid, Uid)>> {
+        let target_row = self.live_mailbox(target)?;
+        let rows = self.entries_in(source, entries)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uids = self.assign_uids(&target_row, rows.len())?;
+        let mut copied = Vec::with_capacity(rows.len());
+        for (row, uid) in rows.iter().zip(&uids) {
+            let size = self.message_size(row.blob)?;
+            copied.push(CopiedEntry {
+                from: row.entry_id,
+                entry: NewEntry {
+                    uid: *uid,
+                    blob: row.blob,
+                    size,
+                    internal_date: row.internal_date,
+                    flags: state::flags_of(self.conn, row.item_id)?,
+                },
+            });
+        }
+        self.emit(EventOp::Copy { source, mailbox: target, entries: copied })?;
+        Ok(rows.iter().map(|r| r.uid).zip(uids).collect())
+    }
+
+    /// Moves entries to `target`; returns `(source uid, new uid)` pairs.
+    pub fn move_entries(
+        &mut self,
+        source: MailboxId,
+        entries: &[EntryId],
+        target: MailboxId,
+    ) -> StoreResult<Vec<(Uid, Uid)>> {
+        let target_row = self.live_mailbox(target)?;
+        let rows = self.entries_in(source, entries)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uids = self.assign_uids(&target_row, rows.len())?;
+        let mut moved = Vec::with_capacity(rows.len());
+        for (row, uid) in rows.iter().zip(&uids) {
+            moved.push(MovedEntry {
+                from: row.entry_id,
+                item: row.item_id,
+                uid: *uid,
+                blob: row.blob,
+                size: self.message_size(row.blob)?,
+                internal_date: row.internal_date,
+            });
+        }
+        self.emit(EventOp::Move { source, mailbox: target, entries: moved })?;
+        Ok(rows.iter().map(|r| r.uid).zip(uids).collect())
+    }
+
+    fn message_size(&self, blob: BlobHash) -> StoreResult<u64> {
+        let size: i64 =
+            self.conn
+                .query_row("SELECT size FROM messages WHERE blob = ?1", [blob.as_bytes().as_slice()], |r| r.get(0))?;
+        Ok(size as u64)
+    }
+}

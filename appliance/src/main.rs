@@ -1,1 +1,64 @@
-fn main() {}
+//! `roost`: the daemon and its command line. This file only parses arguments
+//! and dispatches; each subcommand lives in `cli/<name>.rs`.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use roost::cli;
+use roost::config::LogFormat;
+
+/// Roost: a personal mail appliance. Serves IMAP and LMTP from a replicated,
+/// event-sourced store.
+#[derive(Debug, Parser)]
+#[command(name = "roost", version, about, propagate_version = true)]
+struct Args {
+    /// Data directory (default: the config's `data_dir`, else ~/.local/share/roost).
+    #[arg(long, global = true, value_name = "DIR", env = "ROOST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (default: ~/.config/roost/roost.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE", env = "ROOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data directory, the device key, the database and a TLS certificate.
+    Init(cli::init::InitArgs),
+    /// Run the daemon: IMAP and LMTP.
+    Serve(cli::serve::ServeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(cli::user::UserCommand),
+    /// Show the device, its users, mailboxes, messages and storage.
+    Status,
+    /// Rebuild the state from the event log into a scratch database and compare.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let global = cli::Global { data_dir: args.data_dir, config: args.config, log_format: args.log_format };
+    let res = match args.command {
+        Command::Init(a) => cli::init::run(&global, a),
+        Command::Serve(a) => cli::serve::run(&global, a),
+        Command::User(c) => cli::user::run(&global, c),
+        Command::Status => cli::status::run(&global),
+        Command::Verify => cli::verify::run(&global),
+    };
+    match res {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("roost: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -98,6 +98,7 @@ impl<'t> Writer<'t> {
         self.emit(EventOp::UserAdd { user: user.clone(), password_hash: password_hash.to_string() })?;
         for (name, special_use) in DEFAULT_MAILBOXES {
             self.create_mailbox(user, name, special_use)?;
+            self.subscribe(user, name, true)?;
         }
         Ok(())
     }

@@ -1,0 +1,109 @@
+//! `roost serve`: runs the daemon until SIGINT/SIGTERM. `--demo` sets up a
+//! demo data directory with a demo user first, so one command gives a server a
+//! mail client can connect to.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use roost_core::auth;
+use roost_core::model::UserName;
+
+use crate::cli::{init, now_ms, open_store, Global};
+use crate::serve::{lock_data_dir, shutdown_signal, Daemon};
+
+/// The demo user's name and password (printed at start; loopback only).
+pub const DEMO_USER: &str = "demo";
+/// The demo user's password.
+pub const DEMO_PASSWORD: &str = "demo-password";
+
+/// Arguments of `roost serve`.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Create (if needed) and serve a demo data directory with user `demo`.
+    #[arg(long)]
+    pub demo: bool,
+    /// IMAP (STARTTLS) listen address, replacing the config's (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_imap: Vec<SocketAddr>,
+    /// IMAP over implicit TLS listen address, replacing the config's (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_imaps: Vec<SocketAddr>,
+    /// LMTP listen address, replacing the config's (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_lmtp: Vec<SocketAddr>,
+}
+
+/// Runs `roost serve`.
+pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
+    let mut global = global.clone();
+    if args.demo && global.data_dir.is_none() {
+        global.data_dir = Some(demo_dir()?);
+    }
+    let mut ctx = global.resolve()?;
+    if args.demo {
+        prepare_demo(&ctx.data_dir)?;
+    }
+    if !args.listen_imap.is_empty() {
+        ctx.config.imap.listen = args.listen_imap.clone();
+    }
+    if !args.listen_imaps.is_empty() {
+        ctx.config.imap.listen_tls = args.listen_imaps.clone();
+    }
+    if !args.listen_lmtp.is_empty() {
+        ctx.config.lmtp.listen = args.listen_lmtp.clone();
+    }
+    let _lock = lock_data_dir(&ctx.data_dir)?;
+    let store = open_store(&ctx.data_dir)?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let daemon = Daemon::new(store, ctx.config.clone(), ctx.data_dir.clone());
+        tracing::info!(data_dir = %ctx.data_dir.display(), "roost serving");
+        if args.demo {
+            print_demo_help(&daemon);
+        }
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo_dir() -> Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "roost")
+        .context("no home directory for the demo data: pass --data-dir")?;
+    Ok(dirs.data_dir().join("demo"))
+}
+
+/// Initialises the demo data dir and user if they do not exist yet.
+fn prepare_demo(dir: &std::path::Path) -> Result<()> {
+    if !dir.join(roost_core::store::DB_FILE).exists() {
+        init::init_data_dir(dir)?;
+    }
+    let mut store = open_store(dir)?;
+    let user = UserName::new(DEMO_USER).expect("demo user name is valid");
+    if !store.user_exists(&user)? {
+        let hash = auth::hash_password(DEMO_PASSWORD, &mut rand::rngs::OsRng);
+        store.write(now_ms(), |w| w.add_user(&user, &hash))?;
+    }
+    Ok(())
+}
+
+fn print_demo_help(daemon: &Daemon) {
+    println!("Roost demo is running (data in {}).", daemon.data_dir.display());
+    println!("  user {DEMO_USER}, password {DEMO_PASSWORD}");
+    for addr in &daemon.config.imap.listen {
+        println!("  IMAP (STARTTLS) on {addr}");
+    }
+    for addr in &daemon.config.imap.listen_tls {
+        println!("  IMAP over TLS  on {addr}");
+    }
+    for addr in &daemon.config.lmtp.listen {
+        println!("  LMTP           on {addr}");
+    }
+    println!("Stop it with Ctrl-C.");
+}

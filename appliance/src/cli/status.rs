@@ -1,0 +1,47 @@
+//! `roost status`: the device, users, mailboxes, messages and storage.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{open_store, Global};
+
+/// Runs `roost status`.
+pub fn run(global: &Global) -> Result<ExitCode> {
+    let ctx = global.resolve()?;
+    let store = open_store(&ctx.data_dir)?;
+    let stats = store.stats()?;
+    let identity = store.identity();
+    println!("data directory  {}", ctx.data_dir.display());
+    println!("device          {} (slot {})", identity.id(), identity.slot().get());
+    println!("peers           none paired");
+    println!("users           {}", stats.users);
+    println!("mailboxes       {}", stats.mailboxes);
+    println!("messages        {} in mailboxes, {} stored", stats.entries, stats.messages);
+    println!("events          {}", stats.events);
+    println!(
+        "storage         {} database, {} message blobs",
+        human_bytes(stats.db_bytes),
+        human_bytes(stats.blob_bytes)
+    );
+    for user in store.users()? {
+        println!("  user {:<24} {:>4} mailboxes {:>8} messages", user.name, user.mailboxes, user.messages);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `1536` -> `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

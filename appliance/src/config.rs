@@ -1,0 +1,172 @@
+//! The TOML configuration file and where things live on disk.
+//!
+//! Every option is documented in `packaging/roost.toml`; unknown keys are
+//! refused (a typo must not silently fall back to a default).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{format_err, Context, Result};
+use serde::Deserialize;
+
+/// The whole configuration file. Every field has a default, so an empty file
+/// (or no file) is a valid configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, blobs and device key live.
+    pub data_dir: Option<PathBuf>,
+    /// Logging.
+    pub log: LogConfig,
+    /// IMAP listeners and TLS.
+    pub imap: ImapConfig,
+    /// LMTP delivery.
+    pub lmtp: LmtpConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` (default) or `json`.
+    pub format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `roost=debug`.
+    pub level: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[imap]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    /// Addresses for IMAP with STARTTLS (port 143 in production).
+    pub listen: Vec<SocketAddr>,
+    /// Addresses for IMAP over implicit TLS (port 993 in production).
+    pub listen_tls: Vec<SocketAddr>,
+    /// PEM certificate chain; when unset, the self-signed one `roost init` made.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 1143))],
+            listen_tls: vec![SocketAddr::from(([127, 0, 0, 1], 1993))],
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// `[lmtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmtpConfig {
+    /// TCP addresses for LMTP.
+    pub listen: Vec<SocketAddr>,
+    /// A unix socket path for LMTP (relative paths are inside the data dir).
+    pub socket: Option<PathBuf>,
+    /// Deliver `user+tag@domain` into folder `tag` when it exists.
+    pub subaddress_folders: bool,
+    /// Largest message accepted, in bytes.
+    pub max_message_bytes: u64,
+}
+
+impl Default for LmtpConfig {
+    fn default() -> Self {
+        LmtpConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2424))],
+            socket: None,
+            subaddress_folders: false,
+            // Postfix's default message_size_limit is 10 MB; leave headroom.
+            max_message_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Errors name the file and, for syntax
+    /// errors and unknown keys, the line.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| format_err!("{}", e.to_string().trim_end()))?;
+        if config.imap.tls_cert.is_some() != config.imap.tls_key.is_some() {
+            return Err(format_err!("[imap] tls_cert and tls_key must be set together"));
+        }
+        if config.lmtp.max_message_bytes == 0 {
+            return Err(format_err!("[lmtp] max_message_bytes must be above 0"));
+        }
+        Ok(config)
+    }
+}
+
+/// The config file to read: `--config`, else the per-user default if it
+/// exists, else none.
+pub fn config_path(cli: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = cli {
+        return Some(path.to_path_buf());
+    }
+    let default = directories::ProjectDirs::from("", "", "roost")?.config_dir().join("roost.toml");
+    default.exists().then_some(default)
+}
+
+/// The data directory: `--data-dir`, else the config's `data_dir`, else the
+/// XDG data directory (`~/.local/share/roost`).
+pub fn data_dir(cli: Option<&Path>, config: &Config) -> Result<PathBuf> {
+    if let Some(dir) = cli {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = &config.data_dir {
+        return Ok(dir.clone());
+    }
+    directories::ProjectDirs::from("", "", "roost")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .ok_or_else(|| format_err!("no home directory to put the data in: pass --data-dir"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_valid() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.imap.listen.len(), 1);
+    }
+
+    #[test]
+    fn typo_names_the_key_and_line() {
+        let err = Config::parse("[imap]\nlisen = []\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_line() {
+        let err = Config::parse("[imap]\nlisten = [\"not an address\"]\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn the_packaged_example_parses() {
+        let text = include_str!("../../packaging/roost.toml");
+        Config::parse(text).unwrap();
+    }
+}

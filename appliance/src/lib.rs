@@ -1,0 +1,11 @@
+//! The Roost appliance: the daemon (IMAP, LMTP, later sync and admin API) and
+//! the command line around `roost-core`. The binary's `main.rs` only parses
+//! arguments; everything it runs is here so integration tests can call it.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod logging;
+pub mod serve;

@@ -26,10 +26,24 @@ const CHANGE_FEED_CAPACITY: usize = 1024;
 /// File that a running daemon holds an exclusive lock on.
 pub const LOCK_FILE: &str = "roost.lock";
 
+/// Most jobs one group commit takes. Bounds how long one commit holds the
+/// store (a few hundred small deliveries commit in tens of milliseconds).
+const GROUP_COMMIT_JOBS_MAX: usize = 256;
+
+/// Write requests queued for the committer thread before `write` waits.
+const WRITE_QUEUE_CAPACITY: usize = 1024;
+
+/// A write request: runs in the committer's transaction, returns whether to
+/// keep its changes and a completion called with the commit's outcome.
+type WriteJob = Box<dyn FnOnce(&mut Writer<'_>) -> (bool, Completion) + Send>;
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 /// What protocol tasks share.
 #[derive(Debug)]
 pub struct Daemon {
     store: Arc<Mutex<Store>>,
+    /// Queue of the committer thread, which group-commits concurrent writes.
+    writes: std::sync::mpsc::SyncSender<WriteJob>,
     /// Every committed write's effects, for IDLE and NOOP updates of other sessions.
     changes: broadcast::Sender<Arc<Effects>>,
     /// The configuration the daemon started with.
@@ -39,31 +53,54 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Wraps an open store.
+    /// Wraps an open store and starts its committer thread, which runs until
+    /// the last `Daemon` handle is dropped.
     pub fn new(store: Store, config: Config, data_dir: PathBuf) -> Arc<Daemon> {
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
-        Arc::new(Daemon { store: Arc::new(Mutex::new(store)), changes, config, data_dir })
+        let (writes, queue) = std::sync::mpsc::sync_channel(WRITE_QUEUE_CAPACITY);
+        let store = Arc::new(Mutex::new(store));
+        let committer_store = store.clone();
+        let committer_changes = changes.clone();
+        std::thread::Builder::new()
+            .name("roost-committer".into())
+            .spawn(move || run_committer(committer_store, queue, committer_changes))
+            .expect("cannot start the committer thread");
+        Arc::new(Daemon { store, writes, changes, config, data_dir })
     }
 
-    /// Runs `f` in one durable transaction on a blocking thread, then tells
-    /// subscribers what changed.
+    /// Runs `f` in a durable transaction (group-committed with concurrent
+    /// writes; a failing `f` rolls back alone). Returns only after the commit,
+    /// then subscribers hear what changed.
     pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Writer<'_>) -> StoreResult<T> + Send + 'static,
     {
-        let store = self.store.clone();
-        let (value, effects) = tokio::task::spawn_blocking(move || {
-            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-            store.write(now_ms(), f)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
-        if !effects.events.is_empty() {
-            // No receivers is fine: nobody is connected.
-            let _ = self.changes.send(Arc::new(effects));
-        }
-        Ok(value)
+        let (reply, answer) = tokio::sync::oneshot::channel::<StoreResult<T>>();
+        let job: WriteJob = Box::new(move |w| match f(w) {
+            Ok(value) => {
+                let done: Completion = Box::new(move |commit| {
+                    let _ = reply.send(match commit {
+                        Ok(()) => Ok(value),
+                        Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+                    });
+                });
+                (true, done)
+            }
+            Err(e) => {
+                let done: Completion = Box::new(move |_| {
+                    let _ = reply.send(Err(e));
+                });
+                (false, done)
+            }
+        });
+        let writes = self.writes.clone();
+        // The queue is bounded: when it is full, wait on a blocking thread.
+        tokio::task::spawn_blocking(move || writes.send(job))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+            .map_err(|_| StoreError::Corrupt("the committer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Corrupt("the committer dropped a write".into()))?
     }
 
     /// Runs a read on a blocking thread.
@@ -84,6 +121,50 @@ impl Daemon {
     /// A receiver of every later committed change.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Effects>> {
         self.changes.subscribe()
+    }
+}
+
+/// The committer loop: takes the first queued write, then whatever else is
+/// queued (up to `GROUP_COMMIT_JOBS_MAX`), commits them in one transaction and
+/// completes them. Ends when every sender is gone.
+fn run_committer(
+    store: Arc<Mutex<Store>>,
+    queue: std::sync::mpsc::Receiver<WriteJob>,
+    changes: broadcast::Sender<Arc<Effects>>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_COMMIT_JOBS_MAX {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let batch: Vec<roost_core::store::BatchJob<'_, Completion>> =
+            jobs.into_iter().map(|job| Box::new(job) as roost_core::store::BatchJob<'_, Completion>).collect();
+        // A panic is a broken invariant inside one batch: its transaction rolls
+        // back, its callers get errors, and the committer keeps serving.
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            store.write_batch(now_ms(), batch)
+        }));
+        let res = res.unwrap_or_else(|_| Err(roost_core::store::StoreError::Corrupt("a write panicked".into())));
+        match res {
+            Ok((completions, effects)) => {
+                for done in completions {
+                    done(Ok(()));
+                }
+                if !effects.events.is_empty() {
+                    // No receivers is fine: nobody is connected.
+                    let _ = changes.send(Arc::new(effects));
+                }
+            }
+            Err(e) => {
+                // The jobs' completions were dropped with the failed batch, so
+                // their callers see "dropped a write": nothing was acknowledged.
+                tracing::error!(error = %e, "group commit failed");
+            }
+        }
     }
 }
 

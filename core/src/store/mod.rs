@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use blobs::{BlobError, BlobStore};
 pub use digest::{StateDigest, TableDigest};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
-pub use writer::{Effects, FlagChange, StoreMode, Writer};
+pub use writer::{AppendMessage, Effects, FlagChange, StoreMode, Writer};
 
 use crate::log::event::DecodeError;
 use crate::model::{DeviceId, DeviceSlot, NameError};
@@ -227,6 +227,39 @@ impl Store {
         let effects = writer.finish()?;
         tx.commit()?;
         Ok((value, effects))
+    }
+}
+
+/// One job of a [`Store::write_batch`]: makes its changes through the writer
+/// and says whether they are to be kept (`true`) or rolled back (`false`),
+/// with a value the caller gets back after the commit.
+pub type BatchJob<'a, R> = Box<dyn FnOnce(&mut Writer<'_>) -> (bool, R) + 'a>;
+
+impl Store {
+    /// Group commit: runs several independent jobs in one transaction, each in
+    /// its own savepoint (a failing job rolls back alone), and commits once.
+    /// One fsync then covers every job, which is how concurrent deliveries
+    /// reach throughput without acknowledging anything before it is durable.
+    /// If the commit fails, every job failed.
+    pub fn write_batch<R>(&mut self, now_ms: u64, jobs: Vec<BatchJob<'_, R>>) -> StoreResult<(Vec<R>, Effects)> {
+        let mut tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut effects = Effects::default();
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let sp = tx.savepoint()?;
+            let mut writer = Writer::new(&sp, &self.identity, &self.blobs, now_ms)?;
+            let (keep, value) = job(&mut writer);
+            let job_effects = writer.finish()?;
+            if keep {
+                sp.commit()?;
+                effects.merge(job_effects);
+            } else {
+                sp.finish()?; // Dropping an uncommitted savepoint rolls it back.
+            }
+            results.push(value);
+        }
+        tx.commit()?;
+        Ok((results, effects))
     }
 }
 

@@ -1,0 +1,86 @@
+//! Durability: a child process commits events in a loop and reports each
+//! commit on stdout only after `write` returned; the parent kills it with
+//! SIGKILL mid-stream, reopens the store, and checks that every reported
+//! commit is there and that the log still rebuilds the state (`verify`).
+//!
+//! The child is this same test binary re-run with `ROOST_DURABILITY_CHILD`
+//! set, so no extra binary is needed.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roost_core::model::{DeviceSlot, UserName};
+use roost_core::store::{AppendMessage, Store};
+
+const SECRET: [u8; 32] = [5; 32];
+const CHILD_ENV: &str = "ROOST_DURABILITY_CHILD";
+
+fn child(dir: &Path) {
+    let mut store = Store::open(dir, SECRET).unwrap();
+    let user = UserName::new("alice").unwrap();
+    for i in 0u64.. {
+        let raw = format!("Subject: message {i}\r\n\r\nbody {i}\r\n").into_bytes();
+        store
+            .write(1_700_000_000_000 + i, |w| {
+                let inbox = w.mailbox(&user, "INBOX")?;
+                w.append(inbox, &[AppendMessage { raw: &raw, flags: vec![], internal_date: i as i64 }])
+            })
+            .unwrap();
+        println!("committed {i}");
+    }
+}
+
+#[test]
+fn sigkill_during_commits_loses_nothing_reported() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        child(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::init(dir.path(), SECRET, DeviceSlot::new(0).unwrap(), 1_700_000_000_000).unwrap();
+        store.write(1_700_000_000_000, |w| w.add_user(&UserName::new("alice").unwrap(), "hash")).unwrap();
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sigkill_during_commits_loses_nothing_reported", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reported = Vec::new();
+    let started = Instant::now();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("committed ") {
+            reported.push(n.parse::<u64>().unwrap());
+        }
+        // Kill while commits are streaming: after 40 of them or 20 s at most.
+        if reported.len() >= 40 || started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap(); // SIGKILL
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(reported.len() >= 10, "child reported only {} commits", reported.len());
+
+    let store = Store::open(dir.path(), SECRET).unwrap();
+    let user = UserName::new("alice").unwrap();
+    let inbox = store.mailbox_by_name(&user, "INBOX").unwrap().unwrap();
+    let entries = store.entries(inbox.id).unwrap();
+    let dates: Vec<i64> = entries.iter().map(|e| e.internal_date).collect();
+    for n in &reported {
+        assert!(dates.contains(&(*n as i64)), "commit {n} was reported but is gone");
+    }
+    // Commits are sequential: what is there is a prefix without gaps.
+    for (i, date) in dates.iter().enumerate() {
+        assert_eq!(*date, i as i64, "gap in the committed sequence");
+    }
+    for entry in &entries {
+        store.message(&entry.blob).unwrap();
+    }
+    let report = store.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}

@@ -133,14 +133,23 @@ fn database_from_a_newer_schema_is_refused() {
 fn duplicate_user_and_weak_passwords_are_refused() {
     let (_tmp, dir) = initialised();
     ok(roost(&dir, &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n"))));
-    fails_with(roost(&dir, &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n"))), "already exists");
+    fails_with(
+        roost(&dir, &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n"))),
+        "already exists",
+    );
     fails_with(roost(&dir, &["user", "add", "bob", "--password-stdin"], Some("\n")), "password is empty");
     fails_with(roost(&dir, &["user", "add", "bob", "--password-stdin"], Some("short\n")), "shorter than 8");
     fails_with(roost(&dir, &["user", "add", "bob", "--password-stdin"], Some("bbbbbbbbbb\n")), "too easy");
-    fails_with(roost(&dir, &["user", "add", "bob bob", "--password-stdin"], Some(&format!("{PASSWORD}\n"))), "invalid user name");
+    fails_with(
+        roost(&dir, &["user", "add", "bob bob", "--password-stdin"], Some(&format!("{PASSWORD}\n"))),
+        "invalid user name",
+    );
     // No terminal and no --password-stdin: refuse rather than hang.
     fails_with(roost(&dir, &["user", "add", "bob"], None), "--password-stdin");
-    fails_with(roost(&dir, &["user", "passwd", "nobody", "--password-stdin"], Some(&format!("{PASSWORD}\n"))), "no user nobody");
+    fails_with(
+        roost(&dir, &["user", "passwd", "nobody", "--password-stdin"], Some(&format!("{PASSWORD}\n"))),
+        "no user nobody",
+    );
     fails_with(roost(&dir, &["user", "remove", "nobody"], None), "no user nobody");
     let list = ok(roost(&dir, &["user", "list"], None));
     assert_eq!(list.lines().count(), 1, "only alice: {list}");

@@ -8,6 +8,7 @@
 //! `synchronous=FULL`) before `write` returns. Nothing is acknowledged earlier.
 
 mod digest;
+pub mod peers;
 mod reads;
 mod schema;
 pub(crate) mod state;

@@ -10,8 +10,10 @@ use rusqlite_migration::{Migrations, M};
 use crate::store::{StoreError, StoreResult};
 
 /// The migrations, in order. A test checks this list matches the directory.
-pub(crate) const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql"))];
+pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql")),
+    ("0002_peers.sql", include_str!("../../../migrations/0002_peers.sql")),
+];
 
 /// Brings the database to the latest schema, refusing one from a newer build.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {

@@ -136,6 +136,19 @@ pub enum EventOp {
     },
 }
 
+impl EventOp {
+    /// The message blobs this operation refers to: a device must have them
+    /// before it applies the event, so IMAP never shows a message it cannot read.
+    pub fn blobs(&self) -> Vec<BlobHash> {
+        match self {
+            EventOp::Append { entries, .. } => entries.iter().map(|e| e.blob).collect(),
+            EventOp::Copy { entries, .. } => entries.iter().map(|e| e.entry.blob).collect(),
+            EventOp::Move { entries, .. } => entries.iter().map(|e| e.blob).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// A message as added to a mailbox. Carries everything needed to materialise the
 /// entry, so a MOVE or COPY applies even where the source entry is gone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

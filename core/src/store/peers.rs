@@ -3,7 +3,8 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use crate::model::DeviceId;
+use crate::log::version_vector::VersionVector;
+use crate::model::{DeviceId, DeviceSlot};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// A paired device as this device knows it.
@@ -15,10 +16,29 @@ pub struct Peer {
     pub name: String,
     /// Last known direct addresses (`ip:port`).
     pub addrs: Vec<String>,
+    /// The peer's UID/MODSEQ slot.
+    pub slot: DeviceSlot,
     /// When it was paired (ms since the epoch).
     pub paired_ms: u64,
     /// When it was removed, if it was: removed peers are refused.
     pub removed_ms: Option<u64>,
+    /// Sync statistics.
+    pub stats: PeerStats,
+}
+
+/// What the sync layer last recorded about a peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Last frame received (ms since the epoch).
+    pub last_seen_ms: Option<u64>,
+    /// Events the peer confirmed having.
+    pub acked: VersionVector,
+    /// Bytes sent to it.
+    pub bytes_sent: u64,
+    /// Bytes received from it.
+    pub bytes_received: u64,
+    /// Last replication lag measured, in ms.
+    pub lag_ms: Option<u64>,
 }
 
 /// Outcome of presenting a pairing secret.
@@ -76,16 +96,57 @@ impl Store {
     }
 
     /// Adds or re-adds a peer (a removed peer paired again is trusted again).
-    pub fn add_peer(&mut self, device_id: DeviceId, name: &str, addrs: &[String], now_ms: u64) -> StoreResult<()> {
+    pub fn add_peer(
+        &mut self,
+        device_id: DeviceId,
+        name: &str,
+        slot: DeviceSlot,
+        addrs: &[String],
+        now_ms: u64,
+    ) -> StoreResult<()> {
         if device_id == self.identity.id() {
             return Err(StoreError::Corrupt("a device cannot pair with itself".into()));
         }
         let addrs = serde_json::to_string(addrs).expect("strings serialise");
         self.conn.execute(
-            "INSERT INTO peers (device_id, name, addrs, paired_ms) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO peers (device_id, name, addrs, slot, paired_ms) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (device_id) DO UPDATE SET name = excluded.name, addrs = excluded.addrs,
-                 paired_ms = excluded.paired_ms, removed_ms = NULL",
-            params![device_id.as_bytes().as_slice(), name, addrs, now_ms as i64],
+                 slot = excluded.slot, paired_ms = excluded.paired_ms, removed_ms = NULL",
+            params![device_id.as_bytes().as_slice(), name, addrs, slot.get(), now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// A slot no known device uses, for a device that joins: the lowest free.
+    pub fn free_slot(&self) -> StoreResult<Option<DeviceSlot>> {
+        let mut used = vec![self.identity.slot()];
+        used.extend(self.peers()?.iter().filter(|p| p.removed_ms.is_none()).map(|p| p.slot));
+        Ok((0..crate::model::DEVICE_SLOTS).filter_map(DeviceSlot::new).find(|s| !used.contains(s)))
+    }
+
+    /// Changes this device's slot (when it joins a group that assigned it
+    /// one). UIDs and MODSEQs issued before keep the old slot's bits; what
+    /// is issued from now on uses the new one.
+    pub fn set_slot(&mut self, slot: DeviceSlot) -> StoreResult<()> {
+        self.conn.execute("UPDATE device SET slot = ?1 WHERE id = 1", [slot.get()])?;
+        self.identity = crate::store::DeviceIdentity::new(self.identity.key().to_bytes(), slot);
+        Ok(())
+    }
+
+    /// Records sync statistics of a peer.
+    pub fn record_peer_stats(&mut self, device_id: DeviceId, stats: &PeerStats) -> StoreResult<()> {
+        let acked = serde_json::to_string(&stats.acked).expect("version vector serialises");
+        self.conn.execute(
+            "UPDATE peers SET last_seen_ms = ?2, acked = ?3, bytes_sent = ?4, bytes_received = ?5, lag_ms = ?6
+             WHERE device_id = ?1",
+            params![
+                device_id.as_bytes().as_slice(),
+                stats.last_seen_ms.map(|v| v as i64),
+                acked,
+                stats.bytes_sent as i64,
+                stats.bytes_received as i64,
+                stats.lag_ms.map(|v| v as i64)
+            ],
         )?;
         Ok(())
     }
@@ -111,29 +172,35 @@ impl Store {
 
     /// All peers, removed ones included, by pairing time.
     pub fn peers(&self) -> StoreResult<Vec<Peer>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT device_id, name, addrs, paired_ms, removed_ms FROM peers ORDER BY paired_ms")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-            ))
-        })?;
-        rows.map(|r| {
-            let (id, name, addrs, paired_ms, removed_ms) = r?;
-            Ok(Peer {
-                device_id: DeviceId::from_slice(&id).ok_or_else(|| StoreError::Corrupt("peer id".into()))?,
-                name,
-                addrs: serde_json::from_str(&addrs).map_err(|e| StoreError::Corrupt(format!("peer addrs: {e}")))?,
-                paired_ms: paired_ms as u64,
-                removed_ms: removed_ms.map(|m| m as u64),
-            })
-        })
-        .collect()
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT device_id, name, addrs, slot, paired_ms, removed_ms,
+                    last_seen_ms, acked, bytes_sent, bytes_received, lag_ms
+             FROM peers ORDER BY paired_ms",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let corrupt = |what: &str| StoreError::Corrupt(format!("peer {what}"));
+            let id: Vec<u8> = r.get(0)?;
+            let addrs: String = r.get(2)?;
+            let acked: String = r.get(7)?;
+            out.push(Peer {
+                device_id: DeviceId::from_slice(&id).ok_or_else(|| corrupt("id"))?,
+                name: r.get(1)?,
+                addrs: serde_json::from_str(&addrs).map_err(|_| corrupt("addrs"))?,
+                slot: DeviceSlot::new(r.get(3)?).ok_or_else(|| corrupt("slot"))?,
+                paired_ms: r.get::<_, i64>(4)? as u64,
+                removed_ms: r.get::<_, Option<i64>>(5)?.map(|m| m as u64),
+                stats: PeerStats {
+                    last_seen_ms: r.get::<_, Option<i64>>(6)?.map(|m| m as u64),
+                    acked: serde_json::from_str(&acked).map_err(|_| corrupt("acked"))?,
+                    bytes_sent: r.get::<_, i64>(8)? as u64,
+                    bytes_received: r.get::<_, i64>(9)? as u64,
+                    lag_ms: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// Whether `device_id` is an active (paired, not removed) peer.
@@ -171,15 +238,22 @@ mod tests {
         let mut store = Store::in_memory([1; 32], DeviceSlot::new(0).unwrap(), 0).unwrap();
         let peer = DeviceId::from_bytes([9; 32]);
         assert!(!store.is_active_peer(peer).unwrap());
-        store.add_peer(peer, "pi", &["127.0.0.1:1".into()], 5).unwrap();
+        let slot = store.free_slot().unwrap().unwrap();
+        assert_eq!(slot.get(), 1);
+        store.add_peer(peer, "pi", slot, &["127.0.0.1:1".into()], 5).unwrap();
+        assert_eq!(store.free_slot().unwrap().unwrap().get(), 2);
         assert!(store.is_active_peer(peer).unwrap());
         assert!(store.remove_peer(peer, 6).unwrap());
         assert!(!store.is_active_peer(peer).unwrap());
         assert!(!store.remove_peer(peer, 7).unwrap());
         assert_eq!(store.peers().unwrap()[0].removed_ms, Some(6));
-        store.add_peer(peer, "pi", &[], 8).unwrap();
+        store.add_peer(peer, "pi", slot, &[], 8).unwrap();
         assert!(store.is_active_peer(peer).unwrap());
         let me = store.identity().id();
-        assert!(store.add_peer(me, "me", &[], 9).is_err());
+        assert!(store.add_peer(me, "me", slot, &[], 9).is_err());
+        let mut stats = PeerStats { last_seen_ms: Some(10), bytes_sent: 5, ..PeerStats::default() };
+        stats.acked.set(me, 3);
+        store.record_peer_stats(peer, &stats).unwrap();
+        assert_eq!(store.peers().unwrap()[0].stats, stats);
     }
 }

@@ -22,6 +22,23 @@ pub struct Config {
     pub imap: ImapConfig,
     /// LMTP delivery.
     pub lmtp: LmtpConfig,
+    /// Device-to-device sync.
+    pub sync: SyncConfig,
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// UDP addresses of the QUIC endpoint other devices connect to.
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        // Every device must reach it; only paired devices are accepted.
+        SyncConfig { listen: vec![SocketAddr::from(([0, 0, 0, 0], 7947))] }
+    }
 }
 
 /// `[log]`

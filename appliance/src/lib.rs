@@ -9,3 +9,4 @@ pub mod config;
 pub mod device;
 pub mod logging;
 pub mod serve;
+pub mod sync;

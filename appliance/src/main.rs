@@ -38,6 +38,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(cli::user::UserCommand),
+    /// Pair this device with others, list and remove pairings.
+    #[command(subcommand)]
+    Pair(cli::pair::PairCommand),
     /// Show the device, its users, mailboxes, messages and storage.
     Status,
     /// Rebuild the state from the event log into a scratch database and compare.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Init(a) => cli::init::run(&global, a),
         Command::Serve(a) => cli::serve::run(&global, a),
         Command::User(c) => cli::user::run(&global, c),
+        Command::Pair(c) => cli::pair::run(&global, c),
         Command::Status => cli::status::run(&global),
         Command::Verify => cli::verify::run(&global),
     };

@@ -2,6 +2,7 @@
 //! error that `main` prints as `roost: <context>: <cause>`.
 
 pub mod init;
+pub mod pair;
 pub mod serve;
 pub mod status;
 pub mod user;

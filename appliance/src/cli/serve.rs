@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// LMTP listen address, replacing the config's (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub listen_lmtp: Vec<SocketAddr>,
+    /// Sync (QUIC, UDP) listen address, replacing the config's (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_sync: Vec<SocketAddr>,
 }
 
 /// Runs `roost serve`.
@@ -56,6 +59,11 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     if !args.listen_lmtp.is_empty() {
         ctx.config.lmtp.listen = args.listen_lmtp.clone();
     }
+    if !args.listen_sync.is_empty() {
+        ctx.config.sync.listen = args.listen_sync.clone();
+    } else if args.demo {
+        ctx.config.sync.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    }
     let _lock = lock_data_dir(&ctx.data_dir)?;
     let store = open_store(&ctx.data_dir)?;
     let runtime =
@@ -63,6 +71,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async move {
         let daemon = Daemon::new(store, ctx.config.clone(), ctx.data_dir.clone());
         tracing::info!(data_dir = %ctx.data_dir.display(), "roost serving");
+        let _sync =
+            crate::sync::start(daemon.clone(), crate::sync::SyncOptions { listen: ctx.config.sync.listen.clone() })
+                .await?;
         if args.demo {
             print_demo_help(&daemon);
         }

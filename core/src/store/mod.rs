@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use blobs::{BlobError, BlobStore};
 pub use digest::{StateDigest, TableDigest};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
-pub use writer::{AppendMessage, Effects, FlagChange, StoreMode, Writer};
+pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
 use crate::log::event::DecodeError;
 use crate::model::{DeviceId, DeviceSlot, NameError};
@@ -200,6 +200,16 @@ impl Store {
         Ok(Store { conn, blobs, identity, path })
     }
 
+    /// Re-reads this device's slot: `roost pair join` (another process) may
+    /// have changed it while the daemon runs.
+    fn refresh_slot(&mut self) -> StoreResult<()> {
+        let (_, slot) = state::device(&self.conn)?;
+        if slot != self.identity.slot {
+            self.identity = DeviceIdentity::new(self.identity.key.to_bytes(), slot);
+        }
+        Ok(())
+    }
+
     /// This device.
     pub fn identity(&self) -> &DeviceIdentity {
         &self.identity
@@ -243,6 +253,7 @@ impl Store {
     /// reach throughput without acknowledging anything before it is durable.
     /// If the commit fails, every job failed.
     pub fn write_batch<R>(&mut self, now_ms: u64, jobs: Vec<BatchJob<'_, R>>) -> StoreResult<(Vec<R>, Effects)> {
+        self.refresh_slot()?;
         let mut tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut effects = Effects::default();
         let mut results = Vec::with_capacity(jobs.len());

@@ -60,7 +60,7 @@ fn secret_hash(secret: &[u8]) -> [u8; 32] {
 
 impl Store {
     /// Records a pairing invitation (only the secret's hash is stored).
-    pub fn add_invite(&mut self, secret: &[u8], expires_ms: u64) -> StoreResult<()> {
+    pub fn add_invite(&self, secret: &[u8], expires_ms: u64) -> StoreResult<()> {
         self.conn.execute(
             "INSERT INTO pair_invites (secret_hash, expires_ms) VALUES (?1, ?2)",
             params![secret_hash(secret).as_slice(), expires_ms as i64],
@@ -70,8 +70,8 @@ impl Store {
 
     /// Checks a presented secret and, if valid, marks the invite used, in one
     /// transaction so one secret pairs at most one device.
-    pub fn consume_invite(&mut self, secret: &[u8], now_ms: u64) -> StoreResult<InviteCheck> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    pub fn consume_invite(&self, secret: &[u8], now_ms: u64) -> StoreResult<InviteCheck> {
+        let tx = self.conn.unchecked_transaction()?;
         let row: Option<(i64, Option<i64>)> = tx
             .query_row(
                 "SELECT expires_ms, used_ms FROM pair_invites WHERE secret_hash = ?1",
@@ -97,7 +97,7 @@ impl Store {
 
     /// Adds or re-adds a peer (a removed peer paired again is trusted again).
     pub fn add_peer(
-        &mut self,
+        &self,
         device_id: DeviceId,
         name: &str,
         slot: DeviceSlot,
@@ -134,7 +134,7 @@ impl Store {
     }
 
     /// Records sync statistics of a peer.
-    pub fn record_peer_stats(&mut self, device_id: DeviceId, stats: &PeerStats) -> StoreResult<()> {
+    pub fn record_peer_stats(&self, device_id: DeviceId, stats: &PeerStats) -> StoreResult<()> {
         let acked = serde_json::to_string(&stats.acked).expect("version vector serialises");
         self.conn.execute(
             "UPDATE peers SET last_seen_ms = ?2, acked = ?3, bytes_sent = ?4, bytes_received = ?5, lag_ms = ?6
@@ -152,7 +152,7 @@ impl Store {
     }
 
     /// Updates a peer's last known addresses.
-    pub fn set_peer_addrs(&mut self, device_id: DeviceId, addrs: &[String]) -> StoreResult<()> {
+    pub fn set_peer_addrs(&self, device_id: DeviceId, addrs: &[String]) -> StoreResult<()> {
         let addrs = serde_json::to_string(addrs).expect("strings serialise");
         self.conn.execute(
             "UPDATE peers SET addrs = ?2 WHERE device_id = ?1",
@@ -162,7 +162,7 @@ impl Store {
     }
 
     /// Marks a peer removed; returns false if there was no such active peer.
-    pub fn remove_peer(&mut self, device_id: DeviceId, now_ms: u64) -> StoreResult<bool> {
+    pub fn remove_peer(&self, device_id: DeviceId, now_ms: u64) -> StoreResult<bool> {
         let n = self.conn.execute(
             "UPDATE peers SET removed_ms = ?2 WHERE device_id = ?1 AND removed_ms IS NULL",
             params![device_id.as_bytes().as_slice(), now_ms as i64],
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn invites_are_one_time_and_expire() {
-        let mut store = Store::in_memory([1; 32], DeviceSlot::new(0).unwrap(), 0).unwrap();
+        let store = Store::in_memory([1; 32], DeviceSlot::new(0).unwrap(), 0).unwrap();
         store.add_invite(b"secret-a", 1_000).unwrap();
         store.add_invite(b"secret-b", 1_000).unwrap();
         assert_eq!(store.consume_invite(b"nope", 10).unwrap(), InviteCheck::Unknown);
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn removed_peers_are_not_active_until_paired_again() {
-        let mut store = Store::in_memory([1; 32], DeviceSlot::new(0).unwrap(), 0).unwrap();
+        let store = Store::in_memory([1; 32], DeviceSlot::new(0).unwrap(), 0).unwrap();
         let peer = DeviceId::from_bytes([9; 32]);
         assert!(!store.is_active_peer(peer).unwrap());
         let slot = store.free_slot().unwrap().unwrap();

@@ -224,6 +224,36 @@ impl Store {
         state::version_vector(&self.conn)
     }
 
+    /// Events a device with version vector `have` lacks, in a causal order
+    /// (this device's application order), at most `limit` of them.
+    pub fn events_missing(&self, have: &VersionVector, limit: usize) -> StoreResult<Vec<crate::log::Event>> {
+        let mine = state::version_vector(&self.conn)?;
+        let mut rows: Vec<(i64, crate::log::Event)> = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT applied_idx, seq, hlc, deps, payload, signature FROM events
+             WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        for (origin, seq) in mine.iter() {
+            let from = have.get(origin);
+            if from >= *seq {
+                continue;
+            }
+            let mut q = stmt.query(params![origin.as_bytes().as_slice(), from as i64, limit as i64])?;
+            while let Some(r) = q.next()? {
+                let signature: Vec<u8> = r.get(5)?;
+                let signature: [u8; 64] =
+                    signature.try_into().map_err(|_| StoreError::Corrupt("event signature is not 64 bytes".into()))?;
+                let id = crate::model::EventId { origin: *origin, seq: r.get::<_, i64>(1)? as u64 };
+                let hlc = crate::clock::Hlc::from_raw(r.get::<_, i64>(2)? as u64);
+                let event = crate::log::Event::decode_unverified(id, hlc, r.get(3)?, r.get(4)?, signature)?;
+                rows.push((r.get(0)?, event));
+            }
+        }
+        rows.sort_by_key(|(idx, _)| *idx);
+        rows.truncate(limit);
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
+    }
+
     /// When the store was created (ms since the epoch).
     pub fn created_ms(&self) -> StoreResult<u64> {
         state::device_created_ms(&self.conn)

@@ -36,6 +36,17 @@ pub struct FlagChange {
     pub flags: Vec<Flag>,
 }
 
+/// Outcome of [`Writer::apply_remote`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteApply {
+    /// Applied now.
+    Applied,
+    /// Already here.
+    Duplicate,
+    /// A dependency is missing; try again after it arrived.
+    NotReady,
+}
+
 /// A message to append.
 #[derive(Debug, Clone)]
 pub struct AppendMessage<'a> {
@@ -85,6 +96,23 @@ impl<'t> Writer<'t> {
         let event = Event::sign(id, hlc, deps, op, self.identity.key());
         apply_event(self.conn, &event, self.now_ms, self.identity.slot(), &mut self.effects)?;
         Ok(id)
+    }
+
+    /// Applies an event from another device if it is next in causal order.
+    /// Minimal ingest for the sync layer: duplicates are skipped, an event
+    /// whose dependencies are missing is reported `NotReady` (the caller keeps
+    /// it and retries). UID clashes of concurrent appends are not re-keyed
+    /// here yet (that is the replication core's work) and fail the write.
+    pub fn apply_remote(&mut self, event: &Event) -> StoreResult<RemoteApply> {
+        let have = state::version_vector(self.conn)?;
+        if have.contains(event.id) {
+            return Ok(RemoteApply::Duplicate);
+        }
+        if have.get(&event.id.origin) + 1 != event.id.seq || !have.dominates(&event.deps) {
+            return Ok(RemoteApply::NotReady);
+        }
+        apply_event(self.conn, event, self.now_ms, self.identity.slot(), &mut self.effects)?;
+        Ok(RemoteApply::Applied)
     }
 
     // --- users -----------------------------------------------------------------

@@ -194,6 +194,11 @@ fn two_daemons_pair_sync_both_ways_and_catch_up() {
     }
     let list = String::from_utf8(roost(&a.dir, &["pair", "list"]).stdout).unwrap();
     assert!(list.contains("slot 1"), "{list}");
+    // `roost status` (another process) shows the peer connected and caught up.
+    wait_for("status to show b connected and caught up", || {
+        let status = String::from_utf8(roost(&a.dir, &["status"]).stdout).unwrap();
+        status.contains(": connected; it lacks 0 events, we lack 0;")
+    });
 }
 
 #[test]

@@ -14,7 +14,30 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     let identity = store.identity();
     println!("data directory  {}", ctx.data_dir.display());
     println!("device          {} (slot {})", identity.id(), identity.slot().get());
-    println!("peers           none paired");
+    let my_vv = store.version_vector()?;
+    let peers: Vec<_> = store.peers()?.into_iter().filter(|p| p.removed_ms.is_none()).collect();
+    if peers.is_empty() {
+        println!("peers           none paired");
+    }
+    for peer in &peers {
+        let seen = match peer.stats.last_seen_ms {
+            // A session refreshes this every second while frames flow.
+            Some(ms) if crate::cli::now_ms().saturating_sub(ms) < 5_000 => "connected".to_string(),
+            Some(ms) => format!("last seen {} s ago", crate::cli::now_ms().saturating_sub(ms) / 1000),
+            None => "never connected".to_string(),
+        };
+        let they_lack: u64 = my_vv.iter().map(|(o, s)| s.saturating_sub(peer.stats.acked.get(o))).sum();
+        let we_lack: u64 = peer.stats.acked.iter().map(|(o, s)| s.saturating_sub(my_vv.get(o))).sum();
+        println!(
+            "peer            {} {} ({}): {seen}; it lacks {they_lack} events, we lack {we_lack}; lag {}; sent {}, received {}",
+            peer.name,
+            peer.device_id.short(),
+            peer.addrs.join(", "),
+            peer.stats.lag_ms.map_or("unknown".to_string(), |ms| format!("{ms} ms")),
+            human_bytes(peer.stats.bytes_sent),
+            human_bytes(peer.stats.bytes_received),
+        );
+    }
     println!("users           {}", stats.users);
     println!("mailboxes       {}", stats.mailboxes);
     println!("messages        {} in mailboxes, {} stored", stats.entries, stats.messages);

@@ -40,7 +40,7 @@ const ACK_QUEUE: usize = 16;
 const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often a session writes its statistics for `roost status`.
-const STATS_INTERVAL_MS: u64 = 1_000;
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Largest blob accepted from a peer (the LMTP size limit's order of magnitude).
 const BLOB_BYTES_MAX: u64 = 128 * 1024 * 1024;
@@ -88,11 +88,22 @@ pub async fn run(
     let sender = send_loop(daemon.clone(), send, peer_vv, ack_queue, stats.clone());
     let receiver = receive_loop(daemon.clone(), conn.clone(), recv, peer, acks, stats.clone());
     let blob_server = serve_blobs(daemon.clone(), conn.clone());
+    let flusher = {
+        let (daemon, stats) = (daemon.clone(), stats.clone());
+        tokio::spawn(async move {
+            // Runs until the session ends and aborts it.
+            loop {
+                record_stats(&daemon, peer, &stats).await;
+                tokio::time::sleep(STATS_INTERVAL).await;
+            }
+        })
+    };
     let res = tokio::select! {
         res = sender => res.context("sending"),
         res = receiver => res.context("receiving"),
         res = blob_server => res.context("serving blobs"),
     };
+    flusher.abort();
     record_stats(daemon, peer, &stats).await;
     res
 }
@@ -153,7 +164,6 @@ async fn receive_loop(
     stats: Arc<std::sync::Mutex<PeerStats>>,
 ) -> Result<()> {
     let mut held: Vec<Event> = Vec::new();
-    let mut stats_written_ms = 0;
     // Runs for the life of the session.
     loop {
         let Some((message, n)) = read_frame::<_, Message>(&mut recv).await? else {
@@ -193,11 +203,6 @@ async fn receive_loop(
                 // The sender may be blocked writing: never wait here for it.
                 let _ = acks.try_send(Message::Ack { vv });
             }
-        }
-        let now = now_ms();
-        if STATS_INTERVAL_MS <= now.saturating_sub(stats_written_ms) {
-            stats_written_ms = now;
-            record_stats(&daemon, peer, &stats).await;
         }
     }
 }

@@ -1,0 +1,190 @@
+//! A paired but misbehaving peer, speaking the sync protocol by hand: wrong
+//! protocol version, an oversized frame, a malformed frame, an event with a
+//! forged signature, a blob whose bytes do not match its hash. Each time the
+//! daemon closes the connection with a logged reason, stores nothing, and
+//! keeps serving.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::presets;
+use iroh::{Endpoint, EndpointAddr, SecretKey, TransportAddr};
+use tokio::io::AsyncWriteExt;
+
+use roost::sync::frames::{read_frame, write_frame};
+use roost::sync::messages::{Message, WireEvent};
+use roost::sync::SYNC_ALPN;
+use roost_core::log::VersionVector;
+use roost_core::model::{DeviceId, DeviceSlot, UserName};
+use roost_core::store::{AppendMessage, Store};
+
+const MALLORY: [u8; 32] = [42; 32];
+
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Daemon {
+    let status = Command::new(env!("CARGO_BIN_EXE_roost")).arg("--data-dir").arg(dir).arg("init").output().unwrap();
+    assert!(status.status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen-sync", "127.0.0.1:0", "--listen-imap", "127.0.0.1:0"])
+        .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
+        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let started = Instant::now();
+    while !dir.join("sync-addrs.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon { child, log }
+}
+
+async fn wait_log(daemon: &Daemon, needle: &str) {
+    let started = Instant::now();
+    while !daemon.log.lock().unwrap().contains(needle) {
+        assert!(started.elapsed() < Duration::from_secs(20), "log never said {needle:?}: {}", daemon.log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Mallory {
+    endpoint: Endpoint,
+    target: EndpointAddr,
+}
+
+impl Mallory {
+    async fn new(dir: &Path) -> Mallory {
+        let endpoint = Endpoint::builder(presets::Minimal)
+            .secret_key(SecretKey::from_bytes(&MALLORY))
+            .alpns(vec![SYNC_ALPN.to_vec()])
+            .clear_ip_transports()
+            .bind_addr("127.0.0.1:0")
+            .unwrap()
+            .bind()
+            .await
+            .unwrap();
+        let secret = roost::device::load_key(dir).unwrap();
+        let store = Store::open(dir, secret).unwrap();
+        let id = iroh::PublicKey::from_bytes(store.identity().id().as_bytes()).unwrap();
+        let addrs = roost::sync::read_addrs_file(dir).unwrap();
+        // The daemon trusts Mallory: paired, then misbehaving.
+        let mallory_id = DeviceId::from_bytes(*endpoint.id().as_bytes());
+        store.add_peer(mallory_id, "mallory", DeviceSlot::new(5).unwrap(), &[], 1).unwrap();
+        Mallory { endpoint, target: EndpointAddr { id, addrs: addrs.into_iter().map(TransportAddr::Ip).collect() } }
+    }
+
+    async fn session(&self) -> (iroh::endpoint::Connection, iroh::endpoint::SendStream, iroh::endpoint::RecvStream) {
+        let conn = self.endpoint.connect(self.target.clone(), SYNC_ALPN).await.unwrap();
+        let (send, recv) = conn.open_bi().await.unwrap();
+        (conn, send, recv)
+    }
+
+    async fn hello(&self) -> (iroh::endpoint::Connection, iroh::endpoint::SendStream, iroh::endpoint::RecvStream) {
+        let (conn, mut send, mut recv) = self.session().await;
+        let hello = Message::Hello { version: 1, vv: VersionVector::new(), addrs: vec![] };
+        write_frame(&mut send, &hello).await.unwrap();
+        let (answer, _) = read_frame::<_, Message>(&mut recv).await.unwrap().unwrap();
+        assert!(matches!(answer, Message::Hello { version: 1, .. }));
+        (conn, send, recv)
+    }
+}
+
+fn events_count(dir: &Path) -> u64 {
+    let store = Store::open(dir, roost::device::load_key(dir).unwrap()).unwrap();
+    store.stats().unwrap().events
+}
+
+/// Events of a real device (Mallory's own in-memory store): a user and a message.
+fn mallory_events() -> Vec<roost_core::log::Event> {
+    let mut store = Store::in_memory(MALLORY, DeviceSlot::new(5).unwrap(), 1).unwrap();
+    let user = UserName::new("mallory").unwrap();
+    store.write(1, |w| w.add_user(&user, "hash")).unwrap();
+    store
+        .write(2, |w| {
+            let inbox = w.mailbox(&user, "INBOX")?;
+            w.append(inbox, &[AppendMessage { raw: b"Subject: x\r\n\r\nhi\r\n", flags: vec![], internal_date: 1 }])
+        })
+        .unwrap();
+    store.events_missing(&VersionVector::new(), 1000).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a");
+    let daemon = start(&dir);
+    let mallory = Mallory::new(&dir).await;
+    let events_before = events_count(&dir);
+
+    // Wrong protocol version.
+    let (conn, mut send, _recv) = mallory.session().await;
+    write_frame(&mut send, &Message::Hello { version: 99, vv: VersionVector::new(), addrs: vec![] }).await.unwrap();
+    wait_log(&daemon, "sync protocol version 99").await;
+    conn.closed().await;
+
+    // A frame announcing 4 GiB.
+    let (conn, mut send, _recv) = mallory.hello().await;
+    send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    wait_log(&daemon, "above the").await;
+    conn.closed().await;
+
+    // A frame that is not a message.
+    let (conn, mut send, _recv) = mallory.hello().await;
+    send.write_all(&5u32.to_be_bytes()).await.unwrap();
+    send.write_all(b"hello").await.unwrap();
+    wait_log(&daemon, "malformed frame").await;
+    conn.closed().await;
+
+    // An event whose signature does not verify (payload changed after signing).
+    let events = mallory_events();
+    let mut forged = WireEvent::from_event(&events[0]);
+    forged.payload = forged.payload.replace("mallory", "alice");
+    let (conn, mut send, _recv) = mallory.hello().await;
+    write_frame(&mut send, &Message::Events { events: vec![forged] }).await.unwrap();
+    wait_log(&daemon, "bad signature").await;
+    conn.closed().await;
+
+    // A message whose blob bytes do not match the hash its event names.
+    let (conn, mut send, _recv) = mallory.hello().await;
+    let wire: Vec<WireEvent> = events.iter().map(WireEvent::from_event).collect();
+    write_frame(&mut send, &Message::Events { events: wire }).await.unwrap();
+    let (mut blob_send, mut blob_recv) = conn.accept_bi().await.unwrap();
+    let _request: Option<(roost::sync::messages::BlobRequest, usize)> = read_frame(&mut blob_recv).await.unwrap();
+    let wrong = b"Subject: not what was signed\r\n\r\n";
+    blob_send.write_u64(wrong.len() as u64).await.unwrap();
+    blob_send.write_all(wrong).await.unwrap();
+    let _ = blob_send.finish();
+    wait_log(&daemon, "does not match its hash").await;
+    conn.closed().await;
+
+    assert_eq!(events_count(&dir), events_before, "nothing of a bad session may be stored");
+    // The daemon keeps serving: a well-behaved session still gets its Hello.
+    let (conn, _send, _recv) = mallory.hello().await;
+    conn.close(0u32.into(), b"done");
+}

@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 # Real peers the tests talk to: Postfix (LMTP end-to-end), isync/mbsync (IMAP
 # client), python3 (imaplib/smtplib sessions).
-packages=(postfix isync python3 ca-certificates)
+packages=(postfix isync python3 ca-certificates iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -30,4 +30,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The tests that need Postfix must not skip here.
 export ROOST_REQUIRE_POSTFIX=1
+# The WAN test runs devices in network namespaces (CI is root).
+export ROOST_REQUIRE_NETNS=1
 cargo test --workspace

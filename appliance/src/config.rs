@@ -32,12 +32,15 @@ pub struct Config {
 pub struct SyncConfig {
     /// UDP addresses of the QUIC endpoint other devices connect to.
     pub listen: Vec<SocketAddr>,
+    /// Addresses other devices should dial instead (a port forward on a
+    /// router); empty means the bound addresses.
+    pub advertise: Vec<SocketAddr>,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
         // Every device must reach it; only paired devices are accepted.
-        SyncConfig { listen: vec![SocketAddr::from(([0, 0, 0, 0], 7947))] }
+        SyncConfig { listen: vec![SocketAddr::from(([0, 0, 0, 0], 7947))], advertise: Vec::new() }
     }
 }
 

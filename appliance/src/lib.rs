@@ -10,3 +10,4 @@ pub mod device;
 pub mod logging;
 pub mod serve;
 pub mod sync;
+pub mod wan;

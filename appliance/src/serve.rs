@@ -30,6 +30,10 @@ pub const LOCK_FILE: &str = "roost.lock";
 /// store (a few hundred small deliveries commit in tens of milliseconds).
 const GROUP_COMMIT_JOBS_MAX: usize = 256;
 
+/// How often the daemon checks whether another process committed to its
+/// database (`roost user add`, an import, a test). Cheap: one pragma read.
+const EXTERNAL_CHANGE_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// Write requests queued for the committer thread before `write` waits.
 const WRITE_QUEUE_CAPACITY: usize = 1024;
 
@@ -121,6 +125,25 @@ impl Daemon {
     /// A receiver of every later committed change.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Effects>> {
         self.changes.subscribe()
+    }
+
+    /// Watches for commits by other processes and announces them on the
+    /// change feed as an `Effects` with no events (listeners re-read what
+    /// they follow). Runs until the runtime ends.
+    pub fn spawn_external_change_watcher(self: &Arc<Self>) {
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let mut last = daemon.read(|s| s.data_version()).await.ok();
+            // Runs for the life of the daemon.
+            loop {
+                tokio::time::sleep(EXTERNAL_CHANGE_POLL).await;
+                let now = daemon.read(|s| s.data_version()).await.ok();
+                if now != last {
+                    last = now;
+                    let _ = daemon.changes.send(Arc::new(Effects::default()));
+                }
+            }
+        });
     }
 }
 

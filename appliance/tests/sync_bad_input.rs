@@ -68,7 +68,11 @@ fn start(dir: &Path) -> Daemon {
 async fn wait_log(daemon: &Daemon, needle: &str) {
     let started = Instant::now();
     while !daemon.log.lock().unwrap().contains(needle) {
-        assert!(started.elapsed() < Duration::from_secs(20), "log never said {needle:?}: {}", daemon.log.lock().unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "log never said {needle:?}: {}",
+            daemon.log.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -166,14 +170,14 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
     let mut forged = WireEvent::from_event(&events[0]);
     forged.payload = forged.payload.replace("mallory", "alice");
     let (conn, mut send, _recv) = mallory.hello().await;
-    write_frame(&mut send, &Message::Events { events: vec![forged] }).await.unwrap();
+    write_frame(&mut send, &Message::Events { events: vec![forged], blobs: vec![] }).await.unwrap();
     wait_log(&daemon, "bad signature").await;
     conn.closed().await;
 
     // A message whose blob bytes do not match the hash its event names.
     let (conn, mut send, _recv) = mallory.hello().await;
     let wire: Vec<WireEvent> = events.iter().map(WireEvent::from_event).collect();
-    write_frame(&mut send, &Message::Events { events: wire }).await.unwrap();
+    write_frame(&mut send, &Message::Events { events: wire, blobs: vec![] }).await.unwrap();
     let (mut blob_send, mut blob_recv) = conn.accept_bi().await.unwrap();
     let _request: Option<(roost::sync::messages::BlobRequest, usize)> = read_frame(&mut blob_recv).await.unwrap();
     let wrong = b"Subject: not what was signed\r\n\r\n";
@@ -182,6 +186,16 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
     let _ = blob_send.finish();
     wait_log(&daemon, "does not match its hash").await;
     conn.closed().await;
+
+    // The same lie in an inline blob.
+    let before = daemon.log.lock().unwrap().matches("does not match its hash").count();
+    let (conn, mut send, _recv) = mallory.hello().await;
+    let wire: Vec<WireEvent> = events.iter().map(WireEvent::from_event).collect();
+    let hash = events.iter().flat_map(|e| e.op.blobs()).next().unwrap();
+    let blobs = vec![roost::sync::messages::InlineBlob { hash, data: data_encoding::BASE64.encode(wrong) }];
+    write_frame(&mut send, &Message::Events { events: wire, blobs }).await.unwrap();
+    conn.closed().await;
+    assert!(daemon.log.lock().unwrap().matches("does not match its hash").count() > before);
 
     assert_eq!(events_count(&dir), events_before, "nothing of a bad session may be stored");
     // The daemon keeps serving: a well-behaved session still gets its Hello.

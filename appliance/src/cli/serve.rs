@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Sync (QUIC, UDP) listen address, replacing the config's (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub listen_sync: Vec<SocketAddr>,
+    /// Address other devices reach this device's sync endpoint at, when it
+    /// differs from the bound one (a port forward), replacing the config's.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_sync: Vec<SocketAddr>,
 }
 
 /// Runs `roost serve`.
@@ -59,6 +63,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     if !args.listen_lmtp.is_empty() {
         ctx.config.lmtp.listen = args.listen_lmtp.clone();
     }
+    if !args.advertise_sync.is_empty() {
+        ctx.config.sync.advertise = args.advertise_sync.clone();
+    }
     if !args.listen_sync.is_empty() {
         ctx.config.sync.listen = args.listen_sync.clone();
     } else if args.demo {
@@ -71,9 +78,15 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async move {
         let daemon = Daemon::new(store, ctx.config.clone(), ctx.data_dir.clone());
         tracing::info!(data_dir = %ctx.data_dir.display(), "roost serving");
-        let _sync =
-            crate::sync::start(daemon.clone(), crate::sync::SyncOptions { listen: ctx.config.sync.listen.clone() })
-                .await?;
+        daemon.spawn_external_change_watcher();
+        let _sync = crate::sync::start(
+            daemon.clone(),
+            crate::sync::SyncOptions {
+                listen: ctx.config.sync.listen.clone(),
+                advertise: ctx.config.sync.advertise.clone(),
+            },
+        )
+        .await?;
         if args.demo {
             print_demo_help(&daemon);
         }

@@ -30,6 +30,10 @@ pub enum Message {
     Events {
         /// The events, as signed.
         events: Vec<WireEvent>,
+        /// Small blobs the events name, sent along so the receiver need not
+        /// ask (one network trip instead of three); larger ones it fetches.
+        #[serde(default)]
+        blobs: Vec<InlineBlob>,
     },
     /// What the sender now has (after applying events).
     Ack {
@@ -79,6 +83,15 @@ impl WireEvent {
         }
         Event::decode(id, Hlc::from_raw(self.hlc), self.deps.into_bytes(), self.payload.into_bytes(), signature)
     }
+}
+
+/// A blob sent inside an `Events` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineBlob {
+    /// Its hash, which the receiver checks.
+    pub hash: BlobHash,
+    /// The bytes, base64.
+    pub data: String,
 }
 
 /// First line of a blob request stream: the hashes wanted. The answer is, per

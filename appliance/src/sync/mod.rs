@@ -35,9 +35,9 @@ pub const SYNC_ALPN: &[u8] = b"roost/sync/1";
 /// ALPN of pairing.
 pub const PAIR_ALPN: &[u8] = b"roost/pair/1";
 
-/// File in the data directory where the daemon writes the addresses its
-/// endpoint is bound to, so `roost pair invite` (another process) can put them
-/// in a ticket.
+/// File in the data directory where the daemon writes the addresses peers
+/// should dial, so `roost pair invite` (another process) can put them in a
+/// ticket.
 pub const ADDRS_FILE: &str = "sync-addrs.json";
 
 /// How often the dialer looks for peers to connect to.
@@ -52,12 +52,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub struct SyncOptions {
     /// Addresses to bind the endpoint to.
     pub listen: Vec<SocketAddr>,
+    /// Addresses peers should dial (tickets, Hello); empty: the bound ones.
+    pub advertise: Vec<SocketAddr>,
 }
 
 /// A running sync service.
 #[derive(Debug)]
 pub struct SyncService {
     endpoint: Endpoint,
+    advertise: Vec<SocketAddr>,
     daemon: Arc<Daemon>,
     /// Live sessions by peer; the tie-break keeps one per pair of devices.
     sessions: Mutex<HashMap<DeviceId, SessionSlot>>,
@@ -90,18 +93,19 @@ pub async fn start(daemon: Arc<Daemon>, options: SyncOptions) -> Result<Arc<Sync
     }
     let endpoint = builder.bind().await.map_err(|e| format_err!("cannot bind the sync endpoint: {e}"))?;
     let bound = endpoint.bound_sockets();
-    write_addrs_file(&daemon.data_dir, &bound)?;
-    tracing::info!(addrs = ?bound, id = %endpoint.id(), "sync endpoint bound");
-    let service = Arc::new(SyncService { endpoint, daemon, sessions: Mutex::new(HashMap::new()) });
+    let advertise = if options.advertise.is_empty() { bound.clone() } else { options.advertise.clone() };
+    write_addrs_file(&daemon.data_dir, &advertise)?;
+    tracing::info!(bound = ?bound, advertised = ?advertise, id = %endpoint.id(), "sync endpoint bound");
+    let service = Arc::new(SyncService { endpoint, advertise, daemon, sessions: Mutex::new(HashMap::new()) });
     tokio::spawn(service.clone().accept_loop());
     tokio::spawn(service.clone().dial_loop());
     Ok(service)
 }
 
 impl SyncService {
-    /// The addresses the endpoint is bound to.
-    pub fn bound_addrs(&self) -> Vec<SocketAddr> {
-        self.endpoint.bound_sockets()
+    /// The addresses peers should dial.
+    pub fn advertised_addrs(&self) -> Vec<SocketAddr> {
+        self.advertise.clone()
     }
 
     /// This device's id.
@@ -207,7 +211,7 @@ impl SyncService {
             sessions.insert(peer, SessionSlot { dialled_by, conn: conn.clone(), started: tokio::time::Instant::now() });
         }
         let dialer = dialled_by == me;
-        let res = session::run(&self.daemon, conn.clone(), peer, dialer, self.bound_addrs()).await;
+        let res = session::run(&self.daemon, conn.clone(), peer, dialer, self.advertised_addrs()).await;
         if let Err(e) = &res {
             tracing::info!(peer = %peer.short(), error = %format!("{e:#}"), "sync session ended");
             conn.close(3u32.into(), format!("{e:#}").as_bytes());

@@ -23,8 +23,8 @@ use roost_core::store::RemoteApply;
 
 use crate::cli::now_ms;
 use crate::serve::Daemon;
-use crate::sync::frames::{read_frame, write_frame};
-use crate::sync::messages::{BlobRequest, Message, WireEvent, PROTOCOL_VERSION};
+use crate::sync::frames::{read_frame, write_frame, FRAME_BYTES_MAX};
+use crate::sync::messages::{BlobRequest, InlineBlob, Message, WireEvent, PROTOCOL_VERSION};
 
 /// Events per frame: big enough to amortise a round of SQLite work, small
 /// enough that a frame stays far below `FRAME_BYTES_MAX`.
@@ -41,6 +41,10 @@ const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often a session writes its statistics for `roost status`.
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Blobs up to this size travel inside the events frame; 64 such blobs per
+/// frame stay far below `FRAME_BYTES_MAX` even base64-encoded.
+const INLINE_BLOB_BYTES_MAX: u64 = 64 * 1024;
 
 /// Largest blob accepted from a peer (the LMTP size limit's order of magnitude).
 const BLOB_BYTES_MAX: u64 = 128 * 1024 * 1024;
@@ -85,7 +89,7 @@ pub async fn run(
 
     // Acks travel on the control stream too, queued to the sender.
     let (acks, ack_queue) = tokio::sync::mpsc::channel(ACK_QUEUE);
-    let sender = send_loop(daemon.clone(), send, peer_vv, ack_queue, stats.clone());
+    let sender = send_loop(daemon.clone(), send, peer, peer_vv, ack_queue, stats.clone());
     let receiver = receive_loop(daemon.clone(), conn.clone(), recv, peer, acks, stats.clone());
     let blob_server = serve_blobs(daemon.clone(), conn.clone());
     let flusher = {
@@ -117,6 +121,7 @@ async fn record_stats(daemon: &Daemon, peer: DeviceId, stats: &std::sync::Mutex<
 async fn send_loop(
     daemon: Arc<Daemon>,
     mut send: iroh::endpoint::SendStream,
+    peer: DeviceId,
     peer_vv: VersionVector,
     mut acks: tokio::sync::mpsc::Receiver<Message>,
     stats: Arc<std::sync::Mutex<PeerStats>>,
@@ -126,7 +131,16 @@ async fn send_loop(
     // Runs for the life of the session.
     loop {
         let have = sent.clone();
-        let batch = daemon.read(move |s| s.events_missing(&have, EVENTS_PER_FRAME)).await?;
+        let (active, batch) = daemon
+            .read(move |s| {
+                // `roost pair remove` (another process) takes effect before the next send.
+                let active = s.is_active_peer(peer)?;
+                Ok((active, if active { s.events_missing(&have, EVENTS_PER_FRAME)? } else { Vec::new() }))
+            })
+            .await?;
+        if !active {
+            bail!("the peer was removed");
+        }
         if batch.is_empty() {
             tokio::select! {
                 change = changes.recv() => match change {
@@ -150,7 +164,23 @@ async fn send_loop(
             }
         }
         let events = batch.iter().map(WireEvent::from_event).collect();
-        let n = write_frame(&mut send, &Message::Events { events }).await?;
+        let hashes: Vec<BlobHash> = batch.iter().flat_map(|e| e.op.blobs()).collect();
+        let blobs = daemon
+            .read(move |s| {
+                let mut inline = Vec::new();
+                let mut budget = FRAME_BYTES_MAX as u64 / 2;
+                for hash in hashes {
+                    let Ok(raw) = s.message(&hash) else { continue };
+                    let size = raw.len() as u64;
+                    if size <= INLINE_BLOB_BYTES_MAX && size * 2 < budget {
+                        budget -= size * 2;
+                        inline.push(InlineBlob { hash, data: data_encoding::BASE64.encode(&raw) });
+                    }
+                }
+                Ok(inline)
+            })
+            .await?;
+        let n = write_frame(&mut send, &Message::Events { events, blobs }).await?;
         stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
     }
 }
@@ -179,7 +209,8 @@ async fn receive_loop(
             Message::Ack { vv } => {
                 stats.lock().unwrap_or_else(|e| e.into_inner()).acked = vv;
             }
-            Message::Events { events } => {
+            Message::Events { events, blobs } => {
+                store_inline_blobs(&daemon, blobs).await?;
                 let mut decoded = Vec::with_capacity(events.len());
                 for wire in events {
                     decoded.push(wire.into_event().map_err(|e| format_err!("peer {} sent {e}", peer.short()))?);
@@ -229,6 +260,31 @@ async fn apply_ready(daemon: &Daemon, events: Vec<Event>) -> Result<Vec<Event>> 
         })
         .await?;
     Ok(res)
+}
+
+async fn store_inline_blobs(daemon: &Daemon, blobs: Vec<InlineBlob>) -> Result<()> {
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let mut checked = Vec::with_capacity(blobs.len());
+    for blob in blobs {
+        let raw = data_encoding::BASE64
+            .decode(blob.data.as_bytes())
+            .map_err(|e| format_err!("inline blob {} is not base64: {e}", blob.hash.to_hex()))?;
+        if BlobHash::of(&raw) != blob.hash {
+            bail!("blob {} from the peer does not match its hash", blob.hash.to_hex());
+        }
+        checked.push(raw);
+    }
+    daemon
+        .read(move |s| {
+            for raw in &checked {
+                s.blobs().put(raw)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(())
 }
 
 async fn fetch_missing_blobs(daemon: &Daemon, conn: &iroh::endpoint::Connection, events: &[Event]) -> Result<()> {

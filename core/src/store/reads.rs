@@ -254,6 +254,12 @@ impl Store {
         Ok(rows.into_iter().map(|(_, e)| e).collect())
     }
 
+    /// SQLite's `data_version`: changes when another connection (another
+    /// process, such as the CLI while the daemon runs) commits.
+    pub fn data_version(&self) -> StoreResult<i64> {
+        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     /// When the store was created (ms since the epoch).
     pub fn created_ms(&self) -> StoreResult<u64> {
         state::device_created_ms(&self.conn)

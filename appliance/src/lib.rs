@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod device;
 pub mod logging;
+pub mod netlab;
 pub mod serve;
 pub mod sync;
 pub mod wan;

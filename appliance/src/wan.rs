@@ -31,13 +31,23 @@ pub struct LinkParams {
     pub jitter: Duration,
     /// Probability that a datagram is dropped.
     pub loss: f64,
+    /// Bandwidth of each direction in bytes per second (`None`: unlimited).
+    /// Datagrams queue behind each other as on a real link.
+    pub rate_bytes_per_s: Option<u64>,
 }
 
 impl LinkParams {
     /// A perfect link.
     pub fn ideal() -> LinkParams {
-        LinkParams { delay: Duration::ZERO, jitter: Duration::ZERO, loss: 0.0 }
+        LinkParams { delay: Duration::ZERO, jitter: Duration::ZERO, loss: 0.0, rate_bytes_per_s: None }
     }
+}
+
+/// Direction of a datagram through the emulator.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    ToTarget = 0,
+    ToClient = 1,
 }
 
 /// Counters of what the emulator did.
@@ -73,11 +83,13 @@ struct Shared {
     partitioned: Arc<AtomicBool>,
     counters: Arc<WanCounters>,
     rng: Mutex<rand_chacha::ChaCha8Rng>,
+    /// Per direction, when the emulated link is free to send the next datagram.
+    link_free_at: [Mutex<tokio::time::Instant>; 2],
 }
 
 impl Shared {
-    /// When to deliver a datagram, or `None` to drop it.
-    fn schedule(&self) -> Option<Duration> {
+    /// When to deliver a datagram of `len` bytes, or `None` to drop it.
+    fn schedule(&self, direction: Direction, len: usize) -> Option<Duration> {
         if self.partitioned.load(Ordering::Relaxed) {
             return None;
         }
@@ -88,12 +100,22 @@ impl Shared {
         }
         let jitter_us = params.jitter.as_micros() as u64;
         let extra = if jitter_us == 0 { 0 } else { rng.gen_range(0..=jitter_us) };
-        Some(params.delay + Duration::from_micros(extra))
+        let queueing = match params.rate_bytes_per_s {
+            Some(rate) if 0 < rate => {
+                let now = tokio::time::Instant::now();
+                let mut free_at = self.link_free_at[direction as usize].lock().unwrap_or_else(|e| e.into_inner());
+                let start = (*free_at).max(now);
+                *free_at = start + Duration::from_nanos(len as u64 * 1_000_000_000 / rate);
+                *free_at - now
+            }
+            _ => Duration::ZERO,
+        };
+        Some(queueing + params.delay + Duration::from_micros(extra))
     }
 }
 
-fn send_later(shared: &Arc<Shared>, socket: Arc<UdpSocket>, to: SocketAddr, datagram: Vec<u8>) {
-    let Some(after) = shared.schedule() else {
+fn send_later(shared: &Arc<Shared>, direction: Direction, socket: Arc<UdpSocket>, to: SocketAddr, datagram: Vec<u8>) {
+    let Some(after) = shared.schedule(direction, datagram.len()) else {
         shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -121,6 +143,7 @@ impl WanEmulator {
             partitioned: partitioned.clone(),
             counters: counters.clone(),
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
+            link_free_at: [Mutex::new(tokio::time::Instant::now()), Mutex::new(tokio::time::Instant::now())],
         });
         // The kernel picks the source address by route, so the target's answers
         // come back even when it lives in another network namespace.
@@ -144,13 +167,13 @@ impl WanEmulator {
                             let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
                             // Runs as long as the emulator's runtime does.
                             while let Ok((n, _)) = back.recv_from(&mut buf).await {
-                                send_later(&shared, front.clone(), client, buf[..n].to_vec());
+                                send_later(&shared, Direction::ToClient, front.clone(), client, buf[..n].to_vec());
                             }
                         });
                         socket
                     }
                 };
-                send_later(&shared, upstream, target, buf[..n].to_vec());
+                send_later(&shared, Direction::ToTarget, upstream, target, buf[..n].to_vec());
             }
         });
         Ok(WanEmulator { front_addr, params, partitioned, counters, task })
@@ -179,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn forwards_with_delay_and_partitions() {
         let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let params = LinkParams { delay: Duration::from_millis(30), jitter: Duration::ZERO, loss: 0.0 };
+        let params = LinkParams { delay: Duration::from_millis(30), ..LinkParams::ideal() };
         let wan =
             WanEmulator::start("127.0.0.1:0".parse().unwrap(), target.local_addr().unwrap(), params, 1).await.unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -197,12 +220,32 @@ mod tests {
         wan.set_partitioned(true);
         client.send_to(b"lost", wan.addr()).await.unwrap();
         let res = tokio::time::timeout(Duration::from_millis(200), target.recv_from(&mut buf)).await;
+        // (A send into a partition must not wait for the link either.)
         assert!(res.is_err(), "a partitioned link delivers nothing");
         assert_eq!(wan.counters.dropped.load(Ordering::Relaxed), 1);
         wan.set_partitioned(false);
         client.send_to(b"back", wan.addr()).await.unwrap();
         let (n, _) = target.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"back");
+    }
+
+    #[tokio::test]
+    async fn rate_limit_queues_datagrams() {
+        let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // 100 KB/s: 20 datagrams of 1000 bytes take 200 ms to pass.
+        let params = LinkParams { rate_bytes_per_s: Some(100_000), ..LinkParams::ideal() };
+        let wan =
+            WanEmulator::start("127.0.0.1:0".parse().unwrap(), target.local_addr().unwrap(), params, 3).await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            client.send_to(&[0u8; 1000], wan.addr()).await.unwrap();
+        }
+        let mut buf = [0u8; 2000];
+        for _ in 0..20 {
+            target.recv_from(&mut buf).await.unwrap();
+        }
+        assert!(Duration::from_millis(190) <= started.elapsed(), "{:?}", started.elapsed());
     }
 
     #[tokio::test]

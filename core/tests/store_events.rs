@@ -350,3 +350,29 @@ fn reopening_a_store_on_disk_keeps_everything() {
     let err = Store::init(dir.path(), secret, DeviceSlot::new(0).unwrap(), NOW).unwrap_err();
     assert!(matches!(err, StoreError::AlreadyInitialised(_)));
 }
+
+#[test]
+fn delivery_dedup_key_is_recorded_once_per_user() {
+    // A dedup key is new once per user, is kept with the transaction's fate,
+    // and leaves the replicated state (and so `verify`) untouched.
+    let mut store = with_user();
+    let bob = UserName::new("bob").unwrap();
+    store.write(NOW, |w| w.add_user(&bob, "x")).unwrap();
+    let key = [9u8; 32];
+    let (first, _) = store.write(NOW, |w| w.record_delivery(&alice(), &key)).unwrap();
+    let (again, _) = store.write(NOW, |w| w.record_delivery(&alice(), &key)).unwrap();
+    let (other_user, _) = store.write(NOW, |w| w.record_delivery(&bob, &key)).unwrap();
+    assert!(first);
+    assert!(!again);
+    assert!(other_user);
+    // A rolled-back transaction records nothing.
+    let other = [8u8; 32];
+    let res: Result<((), _), _> = store.write(NOW, |w| {
+        w.record_delivery(&alice(), &other)?;
+        Err(roost_core::store::StoreError::Corrupt("roll back".into()))
+    });
+    assert!(res.is_err());
+    let (after_rollback, _) = store.write(NOW, |w| w.record_delivery(&alice(), &other)).unwrap();
+    assert!(after_rollback);
+    assert_verifies(&store);
+}

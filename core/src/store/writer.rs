@@ -258,6 +258,20 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
+    // --- delivery dedup (LOCAL) -------------------------------------------------
+
+    /// Records that the message with dedup `key` was delivered to `user`;
+    /// returns `false` if it already was (then the caller stores nothing).
+    /// Runs in the delivery's transaction, so two concurrent deliveries of one
+    /// message cannot both see "new". Local bookkeeping: no event.
+    pub fn record_delivery(&mut self, user: &UserName, key: &[u8; 32]) -> StoreResult<bool> {
+        let inserted = self.conn.execute(
+            "INSERT OR IGNORE INTO delivery_dedup (user, key, delivered_ms) VALUES (?1, ?2, ?3)",
+            rusqlite::params![user.as_str(), &key[..], self.now_ms as i64],
+        )?;
+        Ok(inserted == 1)
+    }
+
     // --- messages --------------------------------------------------------------
 
     fn live_mailbox(&self, mailbox: MailboxId) -> StoreResult<MailboxRow> {

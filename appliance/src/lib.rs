@@ -7,7 +7,9 @@
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod lmtp;
 pub mod logging;
+pub mod mailio;
 pub mod netlab;
 pub mod serve;
 pub mod sync;

@@ -77,6 +77,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let daemon = Daemon::new(store, ctx.config.clone(), ctx.data_dir.clone());
+        let _lmtp = crate::lmtp::spawn_listeners(daemon.clone(), &ctx.config)?;
         tracing::info!(data_dir = %ctx.data_dir.display(), "roost serving");
         daemon.spawn_external_change_watcher();
         let _sync = crate::sync::start(

@@ -45,6 +45,10 @@ enum Command {
     Status,
     /// Rebuild the state from the event log into a scratch database and compare.
     Verify,
+    /// Import mail from an mbox file, a directory of mbox files, or a Maildir tree.
+    Import(cli::import::ImportArgs),
+    /// Export a user's mailboxes as a Maildir++ tree or mbox files.
+    Export(cli::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         Command::Pair(c) => cli::pair::run(&global, c),
         Command::Status => cli::status::run(&global),
         Command::Verify => cli::verify::run(&global),
+        Command::Import(a) => cli::import::run(&global, a),
+        Command::Export(a) => cli::export::run(&global, a),
     };
     match res {
         Ok(code) => code,

@@ -91,6 +91,11 @@ pub fn spawn_listeners(daemon: Arc<Daemon>, config: &Config) -> Result<LmtpListe
         }
         let listener =
             UnixListener::bind(&path).with_context(|| format!("cannot listen for LMTP on {}", path.display()))?;
+        // Anyone on this machine may connect, as to the loopback TCP port:
+        // the MTA's LMTP client runs as its own user (`postfix`). Restrict
+        // access with the permissions of the directory holding the socket.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .with_context(|| format!("cannot set permissions of {}", path.display()))?;
         tracing::info!(socket = %path.display(), "LMTP listening");
         listeners.socket = Some(path.clone());
         let (deliverer, limits) = (deliverer.clone(), limits.clone());

@@ -158,7 +158,10 @@ impl Progress {
 
     /// After each committed batch.
     fn committed(&mut self, mailbox: &str, bytes: u64) {
-        self.bar.inc(bytes);
+        // Stored messages have CRLF line ends, a little longer than an LF
+        // file: never run past the end.
+        let position = (self.bar.position() + bytes).min(self.bar.length().unwrap_or(u64::MAX));
+        self.bar.set_position(position);
         let msg = format!("{} messages, {:.0}/s", self.imported, self.rate());
         if self.terminal {
             self.bar.set_message(msg);

@@ -88,7 +88,7 @@ fn write(path: &Path, bytes: &[u8]) {
 }
 
 /// A Maildir++ tree: INBOX (one seen, one new), `Sent Items` (special, goes
-/// to Sent), `Lists.rust` (nested), plus a folder whose name is not UTF-8, a
+/// to Sent), `Lists.rust` (nested, one message with broken MIME), plus a folder whose name is not UTF-8, a
 /// binary file, and a dangling symlink where a message should be.
 fn maildir_fixture(root: &Path) {
     let msg = |n: u32| format!("From: a@example.org\nMessage-ID: <{n}@x>\nSubject: m{n}\n\nbody {n}\n").into_bytes();
@@ -96,6 +96,11 @@ fn maildir_fixture(root: &Path) {
     write(&root.join("new/1700000002.2.host"), &msg(2));
     write(&root.join(".Sent Items/cur/1700000003.3.host:2,RS"), &msg(3));
     write(&root.join(".Lists.rust/cur/1700000004.4.host:2,FP"), &msg(4));
+    // Broken MIME (no closing boundary, bad header continuation) is still
+    // mail: stored as it is, since IMAP serves the raw bytes.
+    let broken =
+        b"From: b@example.org\nContent-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: text/plain\n\ncut\n";
+    write(&root.join(".Lists.rust/cur/1700000008.8.host:2,"), broken);
     std::fs::create_dir_all(root.join("tmp")).unwrap();
     let bad = root.join(std::ffi::OsStr::from_bytes(b".bad\xffname"));
     write(&bad.join("cur/1700000005.5.host:2,"), &msg(5));
@@ -128,7 +133,7 @@ fn maildir_import_skips_bad_items_maps_folders_and_reruns_add_nothing() {
     maildir_fixture(&root);
     let (code, stdout, stderr) = env.roost(&["import", "--user", "alice", root.to_str().unwrap()]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
-    assert!(stdout.contains("imported 4 messages"), "{stdout}");
+    assert!(stdout.contains("imported 5 messages"), "{stdout}");
     assert!(stdout.contains("skipped 3 items"), "{stdout}");
     assert!(stderr.contains("1700000006.6.host:2,: not a mail message"), "{stderr}");
     assert!(stderr.contains("1700000007.7.host:2,S"), "{stderr}");
@@ -139,13 +144,14 @@ fn maildir_import_skips_bad_items_maps_folders_and_reruns_add_nothing() {
     assert!(inbox_flags.contains(&&vec!["\\Seen".to_string()]), "{inbox_flags:?}");
     assert!(snap["INBOX"].iter().any(|m| m.1 == 1_700_000_001), "{:?}", snap["INBOX"]);
     assert_eq!(snap["Sent"][0].2, ["\\Answered", "\\Seen"]);
-    assert_eq!(snap["Lists/rust"][0].2, ["$Forwarded", "\\Flagged"]);
+    assert_eq!(snap["Lists/rust"].len(), 2);
+    assert!(snap["Lists/rust"].iter().any(|m| m.2 == ["$Forwarded", "\\Flagged"]), "{:?}", snap["Lists/rust"]);
     assert!(!snap.contains_key("Sent Items"));
 
     let (code, stdout, _) = env.roost(&["import", "--user", "alice", root.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(stdout.contains("imported 0 messages"), "{stdout}");
-    assert!(stdout.contains("4 already present"), "{stdout}");
+    assert!(stdout.contains("5 already present"), "{stdout}");
     assert_eq!(env.snapshot("alice"), snap);
 }
 
@@ -183,13 +189,13 @@ fn export_then_import_gives_the_same_mailboxes_messages_and_flags() {
     env.roost(&["import", "--user", "alice", root.to_str().unwrap()]);
     env.roost(&["import", "--user", "alice", "--mailbox", "Old/2023", mbox.to_str().unwrap()]);
     let alice = env.snapshot("alice");
-    assert_eq!(count(&alice), 6);
+    assert_eq!(count(&alice), 7);
     for (format, user) in [("maildir", "bob"), ("mbox", "carol")] {
         let out = env.path(&format!("export-{format}"));
         let (code, stdout, stderr) =
             env.roost(&["export", "--user", "alice", "--format", format, out.to_str().unwrap()]);
         assert_eq!(code, 0, "{stdout}\n{stderr}");
-        assert!(stdout.contains("exported 6 messages"), "{stdout}");
+        assert!(stdout.contains("exported 7 messages"), "{stdout}");
         let (code, stdout, stderr) = env.roost(&["import", "--user", user, out.to_str().unwrap()]);
         assert_eq!(code, 0, "{format}: {stdout}\n{stderr}");
         let mut want = alice.clone();
@@ -218,7 +224,7 @@ fn export_then_import_gives_the_same_mailboxes_messages_and_flags() {
 fn import_killed_mid_way_finishes_on_rerun_without_duplicates_or_gaps() {
     // SIGKILL after the first committed batch, then a re-run: every message
     // is there exactly once.
-    const N: usize = 6000;
+    const N: usize = 3000;
     let env = setup();
     let path = env.path("big.mbox");
     let mut text = String::new();

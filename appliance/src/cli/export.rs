@@ -7,7 +7,9 @@
 //! one mboxrd file per mailbox, `DIR/<name>.mbox` with `/` in names as
 //! directories (`Lists/rust.mbox`); flags in Status/X-Status, INTERNALDATE in
 //! the From_ line. Keywords other than `$Forwarded` (Maildir) have no place in
-//! either format: they are counted and reported, not silently dropped.
+//! either format: they are counted and reported, not silently dropped. A
+//! message whose last line has no line end gains a CRLF in mbox (the format
+//! cannot represent its absence), so it comes back as a different blob.
 //!
 //! DIR must be new or empty, so an export never mixes with older files.
 

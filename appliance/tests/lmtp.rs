@@ -218,3 +218,23 @@ async fn unix_socket_delivers_and_oversize_is_refused() {
     drop(server.listeners);
     assert!(!Path::new(&path).exists(), "socket file removed on shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_removed_after_rcpt_gets_a_permanent_failure_others_deliver() {
+    // bob is accepted at RCPT and removed before DATA ends: his reply is a
+    // 5xx while alice's copy is delivered; replies stay in RCPT order.
+    let server = start(false);
+    let mut c = tcp(&server).await;
+    c.cmd("LHLO mta").await;
+    c.cmd("MAIL FROM:<s@x>").await;
+    assert!(c.cmd("RCPT TO:<bob@x>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@x>").await.starts_with("250"));
+    server.daemon.write(|w| w.remove_user(&UserName::new("bob").unwrap())).await.unwrap();
+    c.cmd("DATA").await;
+    c.send(&format!("{MESSAGE}.\r\n")).await;
+    let bob = c.reply().await;
+    let alice = c.reply().await;
+    assert!(bob.starts_with("550 5.3.0 <bob@x>"), "{bob}");
+    assert!(alice.starts_with("250 2.0.0 <alice@x>"), "{alice}");
+    assert_eq!(messages(&server.daemon, "alice").await.len(), 1);
+}

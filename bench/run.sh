@@ -40,7 +40,7 @@ bench_lmtp() {
   echo "== LMTP: $MESSAGES messages, $SENDERS senders"
   roost_data "$WORK/roost-lmtp"
   "$ROOST" --config "$WORK/roost.toml" --data-dir "$WORK/roost-lmtp" serve \
-    --listen-lmtp "127.0.0.1:$ROOST_LMTP_PORT" >"$WORK/roost-serve.log" 2>&1 &
+    --listen-lmtp "127.0.0.1:$ROOST_LMTP_PORT" --listen-sync 127.0.0.1:0 >"$WORK/roost-serve.log" 2>&1 &
   local roost_pid=$!
   trap 'kill $roost_pid 2>/dev/null || true' RETURN
   wait_port "$ROOST_LMTP_PORT"

@@ -67,7 +67,7 @@ fn every_acknowledged_delivery_survives_sigkill() {
         .arg("--config")
         .arg(&config)
         .args(["serve", "--listen-lmtp", &format!("127.0.0.1:{port}")])
-        .args(["--listen-imap", "127.0.0.1:0", "--listen-imaps", "127.0.0.1:0"])
+        .args(["--listen-imap", "127.0.0.1:0", "--listen-imaps", "127.0.0.1:0", "--listen-sync", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

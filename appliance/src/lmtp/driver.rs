@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cli::now_ms;
@@ -26,6 +27,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Bytes read from the socket at a time. 64 KiB keeps a 50 MB message at
 /// under a thousand reads without holding much per connection.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Connections served at once over all listeners; further ones wait in the
+/// listen backlog. Postfix opens at most `default_destination_concurrency_limit`
+/// (20) connections to one LMTP destination, so 100 leaves room for several
+/// MTAs while bounding tasks and buffers (each connection holds up to one
+/// message of `max_message_bytes`).
+const CONNECTIONS_MAX: usize = 100;
 
 /// The running LMTP listeners. Dropping it stops accepting (connections in
 /// progress finish) and removes the unix socket file.
@@ -58,6 +66,8 @@ pub fn spawn_listeners(daemon: Arc<Daemon>, config: &Config) -> Result<LmtpListe
         Arc::new(Deliverer::new(daemon.clone(), hostname()).context("cannot open the blob store for LMTP")?);
     let limits = Limits { max_message_size: config.lmtp.max_message_bytes, ..Limits::default() };
     let mut listeners = LmtpListeners { tcp: Vec::new(), socket: None, tasks: Vec::new() };
+    // Shared by every listener: a permit per live connection.
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     for addr in &config.lmtp.listen {
         let std_listener =
             std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen for LMTP on {addr}"))?;
@@ -66,15 +76,16 @@ pub fn spawn_listeners(daemon: Arc<Daemon>, config: &Config) -> Result<LmtpListe
         let local = listener.local_addr().with_context(|| format!("LMTP listener {addr}"))?;
         tracing::info!(addr = %local, "LMTP listening");
         listeners.tcp.push(local);
-        let (deliverer, limits) = (deliverer.clone(), limits.clone());
+        let (deliverer, limits, permits) = (deliverer.clone(), limits.clone(), permits.clone());
         listeners.tasks.push(tokio::spawn(async move {
             // Runs until the listener is dropped: accept errors (out of file
             // descriptors) are logged and retried after a pause.
             loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        spawn_connection(stream, peer.to_string(), deliverer.clone(), limits.clone());
+                        spawn_connection(stream, peer.to_string(), deliverer.clone(), limits.clone(), permit);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "LMTP accept failed");
@@ -98,13 +109,15 @@ pub fn spawn_listeners(daemon: Arc<Daemon>, config: &Config) -> Result<LmtpListe
             .with_context(|| format!("cannot set permissions of {}", path.display()))?;
         tracing::info!(socket = %path.display(), "LMTP listening");
         listeners.socket = Some(path.clone());
-        let (deliverer, limits) = (deliverer.clone(), limits.clone());
+        let (deliverer, limits, permits) = (deliverer.clone(), limits.clone(), permits.clone());
         listeners.tasks.push(tokio::spawn(async move {
             // Runs until the listener is dropped, like the TCP loop.
             loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        spawn_connection(stream, path.display().to_string(), deliverer.clone(), limits.clone())
+                        let peer = path.display().to_string();
+                        spawn_connection(stream, peer, deliverer.clone(), limits.clone(), permit)
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "LMTP accept failed");
@@ -118,12 +131,13 @@ pub fn spawn_listeners(daemon: Arc<Daemon>, config: &Config) -> Result<LmtpListe
 }
 
 /// Runs one connection in its own task; a panic in it is logged and closes
-/// that connection only.
-fn spawn_connection<S>(stream: S, peer: String, deliverer: Arc<Deliverer>, limits: Limits)
+/// that connection only. The permit is released when the connection ends.
+fn spawn_connection<S>(stream: S, peer: String, deliverer: Arc<Deliverer>, limits: Limits, permit: OwnedSemaphorePermit)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
+        let _permit = permit;
         let conn = tokio::spawn(serve_connection(stream, deliverer, limits));
         match conn.await {
             Ok(Ok(())) => tracing::debug!(peer, "LMTP connection closed"),

@@ -8,6 +8,7 @@
 //! `synchronous=FULL`) before `write` returns. Nothing is acknowledged earlier.
 
 mod digest;
+mod ingest;
 pub mod peers;
 mod reads;
 mod schema;
@@ -20,7 +21,8 @@ use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
 pub use blobs::{BlobError, BlobStore};
-pub use digest::{StateDigest, TableDigest};
+pub use digest::{StateDigest, TableDigest, VerifyReport};
+pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
@@ -103,6 +105,12 @@ pub enum StoreError {
     /// The UID space of a mailbox is used up (2^32 UIDs).
     #[error("mailbox {0} has used up its UID space")]
     UidSpaceExhausted(String),
+    /// Too many events wait for dependencies that never arrive.
+    #[error("more than {0} events from peers wait for their dependencies")]
+    TooManyPending(u64),
+    /// The operation is not implemented yet.
+    #[error("not implemented: {0}")]
+    Unsupported(&'static str),
     /// A stored row breaks an invariant.
     #[error("corrupt state: {0}")]
     Corrupt(String),

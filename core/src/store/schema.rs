@@ -13,6 +13,7 @@ use crate::store::{StoreError, StoreResult};
 pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql")),
     ("0002_peers.sql", include_str!("../../../migrations/0002_peers.sql")),
+    ("0003_replication.sql", include_str!("../../../migrations/0003_replication.sql")),
 ];
 
 /// Brings the database to the latest schema, refusing one from a newer build.

@@ -213,6 +213,12 @@ impl Store {
         .collect()
     }
 
+    /// Blobs of every entry of the mailbox, held ones included (what a
+    /// mailbox delete here would observe).
+    pub fn entry_blobs_all(&self, mailbox: MailboxId) -> StoreResult<Vec<BlobHash>> {
+        Ok(state::entries_of(&self.conn, mailbox)?.into_iter().map(|e| e.blob).collect())
+    }
+
     /// UIDs removed from the mailbox with a MODSEQ above `since` (QRESYNC
     /// VANISHED), in UID order, with their MODSEQs.
     pub fn vanished_since(&self, mailbox: MailboxId, since: u64) -> StoreResult<Vec<(Uid, u64)>> {

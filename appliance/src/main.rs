@@ -45,6 +45,8 @@ enum Command {
     Status,
     /// Rebuild the state from the event log into a scratch database and compare.
     Verify,
+    /// Run the deterministic replication simulation over many seeds (a soak).
+    Sim(cli::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Pair(c) => cli::pair::run(&global, c),
         Command::Status => cli::status::run(&global),
         Command::Verify => cli::verify::run(&global),
+        Command::Sim(a) => cli::sim::run(a),
     };
     match res {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 pub mod init;
 pub mod pair;
 pub mod serve;
+pub mod sim;
 pub mod status;
 pub mod user;
 pub mod verify;

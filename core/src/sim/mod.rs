@@ -342,6 +342,7 @@ impl Sim {
         for d in 0..self.devices.len() {
             let hold = if !settled && self.net.has_peer(d) { HOLD_MS } else { 0 };
             let now = self.device_now(d);
+            self.devices[d].store.set_exposure_hold_ms(hold);
             self.devices[d].store.expose(now, hold)?;
         }
         Ok(())

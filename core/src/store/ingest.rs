@@ -84,18 +84,18 @@ impl Store {
     /// with `hold_ms` 0 everything placed is shown). The uncovered entries get
     /// a new MODSEQ so CONDSTORE clients see them.
     pub fn expose(&mut self, now_ms: u64, hold_ms: u64) -> StoreResult<Effects> {
-        let slot = self.identity.slot();
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut effects = Effects::default();
-        for (mailbox, uid) in state::exposable(&tx, now_ms, hold_ms)? {
-            let modseq = crate::model::ModSeq::next(state::last_modseq(&tx)?, now_ms, slot);
-            state::set_last_modseq(&tx, modseq)?;
-            if state::raise_exposure(&tx, mailbox, uid, modseq)? {
-                effects.mailboxes.insert(mailbox);
-            }
-        }
+        let effects = expose_held(&tx, now_ms, hold_ms, self.identity.slot())?;
         tx.commit()?;
         Ok(effects)
+    }
+
+    /// Sets the hold every write applies when it ends (see [`Store::expose`]):
+    /// about one round trip while peers are reachable, 0 (the default: show at
+    /// commit) when none is. Entries still held after a write are shown by a
+    /// later write or an explicit `expose`.
+    pub fn set_exposure_hold_ms(&mut self, hold_ms: u64) {
+        self.exposure_hold_ms = hold_ms;
     }
 
     /// Entries placed but not yet shown to IMAP (held by the exposure gate).
@@ -133,6 +133,25 @@ impl Store {
     pub fn compact(&mut self) -> StoreResult<u64> {
         Err(StoreError::Unsupported("log compaction (events are never dropped; see docs/replication.md)"))
     }
+}
+
+/// Raises the exposure watermark of every mailbox over what has been held
+/// `hold_ms`, in the caller's transaction.
+pub(crate) fn expose_held(
+    conn: &rusqlite::Connection,
+    now_ms: u64,
+    hold_ms: u64,
+    slot: crate::model::DeviceSlot,
+) -> StoreResult<Effects> {
+    let mut effects = Effects::default();
+    for (mailbox, uid) in state::exposable(conn, now_ms, hold_ms)? {
+        let modseq = crate::model::ModSeq::next(state::last_modseq(conn)?, now_ms, slot);
+        state::set_last_modseq(conn, modseq)?;
+        if state::raise_exposure(conn, mailbox, uid, modseq)? {
+            effects.mailboxes.insert(mailbox);
+        }
+    }
+    Ok(effects)
 }
 
 /// Applies held events that are next in causal order until none is; returns

@@ -155,6 +155,10 @@ pub struct Store {
     blobs: BlobStore,
     identity: DeviceIdentity,
     path: Option<PathBuf>,
+    /// How long a newly placed UID is held back from IMAP (LOCAL policy; the
+    /// sync layer sets about one round trip while peers are reachable, 0
+    /// otherwise). Every write ends by exposing what has been held long enough.
+    exposure_hold_ms: u64,
 }
 
 impl Store {
@@ -169,7 +173,7 @@ impl Store {
         schema::migrate(&mut conn, &db_path)?;
         let identity = DeviceIdentity::new(secret, slot);
         state::insert_device(&conn, identity.id, slot, now_ms)?;
-        Ok(Store { conn, blobs, identity, path: Some(db_path) })
+        Ok(Store { conn, blobs, identity, path: Some(db_path), exposure_hold_ms: 0 })
     }
 
     /// Opens the store in `dir`, applying pending migrations.
@@ -191,7 +195,7 @@ impl Store {
         schema::migrate(&mut conn, Path::new(":memory:"))?;
         let identity = DeviceIdentity::new(secret, slot);
         state::insert_device(&conn, identity.id, slot, now_ms)?;
-        Ok(Store { conn, blobs: BlobStore::memory(), identity, path: None })
+        Ok(Store { conn, blobs: BlobStore::memory(), identity, path: None, exposure_hold_ms: 0 })
     }
 
     fn with_connection(
@@ -205,7 +209,7 @@ impl Store {
         if identity.id != db_id {
             return Err(StoreError::WrongDevice { key: identity.id.short(), db: db_id.short() });
         }
-        Ok(Store { conn, blobs, identity, path })
+        Ok(Store { conn, blobs, identity, path, exposure_hold_ms: 0 })
     }
 
     /// Re-reads this device's slot: `roost pair join` (another process) may
@@ -243,7 +247,8 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut writer = Writer::new(&tx, &self.identity, &self.blobs, now_ms)?;
         let value = f(&mut writer)?;
-        let effects = writer.finish()?;
+        let mut effects = writer.finish()?;
+        effects.merge(ingest::expose_held(&tx, now_ms, self.exposure_hold_ms, self.identity.slot())?);
         tx.commit()?;
         Ok((value, effects))
     }
@@ -278,6 +283,7 @@ impl Store {
             }
             results.push(value);
         }
+        effects.merge(ingest::expose_held(&tx, now_ms, self.exposure_hold_ms, self.identity.slot())?);
         tx.commit()?;
         Ok((results, effects))
     }

@@ -119,7 +119,14 @@ impl<'t> Writer<'t> {
         if have.get(&event.id.origin) + 1 != event.id.seq || !have.dominates(&event.deps) {
             return Ok(RemoteApply::NotReady);
         }
-        assert!(event.id.origin != self.identity.id(), "event {:?} of this device arrives as remote", event.id);
+        if event.id.origin == self.identity.id() {
+            // This device's own event it does not have: it was restored from an
+            // old copy and would reissue seqs. Refused, never merged.
+            return Err(StoreError::Corrupt(format!(
+                "a peer sent event {:?} of this device, which this device does not have (restored from an old copy?)",
+                event.id
+            )));
+        }
         apply_event(self.conn, event, self.now_ms, self.identity.slot(), &mut self.effects)?;
         self.rekey_candidates()?;
         Ok(RemoteApply::Applied)

@@ -29,6 +29,10 @@ impl Cluster {
         let devices =
             (0..n).map(|d| Store::in_memory([d as u8 + 1; 32], DeviceSlot::new(d as u8).unwrap(), START_MS).unwrap()).collect();
         let mut c = Cluster { devices, now: START_MS };
+        // Tests show held entries explicitly (`expose_all`); writes do not.
+        for d in &mut c.devices {
+            d.set_exposure_hold_ms(3_600_000);
+        }
         c.write(0, |w| w.add_user(&alice(), "$argon2id$test"));
         c.sync_all();
         c

@@ -73,7 +73,7 @@ const CHECKS: &[(&str, &str)] = &[
 pub(crate) fn check(conn: &Connection) -> StoreResult<Vec<String>> {
     let mut problems = Vec::new();
     for (what, sql) in CHECKS {
-        let mut stmt = conn.prepare(sql)?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows: Vec<String> = stmt
             .query_map([], |r| {
                 let a: rusqlite::types::Value = r.get(0)?;

@@ -155,8 +155,11 @@ type SimResult<T> = Result<T, Failure>;
 struct Device {
     store: Store,
     skew_ms: i64,
-    /// What this device believes each peer has (learnt from acks; lost on a crash).
-    known: Vec<VersionVector>,
+    /// What each peer acknowledged having (lost on a crash).
+    acked: Vec<VersionVector>,
+    /// What was streamed to each peer since (optimistic, like a stream: a
+    /// loss leaves a gap that the next anti-entropy round from `acked` fills).
+    sent: Vec<VersionVector>,
 }
 
 struct Sim {
@@ -179,6 +182,8 @@ struct Sim {
     rekeys: u64,
     crashes: u64,
     partitions: u64,
+    /// Devices whose state changed this step: their invariants are checked.
+    dirty: Vec<bool>,
 }
 
 /// A local operation, chosen at random.
@@ -217,7 +222,12 @@ impl Sim {
             let slot = DeviceSlot::new(d as u8).ok_or_else(|| Failure("slot".into()))?;
             let store = Store::in_memory(secret, slot, START_MS)?;
             let skew_ms = rng.gen_range(0..=2 * SKEW_MS_MAX) as i64 - SKEW_MS_MAX as i64;
-            devices.push(Device { store, skew_ms, known: vec![VersionVector::new(); config.devices] });
+            devices.push(Device {
+                store,
+                skew_ms,
+                acked: vec![VersionVector::new(); config.devices],
+                sent: vec![VersionVector::new(); config.devices],
+            });
         }
         let faults = Faults {
             loss_pm: rng.gen_range(0..200),
@@ -242,6 +252,7 @@ impl Sim {
             rekeys: 0,
             crashes: 0,
             partitions: 0,
+            dirty: vec![true; config.devices],
         };
         // The user exists everywhere before devices go their own ways.
         let now = sim.device_now(0);
@@ -268,9 +279,11 @@ impl Sim {
             match roll {
                 0..=49 => self.local_op()?,
                 50..=74 => {
+                    // Anti-entropy: resume from what the peer acknowledged.
                     let a = self.rng.gen_range(0..self.devices.len());
                     let b = self.rng.gen_range(0..self.devices.len());
                     if a != b {
+                        self.devices[a].sent[b] = self.devices[a].acked[b].clone();
                         self.sync(a, b, false)?;
                     }
                 }
@@ -294,12 +307,16 @@ impl Sim {
 
     // --- network --------------------------------------------------------------
 
-    /// `a` streams to `b` what it believes `b` misses.
+    /// `a` streams to `b` what it has not streamed to it yet.
     fn sync(&mut self, a: usize, b: usize, reliable: bool) -> SimResult<()> {
-        let have = self.devices[a].known[b].clone();
+        let have = self.devices[a].sent[b].clone();
         let events = self.devices[a].store.events_missing(&have, EVENTS_PER_PACKET)?;
         if events.is_empty() {
             return Ok(());
+        }
+        let sent = &mut self.devices[a].sent[b];
+        for event in &events {
+            sent.set(event.id.origin, sent.get(&event.id.origin).max(event.id.seq));
         }
         let packet = Packet { from: a, to: b, arrive_ms: 0, payload: Payload::Events(events) };
         let now = self.now_ms;
@@ -320,7 +337,11 @@ impl Sim {
                     let now = self.now_ms;
                     self.net.send(&mut self.rng, now, ack, reliable);
                 }
-                Payload::Ack(vv) => self.devices[packet.to].known[packet.from].merge(&vv),
+                Payload::Ack(vv) => {
+                    let device = &mut self.devices[packet.to];
+                    device.acked[packet.from].merge(&vv);
+                    device.sent[packet.from].merge(&vv);
+                }
             }
         }
         Ok(())
@@ -335,6 +356,7 @@ impl Sim {
         let now = self.device_now(d);
         let (report, _) = self.devices[d].store.ingest(now, events)?;
         self.rekeys += report.rekeys;
+        self.dirty[d] = true;
         Ok(())
     }
 
@@ -343,7 +365,9 @@ impl Sim {
             let hold = if !settled && self.net.has_peer(d) { HOLD_MS } else { 0 };
             let now = self.device_now(d);
             self.devices[d].store.set_exposure_hold_ms(hold);
-            self.devices[d].store.expose(now, hold)?;
+            if !self.devices[d].store.expose(now, hold)?.mailboxes.is_empty() {
+                self.dirty[d] = true;
+            }
         }
         Ok(())
     }
@@ -355,7 +379,8 @@ impl Sim {
         self.crashes += 1;
         self.net.drop_to(d);
         let n = self.devices.len();
-        self.devices[d].known = vec![VersionVector::new(); n];
+        self.devices[d].acked = vec![VersionVector::new(); n];
+        self.devices[d].sent = vec![VersionVector::new(); n];
         let before = self.devices[d].store.state_digest()?;
         self.local_op_on(d, true)?;
         if self.devices[d].store.state_digest()? != before {
@@ -426,6 +451,7 @@ impl Sim {
         match res {
             Ok((value, _)) => {
                 self.ops_acked += 1;
+                self.dirty[d] = true;
                 // Live push: a commit goes out to every peer at once (DESIGN, Sync).
                 for peer in 0..self.devices.len() {
                     if peer != d {
@@ -549,9 +575,13 @@ impl Sim {
         Ok(())
     }
 
-    fn check_invariants(&self) -> SimResult<()> {
-        for (d, device) in self.devices.iter().enumerate() {
-            if let Some(p) = device.store.check_invariants()?.into_iter().next() {
+    /// Whole-state invariants of every device that changed since the last check.
+    fn check_invariants(&mut self) -> SimResult<()> {
+        for d in 0..self.devices.len() {
+            if !std::mem::take(&mut self.dirty[d]) {
+                continue;
+            }
+            if let Some(p) = self.devices[d].store.check_invariants()?.into_iter().next() {
                 return self.fail(format!("device {d}: {p}"));
             }
         }
@@ -573,7 +603,8 @@ impl Sim {
             for a in 0..n {
                 for b in 0..n {
                     if a != b {
-                        self.devices[a].known[b] = vvs[b].clone();
+                        self.devices[a].acked[b] = vvs[b].clone();
+                        self.devices[a].sent[b] = vvs[b].clone();
                         self.sync(a, b, true)?;
                     }
                 }
@@ -590,6 +621,7 @@ impl Sim {
         self.step = usize::MAX;
         self.settle()?;
         self.expose_all(true)?;
+        self.dirty.iter_mut().for_each(|d| *d = true);
         self.check_invariants()?;
         // Every client resyncs on its device; then everything must agree.
         for i in 0..self.clients.len() {

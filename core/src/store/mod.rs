@@ -40,6 +40,10 @@ pub const BLOB_DIR: &str = "blobs";
 /// enough to cover a large group commit (measured at well under a second).
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 
+/// Prepared statements cached per connection: about the number of distinct
+/// queries in `state`, `reads` and `merge::invariants`.
+const PREPARED_STATEMENTS_MAX: usize = 128;
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -298,6 +302,9 @@ fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
 
 fn configure(conn: &Connection) -> StoreResult<()> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // Room for every statement the merge rules, reads and invariant checks
+    // prepare (the default 16 thrashes and re-parses SQL on each event).
+    conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS_MAX);
     // WAL: readers do not block the writer. synchronous=FULL: a commit is on
     // disk when it returns, which is what acknowledging a message requires.
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -11,6 +11,22 @@ use crate::model::{
 };
 use crate::store::{StoreError, StoreResult};
 
+/// `Connection::execute` through the statement cache: the merge rules run the
+/// same few statements for every event.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `Connection::query_row` through the statement cache.
+fn query_row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: F,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
 }
@@ -26,7 +42,7 @@ fn blob_hash(bytes: Vec<u8>) -> StoreResult<BlobHash> {
 // --- device -----------------------------------------------------------------
 
 pub(crate) fn insert_device(conn: &Connection, id: DeviceId, slot: DeviceSlot, now_ms: u64) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO device (id, device_id, slot, created_ms, last_hlc, last_modseq) VALUES (1, ?1, ?2, ?3, 0, 0)",
         params![id.as_bytes().as_slice(), slot.get(), now_ms as i64],
     )?;
@@ -35,37 +51,37 @@ pub(crate) fn insert_device(conn: &Connection, id: DeviceId, slot: DeviceSlot, n
 
 pub(crate) fn device(conn: &Connection) -> StoreResult<(DeviceId, DeviceSlot)> {
     let (id, slot): (Vec<u8>, u8) =
-        conn.query_row("SELECT device_id, slot FROM device WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        query_row(conn, "SELECT device_id, slot FROM device WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok((device_id(id)?, DeviceSlot::new(slot).ok_or_else(|| corrupt("device slot out of range"))?))
 }
 
 pub(crate) fn device_created_ms(conn: &Connection) -> StoreResult<u64> {
-    Ok(conn.query_row("SELECT created_ms FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+    Ok(query_row(conn, "SELECT created_ms FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
 pub(crate) fn last_hlc(conn: &Connection) -> StoreResult<Hlc> {
-    Ok(Hlc::from_raw(conn.query_row("SELECT last_hlc FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64))
+    Ok(Hlc::from_raw(query_row(conn, "SELECT last_hlc FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64))
 }
 
 pub(crate) fn set_last_hlc(conn: &Connection, hlc: Hlc) -> StoreResult<()> {
-    conn.execute("UPDATE device SET last_hlc = ?1 WHERE id = 1", [hlc.raw() as i64])?;
+    exec(conn, "UPDATE device SET last_hlc = ?1 WHERE id = 1", [hlc.raw() as i64])?;
     Ok(())
 }
 
 pub(crate) fn last_modseq(conn: &Connection) -> StoreResult<Option<ModSeq>> {
-    let raw: i64 = conn.query_row("SELECT last_modseq FROM device WHERE id = 1", [], |r| r.get(0))?;
+    let raw: i64 = query_row(conn, "SELECT last_modseq FROM device WHERE id = 1", [], |r| r.get(0))?;
     Ok(ModSeq::new(raw as u64))
 }
 
 pub(crate) fn set_last_modseq(conn: &Connection, modseq: ModSeq) -> StoreResult<()> {
-    conn.execute("UPDATE device SET last_modseq = ?1 WHERE id = 1", [modseq.get() as i64])?;
+    exec(conn, "UPDATE device SET last_modseq = ?1 WHERE id = 1", [modseq.get() as i64])?;
     Ok(())
 }
 
 // --- events -----------------------------------------------------------------
 
 pub(crate) fn insert_event(conn: &Connection, event: &Event) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO events (origin, seq, hlc, deps, payload, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             event.id.origin.as_bytes().as_slice(),
@@ -76,7 +92,7 @@ pub(crate) fn insert_event(conn: &Connection, event: &Event) -> StoreResult<()> 
             event.signature.as_slice()
         ],
     )?;
-    conn.execute(
+    exec(conn, 
         "INSERT INTO version_vector (origin, seq) VALUES (?1, ?2)
          ON CONFLICT (origin) DO UPDATE SET seq = MAX(seq, excluded.seq)",
         params![event.id.origin.as_bytes().as_slice(), event.id.seq as i64],
@@ -122,7 +138,7 @@ pub(crate) fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> Stor
 // --- users ------------------------------------------------------------------
 
 pub(crate) fn user_password_hash(conn: &Connection, user: &str) -> StoreResult<Option<String>> {
-    Ok(conn.query_row("SELECT password_hash FROM users WHERE name = ?1", [user], |r| r.get(0)).optional()?)
+    Ok(query_row(conn, "SELECT password_hash FROM users WHERE name = ?1", [user], |r| r.get(0)).optional()?)
 }
 
 /// The stamp `(hlc, origin)` of the user's password register.
@@ -140,7 +156,7 @@ pub(crate) fn user_put(
     hlc: Hlc,
     origin: DeviceId,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO users (name, password_hash, hlc, origin) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, hlc = excluded.hlc, origin = excluded.origin",
         params![user, password_hash, hlc.raw() as i64, origin.as_bytes().as_slice()],
@@ -155,8 +171,8 @@ pub(crate) fn user_names(conn: &Connection) -> StoreResult<Vec<String>> {
 }
 
 pub(crate) fn user_delete(conn: &Connection, user: &str) -> StoreResult<()> {
-    conn.execute("DELETE FROM users WHERE name = ?1", [user])?;
-    conn.execute("DELETE FROM subscriptions WHERE user = ?1", [user])?;
+    exec(conn, "DELETE FROM users WHERE name = ?1", [user])?;
+    exec(conn, "DELETE FROM subscriptions WHERE user = ?1", [user])?;
     Ok(())
 }
 
@@ -221,7 +237,7 @@ pub(crate) fn mailbox_live_by_name(conn: &Connection, user: &str, name: &str) ->
 }
 
 pub(crate) fn mailbox_insert(conn: &Connection, row: &MailboxRow) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         &format!("INSERT INTO mailboxes ({MAILBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
         params![
             row.id.raw(),
@@ -234,7 +250,7 @@ pub(crate) fn mailbox_insert(conn: &Connection, row: &MailboxRow) -> StoreResult
             row.deleted
         ],
     )?;
-    conn.execute("INSERT OR IGNORE INTO mailbox_local (mailbox_id) VALUES (?1)", [row.id.raw()])?;
+    exec(conn, "INSERT OR IGNORE INTO mailbox_local (mailbox_id) VALUES (?1)", [row.id.raw()])?;
     Ok(())
 }
 
@@ -245,7 +261,7 @@ pub(crate) fn mailbox_set_name(
     hlc: Hlc,
     origin: DeviceId,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailboxes SET name = ?2, name_hlc = ?3, name_origin = ?4 WHERE id = ?1",
         params![id.raw(), name, hlc.raw() as i64, origin.as_bytes().as_slice()],
     )?;
@@ -253,17 +269,17 @@ pub(crate) fn mailbox_set_name(
 }
 
 pub(crate) fn mailbox_set_deleted(conn: &Connection, id: MailboxId, deleted: bool) -> StoreResult<()> {
-    conn.execute("UPDATE mailboxes SET deleted = ?2 WHERE id = ?1", params![id.raw(), deleted])?;
+    exec(conn, "UPDATE mailboxes SET deleted = ?2 WHERE id = ?1", params![id.raw(), deleted])?;
     Ok(())
 }
 
 /// Whether this device has ever seen mailbox `id` (live or deleted).
 pub(crate) fn mailbox_known(conn: &Connection, id: MailboxId) -> StoreResult<bool> {
-    Ok(conn.query_row("SELECT 1 FROM mailboxes WHERE id = ?1", [id.raw()], |_| Ok(())).optional()?.is_some())
+    Ok(query_row(conn, "SELECT 1 FROM mailboxes WHERE id = ?1", [id.raw()], |_| Ok(())).optional()?.is_some())
 }
 
 pub(crate) fn mailbox_set_special_use(conn: &Connection, id: MailboxId, special_use: Option<SpecialUse>) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailboxes SET special_use = ?2 WHERE id = ?1",
         params![id.raw(), special_use.map(SpecialUse::attribute)],
     )?;
@@ -282,7 +298,7 @@ pub(crate) fn mailbox_ids_of_user_all(conn: &Connection, user: &str) -> StoreRes
 
 /// Adds a liveness instance of `mailbox` named by `tag` (newest per origin).
 pub(crate) fn mailbox_instance_add(conn: &Connection, mailbox: MailboxId, tag: EventId) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO mailbox_instances (mailbox_id, tag_origin, tag_seq) VALUES (?1, ?2, ?3)
          ON CONFLICT (mailbox_id, tag_origin) DO UPDATE SET tag_seq = MAX(tag_seq, excluded.tag_seq)",
         params![mailbox.raw(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
@@ -303,7 +319,7 @@ pub(crate) fn mailbox_instances_remove_observed(
     for (origin, seq) in tags {
         let tag = EventId { origin: device_id(origin.clone())?, seq: seq as u64 };
         if observed.contains(tag) {
-            conn.execute(
+            exec(conn, 
                 "DELETE FROM mailbox_instances WHERE mailbox_id = ?1 AND tag_origin = ?2",
                 params![mailbox.raw(), origin],
             )?;
@@ -331,11 +347,11 @@ pub(crate) fn raise_exposure(conn: &Connection, id: MailboxId, uid: u32, modseq:
     if uid <= exposed {
         return Ok(false);
     }
-    conn.execute(
+    exec(conn, 
         "UPDATE mailbox_entries SET modseq = ?4 WHERE mailbox_id = ?1 AND ?2 < uid AND uid <= ?3",
         params![id.raw(), exposed, uid, modseq.get() as i64],
     )?;
-    conn.execute(
+    exec(conn, 
         "UPDATE mailbox_local SET uid_exposed = ?2, highest_modseq = MAX(highest_modseq, ?3) WHERE mailbox_id = ?1",
         params![id.raw(), uid, modseq.get() as i64],
     )?;
@@ -374,7 +390,7 @@ pub(crate) fn entry_adds_extra(conn: &Connection, id: EntryId) -> StoreResult<Ve
 }
 
 pub(crate) fn entry_add_extra(conn: &Connection, id: EntryId, tag: EventId) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT OR IGNORE INTO entry_adds (entry_id, tag_origin, tag_seq) VALUES (?1, ?2, ?3)",
         params![id.raw(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
     )?;
@@ -389,7 +405,7 @@ pub(crate) fn entry_set_origin_fields(
     internal_date: i64,
     added: EventId,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailbox_entries SET blob = ?2, internal_date = ?3, added_origin = ?4, added_seq = ?5 WHERE entry_id = ?1",
         params![id.raw(), blob.as_bytes().as_slice(), internal_date, added.origin.as_bytes().as_slice(), added.seq as i64],
     )?;
@@ -410,7 +426,7 @@ pub(crate) fn mailbox_local(conn: &Connection, id: MailboxId) -> StoreResult<(u3
 /// Records a change in the mailbox: raises the UID watermark to `uid` (if
 /// given) and HIGHESTMODSEQ to `modseq`.
 pub(crate) fn mailbox_touch(conn: &Connection, id: MailboxId, uid: Option<Uid>, modseq: ModSeq) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailbox_local SET uid_max = MAX(uid_max, ?2), highest_modseq = MAX(highest_modseq, ?3)
          WHERE mailbox_id = ?1",
         params![id.raw(), uid.map_or(0, Uid::get), modseq.get() as i64],
@@ -439,7 +455,7 @@ pub(crate) fn subscription_put(
     origin: DeviceId,
     subscribed: bool,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO subscriptions (user, name, hlc, origin, subscribed) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (user, name) DO UPDATE SET hlc = excluded.hlc, origin = excluded.origin, subscribed = excluded.subscribed",
         params![user, name, hlc.raw() as i64, origin.as_bytes().as_slice(), subscribed],
@@ -463,7 +479,7 @@ pub(crate) fn all_blobs(conn: &Connection) -> StoreResult<Vec<BlobHash>> {
 }
 
 pub(crate) fn message_put(conn: &Connection, blob: BlobHash, size: u64) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT OR IGNORE INTO messages (blob, size) VALUES (?1, ?2)",
         params![blob.as_bytes().as_slice(), size as i64],
     )?;
@@ -515,7 +531,7 @@ pub(crate) fn entry_get(conn: &Connection, id: EntryId) -> StoreResult<Option<En
 }
 
 pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq, now_ms: u64) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         &format!(
             "INSERT INTO mailbox_entries ({ENTRY_COLUMNS}, modseq, placed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ),
@@ -538,14 +554,14 @@ pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq, no
 /// Removes an entry for good: a later placement of the same entry id (a
 /// duplicate delivery) does not bring it back.
 pub(crate) fn entry_delete(conn: &Connection, id: EntryId) -> StoreResult<()> {
-    conn.execute("DELETE FROM mailbox_entries WHERE entry_id = ?1", [id.raw()])?;
-    conn.execute("DELETE FROM entry_adds WHERE entry_id = ?1", [id.raw()])?;
-    conn.execute("INSERT OR IGNORE INTO removed_entries (entry_id) VALUES (?1)", [id.raw()])?;
+    exec(conn, "DELETE FROM mailbox_entries WHERE entry_id = ?1", [id.raw()])?;
+    exec(conn, "DELETE FROM entry_adds WHERE entry_id = ?1", [id.raw()])?;
+    exec(conn, "INSERT OR IGNORE INTO removed_entries (entry_id) VALUES (?1)", [id.raw()])?;
     Ok(())
 }
 
 pub(crate) fn entry_set_uid(conn: &Connection, id: EntryId, uid: Uid, modseq: ModSeq, now_ms: u64) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailbox_entries SET uid = ?2, modseq = ?3, placed_ms = ?4 WHERE entry_id = ?1",
         params![id.raw(), uid.get(), modseq.get() as i64, now_ms as i64],
     )?;
@@ -554,7 +570,7 @@ pub(crate) fn entry_set_uid(conn: &Connection, id: EntryId, uid: Uid, modseq: Mo
 
 /// Stamps every entry of `item` with `modseq`; returns their mailboxes.
 pub(crate) fn item_touch(conn: &Connection, item: ItemId, modseq: ModSeq) -> StoreResult<Vec<MailboxId>> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailbox_entries SET modseq = ?2 WHERE item_id = ?1",
         params![item.raw(), modseq.get() as i64],
     )?;
@@ -606,7 +622,7 @@ pub(crate) fn flag_add(conn: &Connection, item: ItemId, flag: &Flag, tag: EventI
         )
         .optional()?
         .is_some();
-    conn.execute(
+    exec(conn, 
         "INSERT INTO item_flags (item_id, flag, tag_origin, tag_seq) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (item_id, flag, tag_origin) DO UPDATE SET tag_seq = MAX(tag_seq, excluded.tag_seq)",
         params![item.raw(), flag.as_str(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
@@ -634,7 +650,7 @@ pub(crate) fn flag_remove_observed(
     for (origin, seq) in tags {
         let tag = EventId { origin: device_id(origin.clone())?, seq: seq as u64 };
         if observed.contains(tag) {
-            conn.execute(
+            exec(conn, 
                 "DELETE FROM item_flags WHERE item_id = ?1 AND flag = ?2 AND tag_origin = ?3",
                 params![item.raw(), flag.as_str(), origin],
             )?;
@@ -653,7 +669,7 @@ pub(crate) fn tombstone_put(
     entry: EntryId,
     modseq: ModSeq,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT OR IGNORE INTO tombstones (mailbox_id, uid, entry_id, modseq) VALUES (?1, ?2, ?3, ?4)",
         params![mailbox.raw(), uid.get(), entry.raw(), modseq.get() as i64],
     )?;
@@ -663,7 +679,7 @@ pub(crate) fn tombstone_put(
 // --- pending remote events (LOCAL) --------------------------------------------
 
 pub(crate) fn pending_put(conn: &Connection, event: &Event, now_ms: u64) -> StoreResult<bool> {
-    let n = conn.execute(
+    let n = exec(conn, 
         "INSERT OR IGNORE INTO pending_events (origin, seq, hlc, deps, payload, signature, received_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -680,7 +696,7 @@ pub(crate) fn pending_put(conn: &Connection, event: &Event, now_ms: u64) -> Stor
 }
 
 pub(crate) fn pending_count(conn: &Connection) -> StoreResult<u64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM pending_events", [], |r| r.get::<_, i64>(0))? as u64)
+    Ok(query_row(conn, "SELECT COUNT(*) FROM pending_events", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
 /// The pending event `id`, if held (verified when it was stored).
@@ -700,7 +716,7 @@ pub(crate) fn pending_get(conn: &Connection, id: EventId) -> StoreResult<Option<
 }
 
 pub(crate) fn pending_delete(conn: &Connection, id: EventId) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "DELETE FROM pending_events WHERE origin = ?1 AND seq = ?2",
         params![id.origin.as_bytes().as_slice(), id.seq as i64],
     )?;
@@ -718,7 +734,7 @@ pub(crate) fn pending_origins(conn: &Connection) -> StoreResult<Vec<DeviceId>> {
 /// original was pending and was then applied).
 pub(crate) fn pending_prune(conn: &Connection, have: &VersionVector) -> StoreResult<()> {
     for (origin, seq) in have.iter() {
-        conn.execute(
+        exec(conn, 
             "DELETE FROM pending_events WHERE origin = ?1 AND seq <= ?2",
             params![origin.as_bytes().as_slice(), *seq as i64],
         )?;

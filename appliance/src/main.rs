@@ -49,6 +49,8 @@ enum Command {
     Import(cli::import::ImportArgs),
     /// Export a user's mailboxes as a Maildir++ tree or mbox files.
     Export(cli::export::ExportArgs),
+    /// Run the deterministic replication simulation over many seeds (a soak).
+    Sim(cli::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Verify => cli::verify::run(&global),
         Command::Import(a) => cli::import::run(&global, a),
         Command::Export(a) => cli::export::run(&global, a),
+        Command::Sim(a) => cli::sim::run(a),
     };
     match res {
         Ok(code) => code,

@@ -10,6 +10,8 @@
 //! - [`store`]: the SQLite database and blob directory; [`store::Store::write`]
 //!   is the only way to change state.
 //! - [`auth`]: password hashing and policy.
+//! - [`sim`]: the deterministic multi-device simulation (replication tests and
+//!   `roost sim`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -20,6 +22,7 @@ pub mod clock;
 pub mod log;
 mod merge;
 pub mod model;
+pub mod sim;
 pub mod store;
 
 pub use merge::Effects;

@@ -6,6 +6,7 @@ pub mod import;
 pub mod init;
 pub mod pair;
 pub mod serve;
+pub mod sim;
 pub mod status;
 pub mod user;
 pub mod verify;

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Hlc;
 use crate::log::version_vector::VersionVector;
 use crate::model::{
-    BlobHash, DeviceId, EntryId, EventId, Flag, ItemId, MailboxId, MailboxName, SpecialUse, Uid, UidValidity, UserName,
+    BlobHash, DeviceId, EntryId, EventId, Flag, ItemId, MailboxId, MailboxName, MessageKey, SpecialUse, Uid, UidValidity,
+    UserName,
 };
 
 /// Version of the payload envelope written by this build.
@@ -124,6 +125,16 @@ pub enum EventOp {
         /// One per moved entry.
         entries: Vec<MovedEntry>,
     },
+    /// Messages delivered (LMTP, import): like `Append`, but each entry's id
+    /// and item id derive from the message's key, so the same message
+    /// delivered on two devices is one entry of one item everywhere (its UID
+    /// is the higher of the two, as for a re-key). Added by issue 6.
+    Deliver {
+        /// Target mailbox.
+        mailbox: MailboxId,
+        /// One per message.
+        entries: Vec<DeliveredEntry>,
+    },
     /// An entry gets a new, higher UID because its UID arrived at a device below
     /// what that device had already shown (see DESIGN.md, UIDs).
     Rekey {
@@ -144,6 +155,7 @@ impl EventOp {
             EventOp::Append { entries, .. } => entries.iter().map(|e| e.blob).collect(),
             EventOp::Copy { entries, .. } => entries.iter().map(|e| e.entry.blob).collect(),
             EventOp::Move { entries, .. } => entries.iter().map(|e| e.blob).collect(),
+            EventOp::Deliver { entries, .. } => entries.iter().map(|e| e.entry.blob).collect(),
             _ => Vec::new(),
         }
     }
@@ -182,6 +194,15 @@ pub struct MovedEntry {
     pub size: u64,
     /// INTERNALDATE, kept across the move (RFC 6851 3.3).
     pub internal_date: i64,
+}
+
+/// One message of a `Deliver`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredEntry {
+    /// Identifies the message across devices.
+    pub key: MessageKey,
+    /// The entry's fields.
+    pub entry: NewEntry,
 }
 
 /// One entry of a COPY.

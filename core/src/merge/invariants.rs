@@ -36,6 +36,34 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE e.seq IS NULL OR e.seq != v.seq",
     ),
     (
+        "a live mailbox has no liveness instance",
+        "SELECT m.id, 0 FROM mailboxes m WHERE m.deleted = 0
+         AND NOT EXISTS (SELECT 1 FROM mailbox_instances i WHERE i.mailbox_id = m.id)",
+    ),
+    (
+        "a deleted mailbox keeps a liveness instance",
+        "SELECT m.id, 0 FROM mailboxes m WHERE m.deleted = 1
+         AND EXISTS (SELECT 1 FROM mailbox_instances i WHERE i.mailbox_id = m.id)",
+    ),
+    (
+        "a removed entry is live",
+        "SELECT e.entry_id, e.uid FROM mailbox_entries e JOIN removed_entries r ON r.entry_id = e.entry_id",
+    ),
+    (
+        "an extra add names no live entry",
+        "SELECT a.entry_id, 0 FROM entry_adds a LEFT JOIN mailbox_entries e ON e.entry_id = a.entry_id
+         WHERE e.entry_id IS NULL",
+    ),
+    (
+        "the exposure watermark is above the UID watermark",
+        "SELECT mailbox_id, uid_exposed FROM mailbox_local WHERE uid_exposed > uid_max",
+    ),
+    (
+        "a pending event is already applied",
+        "SELECT hex(p.origin), p.seq FROM pending_events p JOIN version_vector v ON v.origin = p.origin
+         WHERE p.seq <= v.seq",
+    ),
+    (
         "a mailbox has no local row",
         "SELECT m.id, 0 FROM mailboxes m LEFT JOIN mailbox_local l ON l.mailbox_id = m.id WHERE l.mailbox_id IS NULL",
     ),
@@ -45,7 +73,7 @@ const CHECKS: &[(&str, &str)] = &[
 pub(crate) fn check(conn: &Connection) -> StoreResult<Vec<String>> {
     let mut problems = Vec::new();
     for (what, sql) in CHECKS {
-        let mut stmt = conn.prepare(sql)?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows: Vec<String> = stmt
             .query_map([], |r| {
                 let a: rusqlite::types::Value = r.get(0)?;

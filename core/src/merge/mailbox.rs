@@ -1,13 +1,20 @@
-//! Mailbox rules: CREATE (ids derived from the name, so concurrent creates of
-//! one name meet in one mailbox), RENAME (last-writer-wins name register),
-//! DELETE (removes the entries its writer observed; a mailbox that still has
-//! entries added concurrently stays, add-wins) and SUBSCRIBE (a
-//! last-writer-wins register per name).
+//! Mailbox rules.
+//!
+//! - CREATE: ids derive from the name, so concurrent creates of one name meet
+//!   in one mailbox. A create adds a liveness instance (below).
+//! - RENAME: the name is a last-writer-wins register by `(hlc, origin)`; a
+//!   create takes part in it with its own stamp. Two live mailboxes holding one
+//!   name are shown apart by `state::mailboxes_displayed` (visible suffix).
+//! - DELETE: liveness is an add-wins set of instances, one per create and per
+//!   placement of an entry (newest per origin). A delete removes the instances
+//!   and the entries its event observed; whatever it did not observe (an entry
+//!   appended concurrently elsewhere) survives and keeps the mailbox.
+//! - SUBSCRIBE: a last-writer-wins register per name.
 
 use crate::merge::Apply;
 use crate::model::{MailboxId, MailboxName, SpecialUse, UidValidity, UserName};
 use crate::store::state::{self, MailboxRow};
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 
 pub(crate) fn create(
     a: &mut Apply<'_>,
@@ -22,9 +29,19 @@ pub(crate) fn create(
         // The same mailbox created concurrently elsewhere, or re-created after a
         // concurrent delete: one mailbox, alive.
         Some(existing) => {
-            assert_eq!(existing.uid_validity, uid_validity, "UIDVALIDITY of {mailbox:?} would change");
+            if existing.uid_validity != uid_validity || existing.user != user.as_str() {
+                // Ids derive from (user, name, generation): a peer bug or forgery.
+                return Err(StoreError::Corrupt(format!(
+                    "event {:?} re-creates {mailbox:?} with another owner or UIDVALIDITY",
+                    a.event.id
+                )));
+            }
             if existing.deleted {
                 state::mailbox_set_deleted(a.conn, mailbox, false)?;
+            }
+            if (existing.name_hlc, existing.name_origin) < (a.event.hlc, a.event.id.origin) {
+                state::mailbox_set_name(a.conn, mailbox, name.as_str(), a.event.hlc, a.event.id.origin)?;
+                state::mailbox_set_special_use(a.conn, mailbox, special_use)?;
             }
         }
         None => {
@@ -41,6 +58,8 @@ pub(crate) fn create(
             state::mailbox_insert(a.conn, &row)?;
         }
     }
+    state::mailbox_instance_add(a.conn, mailbox, a.event.id)?;
+    a.effects.mailboxes.insert(mailbox);
     Ok(())
 }
 
@@ -51,7 +70,6 @@ pub(crate) fn rename(a: &mut Apply<'_>, mailbox: MailboxId, name: &MailboxName) 
     if (a.event.hlc, a.event.id.origin) <= (row.name_hlc, row.name_origin) {
         return Ok(()); // An older rename: the register keeps the newer name.
     }
-    state::name_generation_bump(a.conn, &row.user, &row.name)?;
     state::mailbox_set_name(a.conn, mailbox, name.as_str(), a.event.hlc, a.event.id.origin)?;
     a.effects.users.insert(row.user);
     a.effects.mailboxes.insert(mailbox);
@@ -62,24 +80,34 @@ pub(crate) fn delete(a: &mut Apply<'_>, mailbox: MailboxId) -> StoreResult<()> {
     let Some(row) = state::mailbox_get(a.conn, mailbox)? else {
         return Ok(());
     };
-    let mut survivors = 0;
     for entry in state::entries_of(a.conn, mailbox)? {
-        if a.event.deps.contains(entry.added) || entry.added == a.event.id {
+        if observed_entry(a, &entry)? {
             state::entry_delete(a.conn, entry.entry_id)?;
             state::tombstone_put(a.conn, mailbox, entry.uid, entry.entry_id, a.modseq)?;
-        } else {
-            // Added concurrently with the delete: it wins and keeps the mailbox.
-            survivors += 1;
         }
+        // Otherwise added concurrently with the delete: it wins, and its
+        // placement's instance keeps the mailbox.
     }
-    if survivors == 0 && !row.deleted {
+    let remaining = state::mailbox_instances_remove_observed(a.conn, mailbox, &a.event.deps)?;
+    if remaining == 0 && !row.deleted {
         state::mailbox_set_deleted(a.conn, mailbox, true)?;
-        state::name_generation_bump(a.conn, &row.user, &row.name)?;
+    }
+    if remaining == 0 {
+        let left = state::entries_of(a.conn, mailbox)?;
+        assert!(left.is_empty(), "{mailbox:?} deleted with {} entries left", left.len());
     }
     state::mailbox_touch(a.conn, mailbox, None, a.modseq)?;
     a.effects.users.insert(row.user);
     a.effects.mailboxes.insert(mailbox);
     Ok(())
+}
+
+/// Whether the deleting event had observed any event that placed the entry.
+fn observed_entry(a: &Apply<'_>, entry: &state::EntryRow) -> StoreResult<bool> {
+    if a.event.deps.contains(entry.added) {
+        return Ok(true);
+    }
+    Ok(state::entry_adds_extra(a.conn, entry.entry_id)?.into_iter().any(|tag| a.event.deps.contains(tag)))
 }
 
 pub(crate) fn subscribe(a: &mut Apply<'_>, user: &UserName, name: &MailboxName, subscribed: bool) -> StoreResult<()> {

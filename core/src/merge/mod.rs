@@ -7,7 +7,10 @@
 //! order gives the same state: removals name what their writer observed
 //! (entry ids, or flag instances within the writer's dependency vector),
 //! registers are last-writer-wins by `(hlc, origin)`, and additions win over
-//! concurrent removals.
+//! concurrent removals. Remote events and local ones go through the same code;
+//! the only difference is that a remote entry landing at or below this device's
+//! exposure watermark is noted in `Effects` for the writer to re-key (apply
+//! itself never emits events, so replaying the log reproduces the state).
 
 mod append;
 mod flags;
@@ -22,7 +25,7 @@ use rusqlite::Connection;
 
 use crate::clock::Hlc;
 use crate::log::event::{Event, EventOp};
-use crate::model::{DeviceSlot, MailboxId, ModSeq};
+use crate::model::{DeviceSlot, EntryId, MailboxId, ModSeq};
 use crate::store::{state, StoreResult};
 
 /// What a committed write changed, for the daemon to notify IMAP sessions.
@@ -34,6 +37,9 @@ pub struct Effects {
     pub users: BTreeSet<String>,
     /// Events applied, in order.
     pub events: Vec<crate::model::EventId>,
+    /// Entries a remote event gave a UID at or below what IMAP may have
+    /// shown here: the writer re-keys them before the transaction commits.
+    pub(crate) rekey_candidates: Vec<(MailboxId, EntryId)>,
 }
 
 impl Effects {
@@ -42,6 +48,7 @@ impl Effects {
         self.mailboxes.extend(other.mailboxes);
         self.users.extend(other.users);
         self.events.extend(other.events);
+        self.rekey_candidates.extend(other.rekey_candidates);
     }
 }
 
@@ -51,6 +58,11 @@ pub(crate) struct Apply<'a> {
     pub(crate) event: &'a Event,
     /// MODSEQ stamped on everything this event changes on this device.
     pub(crate) modseq: ModSeq,
+    /// The caller's time (LOCAL bookkeeping: when an entry got its UID).
+    pub(crate) now_ms: u64,
+    /// Whether this device created the event. Only remote events can put an
+    /// entry below the exposure watermark (local UIDs are allocated above it).
+    pub(crate) local: bool,
     pub(crate) effects: &'a mut Effects,
 }
 
@@ -80,7 +92,8 @@ pub(crate) fn apply_event(
     state::set_last_modseq(conn, modseq)?;
     effects.events.push(event.id);
 
-    let mut apply = Apply { conn, event, modseq, effects };
+    let local = state::device(conn)?.0 == event.id.origin;
+    let mut apply = Apply { conn, event, modseq, now_ms, local, effects };
     match &event.op {
         EventOp::UserAdd { user, password_hash } => user::add(&mut apply, user, password_hash),
         EventOp::UserPassword { user, password_hash } => user::password(&mut apply, user, password_hash),
@@ -92,6 +105,7 @@ pub(crate) fn apply_event(
         EventOp::MailboxDelete { mailbox } => mailbox::delete(&mut apply, *mailbox),
         EventOp::MailboxSubscribe { user, name, subscribed } => mailbox::subscribe(&mut apply, user, name, *subscribed),
         EventOp::Append { mailbox, entries } => append::append(&mut apply, *mailbox, entries),
+        EventOp::Deliver { mailbox, entries } => append::deliver(&mut apply, *mailbox, entries),
         EventOp::Flags { mailbox: _, items, add, remove } => flags::change(&mut apply, items, add, remove),
         EventOp::Expunge { mailbox, entries } => append::expunge(&mut apply, *mailbox, entries),
         EventOp::Copy { source: _, mailbox, entries } => move_copy::copy(&mut apply, *mailbox, entries),

@@ -8,7 +8,7 @@
 //! A move concurrent with an expunge of its source still places the message.
 
 use crate::log::event::{CopiedEntry, MovedEntry};
-use crate::merge::append::{place, remove_entry};
+use crate::merge::append::{place, remove_entry, set_uid};
 use crate::merge::Apply;
 use crate::model::{EntryId, ItemId, MailboxId, Uid};
 use crate::store::{state, StoreResult};
@@ -46,11 +46,7 @@ pub(crate) fn rekey(a: &mut Apply<'_>, mailbox: MailboxId, entry: EntryId, uid: 
         return Ok(()); // Expunged or moved meanwhile: nothing to re-key.
     };
     if row.mailbox_id != mailbox || uid <= row.uid {
-        return Ok(()); // A higher re-key already won.
+        return Ok(()); // A higher re-key (or duplicate delivery) already won.
     }
-    state::tombstone_put(a.conn, mailbox, row.uid, entry, a.modseq)?;
-    state::entry_set_uid(a.conn, entry, uid, a.modseq)?;
-    state::mailbox_touch(a.conn, mailbox, Some(uid), a.modseq)?;
-    a.effects.mailboxes.insert(mailbox);
-    Ok(())
+    set_uid(a, mailbox, &row, uid)
 }

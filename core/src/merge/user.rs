@@ -31,7 +31,7 @@ fn set_password_if_newer(a: &mut Apply<'_>, user: &UserName, password_hash: &str
 }
 
 pub(crate) fn remove(a: &mut Apply<'_>, user: &UserName) -> StoreResult<()> {
-    for mailbox in state::mailbox_ids_of_user(a.conn, user.as_str())? {
+    for mailbox in state::mailbox_ids_of_user_all(a.conn, user.as_str())? {
         crate::merge::mailbox::delete(a, mailbox)?;
     }
     state::user_delete(a.conn, user.as_str())?;

@@ -149,6 +149,52 @@ impl ItemId {
     }
 }
 
+/// What identifies a delivered message across devices: derived from the user,
+/// the Message-ID and the message's bytes, so the same message delivered on two
+/// devices (both MX hosts got it) has the same key everywhere and is stored
+/// once: its entry and item ids derive from the key (see `EventOp::Deliver`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MessageKey(#[serde(with = "hex_bytes")] [u8; 32]);
+
+impl MessageKey {
+    /// Key of a message delivered to `user`. `message_id` is the Message-ID
+    /// header (empty if absent: then only identical bytes match).
+    pub fn derive(user: &str, message_id: &str, blob: BlobHash) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(b"roost message key v1\0");
+        h.update(user.as_bytes());
+        h.update(b"\0");
+        h.update(message_id.as_bytes());
+        h.update(b"\0");
+        h.update(blob.as_bytes());
+        MessageKey(*h.finalize().as_bytes())
+    }
+    /// The item a delivery of this message into `mailbox` creates.
+    pub fn item(&self, mailbox: MailboxId) -> ItemId {
+        ItemId(derive_key_i64(b"roost delivered item v1\0", self, mailbox))
+    }
+    /// The entry a delivery of this message into `mailbox` creates.
+    pub fn entry(&self, mailbox: MailboxId) -> EntryId {
+        EntryId(derive_key_i64(b"roost delivered entry v1\0", self, mailbox))
+    }
+}
+
+impl fmt::Debug for MessageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageKey({})", &hex::encode(self.0)[..16])
+    }
+}
+
+fn derive_key_i64(domain: &[u8], key: &MessageKey, mailbox: MailboxId) -> i64 {
+    let mut h = blake3::Hasher::new();
+    h.update(domain);
+    h.update(&key.0);
+    h.update(&mailbox.raw().to_le_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    i64::from_le_bytes(first)
+}
+
 /// The id of an event: its origin device and its sequence number there.
 /// `seq` is dense per origin, starting at 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

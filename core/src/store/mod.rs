@@ -8,6 +8,7 @@
 //! `synchronous=FULL`) before `write` returns. Nothing is acknowledged earlier.
 
 mod digest;
+mod ingest;
 pub mod peers;
 mod reads;
 mod schema;
@@ -20,7 +21,8 @@ use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
 pub use blobs::{BlobError, BlobStore};
-pub use digest::{StateDigest, TableDigest};
+pub use digest::{StateDigest, TableDigest, VerifyReport};
+pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
@@ -37,6 +39,10 @@ pub const BLOB_DIR: &str = "blobs";
 /// How long a connection waits for another writer's lock before failing: long
 /// enough to cover a large group commit (measured at well under a second).
 const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// Prepared statements cached per connection: about the number of distinct
+/// queries in `state`, `reads` and `merge::invariants`.
+const PREPARED_STATEMENTS_MAX: usize = 128;
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +109,12 @@ pub enum StoreError {
     /// The UID space of a mailbox is used up (2^32 UIDs).
     #[error("mailbox {0} has used up its UID space")]
     UidSpaceExhausted(String),
+    /// Too many events wait for dependencies that never arrive.
+    #[error("more than {0} events from peers wait for their dependencies")]
+    TooManyPending(u64),
+    /// The operation is not implemented yet.
+    #[error("not implemented: {0}")]
+    Unsupported(&'static str),
     /// A stored row breaks an invariant.
     #[error("corrupt state: {0}")]
     Corrupt(String),
@@ -147,6 +159,10 @@ pub struct Store {
     blobs: BlobStore,
     identity: DeviceIdentity,
     path: Option<PathBuf>,
+    /// How long a newly placed UID is held back from IMAP (LOCAL policy; the
+    /// sync layer sets about one round trip while peers are reachable, 0
+    /// otherwise). Every write ends by exposing what has been held long enough.
+    exposure_hold_ms: u64,
 }
 
 impl Store {
@@ -161,7 +177,7 @@ impl Store {
         schema::migrate(&mut conn, &db_path)?;
         let identity = DeviceIdentity::new(secret, slot);
         state::insert_device(&conn, identity.id, slot, now_ms)?;
-        Ok(Store { conn, blobs, identity, path: Some(db_path) })
+        Ok(Store { conn, blobs, identity, path: Some(db_path), exposure_hold_ms: 0 })
     }
 
     /// Opens the store in `dir`, applying pending migrations.
@@ -183,7 +199,7 @@ impl Store {
         schema::migrate(&mut conn, Path::new(":memory:"))?;
         let identity = DeviceIdentity::new(secret, slot);
         state::insert_device(&conn, identity.id, slot, now_ms)?;
-        Ok(Store { conn, blobs: BlobStore::memory(), identity, path: None })
+        Ok(Store { conn, blobs: BlobStore::memory(), identity, path: None, exposure_hold_ms: 0 })
     }
 
     fn with_connection(
@@ -197,7 +213,7 @@ impl Store {
         if identity.id != db_id {
             return Err(StoreError::WrongDevice { key: identity.id.short(), db: db_id.short() });
         }
-        Ok(Store { conn, blobs, identity, path })
+        Ok(Store { conn, blobs, identity, path, exposure_hold_ms: 0 })
     }
 
     /// Re-reads this device's slot: `roost pair join` (another process) may
@@ -235,7 +251,8 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut writer = Writer::new(&tx, &self.identity, &self.blobs, now_ms)?;
         let value = f(&mut writer)?;
-        let effects = writer.finish()?;
+        let mut effects = writer.finish()?;
+        effects.merge(ingest::expose_held(&tx, now_ms, self.exposure_hold_ms, self.identity.slot())?);
         tx.commit()?;
         Ok((value, effects))
     }
@@ -270,6 +287,7 @@ impl Store {
             }
             results.push(value);
         }
+        effects.merge(ingest::expose_held(&tx, now_ms, self.exposure_hold_ms, self.identity.slot())?);
         tx.commit()?;
         Ok((results, effects))
     }
@@ -284,6 +302,9 @@ fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
 
 fn configure(conn: &Connection) -> StoreResult<()> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // Room for every statement the merge rules, reads and invariant checks
+    // prepare (the default 16 thrashes and re-parses SQL on each event).
+    conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS_MAX);
     // WAL: readers do not block the writer. synchronous=FULL: a commit is on
     // disk when it returns, which is what acknowledging a message requires.
     conn.pragma_update(None, "journal_mode", "WAL")?;

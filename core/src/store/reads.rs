@@ -117,12 +117,12 @@ impl Store {
         }
     }
 
-    fn mailbox_info(&self, row: MailboxRow) -> StoreResult<MailboxInfo> {
+    fn mailbox_info(&self, row: MailboxRow, shown: String) -> StoreResult<MailboxInfo> {
         let (uid_max, highest_modseq) = state::mailbox_local(&self.conn, row.id)?;
         let uid_next = Uid::next_for_slot(uid_max, self.identity.slot()).map_or(u32::MAX, Uid::get);
         Ok(MailboxInfo {
             id: row.id,
-            name: row.name,
+            name: shown,
             uid_validity: row.uid_validity,
             special_use: row.special_use,
             uid_next,
@@ -130,24 +130,36 @@ impl Store {
         })
     }
 
-    /// The user's live mailboxes, sorted by name.
+    /// The user's live mailboxes, sorted by the name IMAP shows (a name two
+    /// mailboxes hold after a merge is shown with a suffix on one of them).
     pub fn mailboxes(&self, user: &UserName) -> StoreResult<Vec<MailboxInfo>> {
-        state::mailboxes_of(&self.conn, user.as_str())?.into_iter().map(|row| self.mailbox_info(row)).collect()
+        state::mailboxes_displayed(&self.conn, user.as_str())?
+            .into_iter()
+            .map(|(row, shown)| self.mailbox_info(row, shown))
+            .collect()
     }
 
     /// The user's live mailbox named `name`.
     pub fn mailbox_by_name(&self, user: &UserName, name: &str) -> StoreResult<Option<MailboxInfo>> {
         let name =
             MailboxName::new(name).map_err(|reason| StoreError::InvalidName { name: name.to_string(), reason })?;
-        state::mailbox_live_by_name(&self.conn, user.as_str(), name.as_str())?
-            .map(|row| self.mailbox_info(row))
+        state::mailboxes_displayed(&self.conn, user.as_str())?
+            .into_iter()
+            .find(|(_, shown)| shown == name.as_str())
+            .map(|(row, shown)| self.mailbox_info(row, shown))
             .transpose()
     }
 
     /// A mailbox by id, live or not.
     pub fn mailbox_by_id(&self, id: MailboxId) -> StoreResult<Option<MailboxInfo>> {
         match state::mailbox_get(&self.conn, id)? {
-            Some(row) if !row.deleted => Ok(Some(self.mailbox_info(row)?)),
+            Some(row) if !row.deleted => {
+                let shown = state::mailboxes_displayed(&self.conn, &row.user)?
+                    .into_iter()
+                    .find(|(r, _)| r.id == id)
+                    .map_or_else(|| row.name.clone(), |(_, shown)| shown);
+                Ok(Some(self.mailbox_info(row, shown)?))
+            }
             _ => Ok(None),
         }
     }
@@ -157,13 +169,15 @@ impl Store {
         state::subscribed_names(&self.conn, user.as_str())
     }
 
-    /// The mailbox's entries in UID order, with flags.
+    /// The mailbox's entries IMAP may show, in UID order, with flags. Entries
+    /// above the exposure watermark (held, see [`Store::expose`]) are left out.
     pub fn entries(&self, mailbox: MailboxId) -> StoreResult<Vec<EntryInfo>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.entry_id, e.item_id, e.uid, e.modseq, e.internal_date, m.size, e.blob,
                     (SELECT group_concat(flag, ' ') FROM (SELECT DISTINCT flag FROM item_flags f WHERE f.item_id = e.item_id ORDER BY flag))
              FROM mailbox_entries e JOIN messages m ON m.blob = e.blob
-             WHERE e.mailbox_id = ?1 ORDER BY e.uid",
+             JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
+             WHERE e.mailbox_id = ?1 AND e.uid <= l.uid_exposed ORDER BY e.uid",
         )?;
         let rows = stmt.query_map([mailbox.raw()], |r| {
             Ok((
@@ -197,6 +211,12 @@ impl Store {
             })
         })
         .collect()
+    }
+
+    /// Blobs of every entry of the mailbox, held ones included (what a
+    /// mailbox delete here would observe).
+    pub fn entry_blobs_all(&self, mailbox: MailboxId) -> StoreResult<Vec<BlobHash>> {
+        Ok(state::entries_of(&self.conn, mailbox)?.into_iter().map(|e| e.blob).collect())
     }
 
     /// UIDs removed from the mailbox with a MODSEQ above `since` (QRESYNC
@@ -289,12 +309,13 @@ impl Store {
         })
     }
 
-    /// The entry holding `uid` in `mailbox`, if any.
+    /// The entry holding `uid` in `mailbox`, if IMAP may show it.
     pub fn entry_by_uid(&self, mailbox: MailboxId, uid: Uid) -> StoreResult<Option<EntryId>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT entry_id FROM mailbox_entries WHERE mailbox_id = ?1 AND uid = ?2",
+                "SELECT e.entry_id FROM mailbox_entries e JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
+                 WHERE e.mailbox_id = ?1 AND e.uid = ?2 AND e.uid <= l.uid_exposed",
                 params![mailbox.raw(), uid.get()],
                 |r| r.get::<_, i64>(0),
             )

@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql")),
     ("0002_peers.sql", include_str!("../../../migrations/0002_peers.sql")),
     ("0003_delivery_dedup.sql", include_str!("../../../migrations/0003_delivery_dedup.sql")),
+    ("0004_replication.sql", include_str!("../../../migrations/0004_replication.sql")),
 ];
 
 /// Brings the database to the latest schema, refusing one from a newer build.

@@ -11,6 +11,22 @@ use crate::model::{
 };
 use crate::store::{StoreError, StoreResult};
 
+/// `Connection::execute` through the statement cache: the merge rules run the
+/// same few statements for every event.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `Connection::query_row` through the statement cache.
+fn query_row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: F,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
 }
@@ -26,7 +42,7 @@ fn blob_hash(bytes: Vec<u8>) -> StoreResult<BlobHash> {
 // --- device -----------------------------------------------------------------
 
 pub(crate) fn insert_device(conn: &Connection, id: DeviceId, slot: DeviceSlot, now_ms: u64) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO device (id, device_id, slot, created_ms, last_hlc, last_modseq) VALUES (1, ?1, ?2, ?3, 0, 0)",
         params![id.as_bytes().as_slice(), slot.get(), now_ms as i64],
     )?;
@@ -35,37 +51,37 @@ pub(crate) fn insert_device(conn: &Connection, id: DeviceId, slot: DeviceSlot, n
 
 pub(crate) fn device(conn: &Connection) -> StoreResult<(DeviceId, DeviceSlot)> {
     let (id, slot): (Vec<u8>, u8) =
-        conn.query_row("SELECT device_id, slot FROM device WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        query_row(conn, "SELECT device_id, slot FROM device WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok((device_id(id)?, DeviceSlot::new(slot).ok_or_else(|| corrupt("device slot out of range"))?))
 }
 
 pub(crate) fn device_created_ms(conn: &Connection) -> StoreResult<u64> {
-    Ok(conn.query_row("SELECT created_ms FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+    Ok(query_row(conn, "SELECT created_ms FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
 pub(crate) fn last_hlc(conn: &Connection) -> StoreResult<Hlc> {
-    Ok(Hlc::from_raw(conn.query_row("SELECT last_hlc FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64))
+    Ok(Hlc::from_raw(query_row(conn, "SELECT last_hlc FROM device WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64))
 }
 
 pub(crate) fn set_last_hlc(conn: &Connection, hlc: Hlc) -> StoreResult<()> {
-    conn.execute("UPDATE device SET last_hlc = ?1 WHERE id = 1", [hlc.raw() as i64])?;
+    exec(conn, "UPDATE device SET last_hlc = ?1 WHERE id = 1", [hlc.raw() as i64])?;
     Ok(())
 }
 
 pub(crate) fn last_modseq(conn: &Connection) -> StoreResult<Option<ModSeq>> {
-    let raw: i64 = conn.query_row("SELECT last_modseq FROM device WHERE id = 1", [], |r| r.get(0))?;
+    let raw: i64 = query_row(conn, "SELECT last_modseq FROM device WHERE id = 1", [], |r| r.get(0))?;
     Ok(ModSeq::new(raw as u64))
 }
 
 pub(crate) fn set_last_modseq(conn: &Connection, modseq: ModSeq) -> StoreResult<()> {
-    conn.execute("UPDATE device SET last_modseq = ?1 WHERE id = 1", [modseq.get() as i64])?;
+    exec(conn, "UPDATE device SET last_modseq = ?1 WHERE id = 1", [modseq.get() as i64])?;
     Ok(())
 }
 
 // --- events -----------------------------------------------------------------
 
 pub(crate) fn insert_event(conn: &Connection, event: &Event) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO events (origin, seq, hlc, deps, payload, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             event.id.origin.as_bytes().as_slice(),
@@ -76,7 +92,7 @@ pub(crate) fn insert_event(conn: &Connection, event: &Event) -> StoreResult<()> 
             event.signature.as_slice()
         ],
     )?;
-    conn.execute(
+    exec(conn, 
         "INSERT INTO version_vector (origin, seq) VALUES (?1, ?2)
          ON CONFLICT (origin) DO UPDATE SET seq = MAX(seq, excluded.seq)",
         params![event.id.origin.as_bytes().as_slice(), event.id.seq as i64],
@@ -122,7 +138,7 @@ pub(crate) fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> Stor
 // --- users ------------------------------------------------------------------
 
 pub(crate) fn user_password_hash(conn: &Connection, user: &str) -> StoreResult<Option<String>> {
-    Ok(conn.query_row("SELECT password_hash FROM users WHERE name = ?1", [user], |r| r.get(0)).optional()?)
+    Ok(query_row(conn, "SELECT password_hash FROM users WHERE name = ?1", [user], |r| r.get(0)).optional()?)
 }
 
 /// The stamp `(hlc, origin)` of the user's password register.
@@ -140,7 +156,7 @@ pub(crate) fn user_put(
     hlc: Hlc,
     origin: DeviceId,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO users (name, password_hash, hlc, origin) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, hlc = excluded.hlc, origin = excluded.origin",
         params![user, password_hash, hlc.raw() as i64, origin.as_bytes().as_slice()],
@@ -155,8 +171,8 @@ pub(crate) fn user_names(conn: &Connection) -> StoreResult<Vec<String>> {
 }
 
 pub(crate) fn user_delete(conn: &Connection, user: &str) -> StoreResult<()> {
-    conn.execute("DELETE FROM users WHERE name = ?1", [user])?;
-    conn.execute("DELETE FROM subscriptions WHERE user = ?1", [user])?;
+    exec(conn, "DELETE FROM users WHERE name = ?1", [user])?;
+    exec(conn, "DELETE FROM subscriptions WHERE user = ?1", [user])?;
     Ok(())
 }
 
@@ -215,22 +231,13 @@ pub(crate) fn mailboxes_of(conn: &Connection, user: &str) -> StoreResult<Vec<Mai
     rows.map(|r| mailbox_row(r?)).collect()
 }
 
+/// The live mailbox IMAP shows as `name` (see [`mailboxes_displayed`]).
 pub(crate) fn mailbox_live_by_name(conn: &Connection, user: &str, name: &str) -> StoreResult<Option<MailboxRow>> {
-    let raw = conn
-        .query_row(
-            &format!(
-                "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user = ?1 AND name = ?2 AND deleted = 0
-                 ORDER BY name_hlc, name_origin, id LIMIT 1"
-            ),
-            [user, name],
-            mailbox_from_row,
-        )
-        .optional()?;
-    raw.map(mailbox_row).transpose()
+    Ok(mailboxes_displayed(conn, user)?.into_iter().find(|(_, shown)| shown == name).map(|(row, _)| row))
 }
 
 pub(crate) fn mailbox_insert(conn: &Connection, row: &MailboxRow) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         &format!("INSERT INTO mailboxes ({MAILBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
         params![
             row.id.raw(),
@@ -243,7 +250,7 @@ pub(crate) fn mailbox_insert(conn: &Connection, row: &MailboxRow) -> StoreResult
             row.deleted
         ],
     )?;
-    conn.execute("INSERT OR IGNORE INTO mailbox_local (mailbox_id) VALUES (?1)", [row.id.raw()])?;
+    exec(conn, "INSERT OR IGNORE INTO mailbox_local (mailbox_id) VALUES (?1)", [row.id.raw()])?;
     Ok(())
 }
 
@@ -254,7 +261,7 @@ pub(crate) fn mailbox_set_name(
     hlc: Hlc,
     origin: DeviceId,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailboxes SET name = ?2, name_hlc = ?3, name_origin = ?4 WHERE id = ?1",
         params![id.raw(), name, hlc.raw() as i64, origin.as_bytes().as_slice()],
     )?;
@@ -262,28 +269,145 @@ pub(crate) fn mailbox_set_name(
 }
 
 pub(crate) fn mailbox_set_deleted(conn: &Connection, id: MailboxId, deleted: bool) -> StoreResult<()> {
-    conn.execute("UPDATE mailboxes SET deleted = ?2 WHERE id = ?1", params![id.raw(), deleted])?;
+    exec(conn, "UPDATE mailboxes SET deleted = ?2 WHERE id = ?1", params![id.raw(), deleted])?;
     Ok(())
 }
 
-pub(crate) fn mailbox_ids_of_user(conn: &Connection, user: &str) -> StoreResult<Vec<MailboxId>> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM mailboxes WHERE user = ?1 AND deleted = 0 ORDER BY id")?;
+/// Whether this device has ever seen mailbox `id` (live or deleted).
+pub(crate) fn mailbox_known(conn: &Connection, id: MailboxId) -> StoreResult<bool> {
+    Ok(query_row(conn, "SELECT 1 FROM mailboxes WHERE id = ?1", [id.raw()], |_| Ok(())).optional()?.is_some())
+}
+
+pub(crate) fn mailbox_set_special_use(conn: &Connection, id: MailboxId, special_use: Option<SpecialUse>) -> StoreResult<()> {
+    exec(conn, 
+        "UPDATE mailboxes SET special_use = ?2 WHERE id = ?1",
+        params![id.raw(), special_use.map(SpecialUse::attribute)],
+    )?;
+    Ok(())
+}
+
+/// Every mailbox of `user`, live or deleted (a user removal deletes them all,
+/// whatever this device knew of them).
+pub(crate) fn mailbox_ids_of_user_all(conn: &Connection, user: &str) -> StoreResult<Vec<MailboxId>> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM mailboxes WHERE user = ?1 ORDER BY id")?;
     let rows = stmt.query_map([user], |r| r.get::<_, i64>(0))?;
     rows.map(|r| Ok(MailboxId::from_raw(r?))).collect()
 }
 
-pub(crate) fn name_generation(conn: &Connection, user: &str, name: &str) -> StoreResult<u32> {
-    let generation: Option<i64> = conn
-        .query_row("SELECT generation FROM name_generations WHERE user = ?1 AND name = ?2", [user, name], |r| r.get(0))
-        .optional()?;
-    Ok(generation.unwrap_or(0) as u32)
+// --- mailbox liveness (add-wins set of instances) ---------------------------
+
+/// Adds a liveness instance of `mailbox` named by `tag` (newest per origin).
+pub(crate) fn mailbox_instance_add(conn: &Connection, mailbox: MailboxId, tag: EventId) -> StoreResult<()> {
+    exec(conn, 
+        "INSERT INTO mailbox_instances (mailbox_id, tag_origin, tag_seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (mailbox_id, tag_origin) DO UPDATE SET tag_seq = MAX(tag_seq, excluded.tag_seq)",
+        params![mailbox.raw(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
+    )?;
+    Ok(())
 }
 
-pub(crate) fn name_generation_bump(conn: &Connection, user: &str, name: &str) -> StoreResult<()> {
-    conn.execute(
-        "INSERT INTO name_generations (user, name, generation) VALUES (?1, ?2, 1)
-         ON CONFLICT (user, name) DO UPDATE SET generation = generation + 1",
-        [user, name],
+/// Removes the instances `observed` includes; returns how many remain.
+pub(crate) fn mailbox_instances_remove_observed(
+    conn: &Connection,
+    mailbox: MailboxId,
+    observed: &VersionVector,
+) -> StoreResult<usize> {
+    let mut stmt = conn.prepare_cached("SELECT tag_origin, tag_seq FROM mailbox_instances WHERE mailbox_id = ?1")?;
+    let tags: Vec<(Vec<u8>, i64)> =
+        stmt.query_map([mailbox.raw()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let mut remaining = tags.len();
+    for (origin, seq) in tags {
+        let tag = EventId { origin: device_id(origin.clone())?, seq: seq as u64 };
+        if observed.contains(tag) {
+            exec(conn, 
+                "DELETE FROM mailbox_instances WHERE mailbox_id = ?1 AND tag_origin = ?2",
+                params![mailbox.raw(), origin],
+            )?;
+            remaining -= 1;
+        }
+    }
+    Ok(remaining)
+}
+
+// --- exposure (LOCAL) -------------------------------------------------------
+
+/// The highest UID of the mailbox IMAP may have shown on this device.
+pub(crate) fn mailbox_exposed(conn: &Connection, id: MailboxId) -> StoreResult<u32> {
+    let v: Option<i64> = conn
+        .query_row("SELECT uid_exposed FROM mailbox_local WHERE mailbox_id = ?1", [id.raw()], |r| r.get(0))
+        .optional()?;
+    Ok(v.unwrap_or(0) as u32)
+}
+
+/// Raises the exposure watermark to `uid`: the entries it uncovers get
+/// `modseq` so that CONDSTORE clients fetching CHANGEDSINCE see them.
+/// Returns whether anything changed.
+pub(crate) fn raise_exposure(conn: &Connection, id: MailboxId, uid: u32, modseq: ModSeq) -> StoreResult<bool> {
+    let exposed = mailbox_exposed(conn, id)?;
+    if uid <= exposed {
+        return Ok(false);
+    }
+    exec(conn, 
+        "UPDATE mailbox_entries SET modseq = ?4 WHERE mailbox_id = ?1 AND ?2 < uid AND uid <= ?3",
+        params![id.raw(), exposed, uid, modseq.get() as i64],
+    )?;
+    exec(conn, 
+        "UPDATE mailbox_local SET uid_exposed = ?2, highest_modseq = MAX(highest_modseq, ?3) WHERE mailbox_id = ?1",
+        params![id.raw(), uid, modseq.get() as i64],
+    )?;
+    Ok(true)
+}
+
+/// Per mailbox with held entries, the highest UID whose hold is over at
+/// `now_ms` (placed at least `hold_ms` ago).
+pub(crate) fn exposable(conn: &Connection, now_ms: u64, hold_ms: u64) -> StoreResult<Vec<(MailboxId, u32)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.mailbox_id, MAX(e.uid) FROM mailbox_entries e JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
+         WHERE e.uid > l.uid_exposed AND e.placed_ms + ?2 <= ?1 GROUP BY e.mailbox_id ORDER BY e.mailbox_id",
+    )?;
+    let rows = stmt.query_map(params![now_ms as i64, hold_ms as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    rows.map(|r| {
+        let (m, u) = r?;
+        Ok((MailboxId::from_raw(m), u as u32))
+    })
+    .collect()
+}
+
+// --- removed entries and extra adds -----------------------------------------
+
+pub(crate) fn entry_removed(conn: &Connection, id: EntryId) -> StoreResult<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM removed_entries WHERE entry_id = ?1", [id.raw()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub(crate) fn entry_adds_extra(conn: &Connection, id: EntryId) -> StoreResult<Vec<EventId>> {
+    let mut stmt = conn.prepare_cached("SELECT tag_origin, tag_seq FROM entry_adds WHERE entry_id = ?1")?;
+    let rows: Vec<(Vec<u8>, i64)> =
+        stmt.query_map([id.raw()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    rows.into_iter().map(|(o, s)| Ok(EventId { origin: device_id(o)?, seq: s as u64 })).collect()
+}
+
+pub(crate) fn entry_add_extra(conn: &Connection, id: EntryId, tag: EventId) -> StoreResult<()> {
+    exec(conn, 
+        "INSERT OR IGNORE INTO entry_adds (entry_id, tag_origin, tag_seq) VALUES (?1, ?2, ?3)",
+        params![id.raw(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
+    )?;
+    Ok(())
+}
+
+/// The fields of a duplicate-delivered entry taken from its earliest adding event.
+pub(crate) fn entry_set_origin_fields(
+    conn: &Connection,
+    id: EntryId,
+    blob: BlobHash,
+    internal_date: i64,
+    added: EventId,
+) -> StoreResult<()> {
+    exec(conn, 
+        "UPDATE mailbox_entries SET blob = ?2, internal_date = ?3, added_origin = ?4, added_seq = ?5 WHERE entry_id = ?1",
+        params![id.raw(), blob.as_bytes().as_slice(), internal_date, added.origin.as_bytes().as_slice(), added.seq as i64],
     )?;
     Ok(())
 }
@@ -302,7 +426,7 @@ pub(crate) fn mailbox_local(conn: &Connection, id: MailboxId) -> StoreResult<(u3
 /// Records a change in the mailbox: raises the UID watermark to `uid` (if
 /// given) and HIGHESTMODSEQ to `modseq`.
 pub(crate) fn mailbox_touch(conn: &Connection, id: MailboxId, uid: Option<Uid>, modseq: ModSeq) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailbox_local SET uid_max = MAX(uid_max, ?2), highest_modseq = MAX(highest_modseq, ?3)
          WHERE mailbox_id = ?1",
         params![id.raw(), uid.map_or(0, Uid::get), modseq.get() as i64],
@@ -331,7 +455,7 @@ pub(crate) fn subscription_put(
     origin: DeviceId,
     subscribed: bool,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO subscriptions (user, name, hlc, origin, subscribed) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (user, name) DO UPDATE SET hlc = excluded.hlc, origin = excluded.origin, subscribed = excluded.subscribed",
         params![user, name, hlc.raw() as i64, origin.as_bytes().as_slice(), subscribed],
@@ -355,7 +479,7 @@ pub(crate) fn all_blobs(conn: &Connection) -> StoreResult<Vec<BlobHash>> {
 }
 
 pub(crate) fn message_put(conn: &Connection, blob: BlobHash, size: u64) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT OR IGNORE INTO messages (blob, size) VALUES (?1, ?2)",
         params![blob.as_bytes().as_slice(), size as i64],
     )?;
@@ -406,9 +530,11 @@ pub(crate) fn entry_get(conn: &Connection, id: EntryId) -> StoreResult<Option<En
     raw.map(entry_row).transpose()
 }
 
-pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq) -> StoreResult<()> {
-    conn.execute(
-        &format!("INSERT INTO mailbox_entries ({ENTRY_COLUMNS}, modseq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq, now_ms: u64) -> StoreResult<()> {
+    exec(conn, 
+        &format!(
+            "INSERT INTO mailbox_entries ({ENTRY_COLUMNS}, modseq, placed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
         params![
             row.entry_id.raw(),
             row.mailbox_id.raw(),
@@ -418,28 +544,33 @@ pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq) ->
             row.internal_date,
             row.added.origin.as_bytes().as_slice(),
             row.added.seq as i64,
-            modseq.get() as i64
+            modseq.get() as i64,
+            now_ms as i64
         ],
     )?;
     Ok(())
 }
 
+/// Removes an entry for good: a later placement of the same entry id (a
+/// duplicate delivery) does not bring it back.
 pub(crate) fn entry_delete(conn: &Connection, id: EntryId) -> StoreResult<()> {
-    conn.execute("DELETE FROM mailbox_entries WHERE entry_id = ?1", [id.raw()])?;
+    exec(conn, "DELETE FROM mailbox_entries WHERE entry_id = ?1", [id.raw()])?;
+    exec(conn, "DELETE FROM entry_adds WHERE entry_id = ?1", [id.raw()])?;
+    exec(conn, "INSERT OR IGNORE INTO removed_entries (entry_id) VALUES (?1)", [id.raw()])?;
     Ok(())
 }
 
-pub(crate) fn entry_set_uid(conn: &Connection, id: EntryId, uid: Uid, modseq: ModSeq) -> StoreResult<()> {
-    conn.execute(
-        "UPDATE mailbox_entries SET uid = ?2, modseq = ?3 WHERE entry_id = ?1",
-        params![id.raw(), uid.get(), modseq.get() as i64],
+pub(crate) fn entry_set_uid(conn: &Connection, id: EntryId, uid: Uid, modseq: ModSeq, now_ms: u64) -> StoreResult<()> {
+    exec(conn, 
+        "UPDATE mailbox_entries SET uid = ?2, modseq = ?3, placed_ms = ?4 WHERE entry_id = ?1",
+        params![id.raw(), uid.get(), modseq.get() as i64, now_ms as i64],
     )?;
     Ok(())
 }
 
 /// Stamps every entry of `item` with `modseq`; returns their mailboxes.
 pub(crate) fn item_touch(conn: &Connection, item: ItemId, modseq: ModSeq) -> StoreResult<Vec<MailboxId>> {
-    conn.execute(
+    exec(conn, 
         "UPDATE mailbox_entries SET modseq = ?2 WHERE item_id = ?1",
         params![item.raw(), modseq.get() as i64],
     )?;
@@ -491,7 +622,7 @@ pub(crate) fn flag_add(conn: &Connection, item: ItemId, flag: &Flag, tag: EventI
         )
         .optional()?
         .is_some();
-    conn.execute(
+    exec(conn, 
         "INSERT INTO item_flags (item_id, flag, tag_origin, tag_seq) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (item_id, flag, tag_origin) DO UPDATE SET tag_seq = MAX(tag_seq, excluded.tag_seq)",
         params![item.raw(), flag.as_str(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
@@ -519,7 +650,7 @@ pub(crate) fn flag_remove_observed(
     for (origin, seq) in tags {
         let tag = EventId { origin: device_id(origin.clone())?, seq: seq as u64 };
         if observed.contains(tag) {
-            conn.execute(
+            exec(conn, 
                 "DELETE FROM item_flags WHERE item_id = ?1 AND flag = ?2 AND tag_origin = ?3",
                 params![item.raw(), flag.as_str(), origin],
             )?;
@@ -538,9 +669,97 @@ pub(crate) fn tombstone_put(
     entry: EntryId,
     modseq: ModSeq,
 ) -> StoreResult<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT OR IGNORE INTO tombstones (mailbox_id, uid, entry_id, modseq) VALUES (?1, ?2, ?3, ?4)",
         params![mailbox.raw(), uid.get(), entry.raw(), modseq.get() as i64],
     )?;
     Ok(())
+}
+
+// --- pending remote events (LOCAL) --------------------------------------------
+
+pub(crate) fn pending_put(conn: &Connection, event: &Event, now_ms: u64) -> StoreResult<bool> {
+    let n = exec(conn, 
+        "INSERT OR IGNORE INTO pending_events (origin, seq, hlc, deps, payload, signature, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            event.id.origin.as_bytes().as_slice(),
+            event.id.seq as i64,
+            event.hlc.raw() as i64,
+            event.deps_bytes,
+            event.payload_bytes,
+            event.signature.as_slice(),
+            now_ms as i64
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+pub(crate) fn pending_count(conn: &Connection) -> StoreResult<u64> {
+    Ok(query_row(conn, "SELECT COUNT(*) FROM pending_events", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// The pending event `id`, if held (verified when it was stored).
+pub(crate) fn pending_get(conn: &Connection, id: EventId) -> StoreResult<Option<Event>> {
+    let row: Option<(i64, Vec<u8>, Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT hlc, deps, payload, signature FROM pending_events WHERE origin = ?1 AND seq = ?2",
+            params![id.origin.as_bytes().as_slice(), id.seq as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((hlc, deps, payload, signature)) = row else {
+        return Ok(None);
+    };
+    let signature: [u8; 64] = signature.try_into().map_err(|_| corrupt("pending signature is not 64 bytes"))?;
+    Ok(Some(Event::decode_unverified(id, Hlc::from_raw(hlc as u64), deps, payload, signature)?))
+}
+
+pub(crate) fn pending_delete(conn: &Connection, id: EventId) -> StoreResult<()> {
+    exec(conn, 
+        "DELETE FROM pending_events WHERE origin = ?1 AND seq = ?2",
+        params![id.origin.as_bytes().as_slice(), id.seq as i64],
+    )?;
+    Ok(())
+}
+
+/// Origins with pending events.
+pub(crate) fn pending_origins(conn: &Connection) -> StoreResult<Vec<DeviceId>> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT origin FROM pending_events ORDER BY origin")?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|r| device_id(r?)).collect()
+}
+
+/// Drops pending events already applied (a duplicate that arrived while the
+/// original was pending and was then applied).
+pub(crate) fn pending_prune(conn: &Connection, have: &VersionVector) -> StoreResult<()> {
+    for (origin, seq) in have.iter() {
+        exec(conn, 
+            "DELETE FROM pending_events WHERE origin = ?1 AND seq <= ?2",
+            params![origin.as_bytes().as_slice(), *seq as i64],
+        )?;
+    }
+    Ok(())
+}
+
+// --- displayed names ----------------------------------------------------------
+
+/// The live mailboxes of `user` with the names IMAP shows: a name held by
+/// several live mailboxes (a rename and a create that met after a partition)
+/// stays with the mailbox that got it first (lowest register stamp); the others
+/// show it with a visible suffix of their id, so nothing is silently hidden.
+/// Deterministic from the replicated state, so every device shows the same.
+pub(crate) fn mailboxes_displayed(conn: &Connection, user: &str) -> StoreResult<Vec<(MailboxRow, String)>> {
+    let mut rows = mailboxes_of(conn, user)?;
+    rows.sort_by(|a, b| {
+        (a.name.as_str(), a.name_hlc, a.name_origin, a.id).cmp(&(b.name.as_str(), b.name_hlc, b.name_origin, b.id))
+    });
+    let mut out: Vec<(MailboxRow, String)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let clash = out.last().is_some_and(|(prev, _)| prev.name == row.name);
+        let shown = if clash { format!("{}~{:06x}", row.name, (row.id.raw() as u64) & 0xFF_FFFF) } else { row.name.clone() };
+        out.push((row, shown));
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
 }

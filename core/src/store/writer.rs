@@ -6,11 +6,12 @@
 use rusqlite::Connection;
 
 use crate::clock::Hlc;
-use crate::log::event::{CopiedEntry, Event, EventOp, MovedEntry, NewEntry};
+use crate::log::event::{CopiedEntry, DeliveredEntry, Event, EventOp, MovedEntry, NewEntry};
 use crate::merge::apply_event;
 pub use crate::merge::Effects;
 use crate::model::{
-    BlobHash, EntryId, EventId, Flag, MailboxId, MailboxName, SpecialUse, Uid, UidValidity, UserName, DEFAULT_MAILBOXES,
+    BlobHash, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid, UidValidity, UserName,
+    DEFAULT_MAILBOXES,
 };
 use crate::store::blobs::BlobStore;
 use crate::store::state::{self, EntryRow, MailboxRow};
@@ -66,6 +67,7 @@ pub struct Writer<'t> {
     blobs: &'t BlobStore,
     now_ms: u64,
     effects: Effects,
+    rekeys: u64,
 }
 
 fn name_of(name: &str) -> StoreResult<MailboxName> {
@@ -79,10 +81,15 @@ impl<'t> Writer<'t> {
         blobs: &'t BlobStore,
         now_ms: u64,
     ) -> StoreResult<Self> {
-        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default() })
+        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default(), rekeys: 0 })
+    }
+
+    pub(crate) fn conn(&self) -> &'t Connection {
+        self.conn
     }
 
     pub(crate) fn finish(self) -> StoreResult<Effects> {
+        assert!(self.effects.rekey_candidates.is_empty(), "a write ends with entries left to re-key");
         Ok(self.effects)
     }
 
@@ -99,10 +106,11 @@ impl<'t> Writer<'t> {
     }
 
     /// Applies an event from another device if it is next in causal order.
-    /// Minimal ingest for the sync layer: duplicates are skipped, an event
-    /// whose dependencies are missing is reported `NotReady` (the caller keeps
-    /// it and retries). UID clashes of concurrent appends are not re-keyed
-    /// here yet (that is the replication core's work) and fail the write.
+    /// Duplicates are skipped; an event whose dependencies are missing is
+    /// reported `NotReady` (the caller keeps it and retries, or uses
+    /// [`crate::store::Store::ingest`], which holds it in the store). Entries
+    /// the event puts at or below what IMAP may have shown here are re-keyed in
+    /// the same transaction (one `Rekey` event each).
     pub fn apply_remote(&mut self, event: &Event) -> StoreResult<RemoteApply> {
         let have = state::version_vector(self.conn)?;
         if have.contains(event.id) {
@@ -111,8 +119,61 @@ impl<'t> Writer<'t> {
         if have.get(&event.id.origin) + 1 != event.id.seq || !have.dominates(&event.deps) {
             return Ok(RemoteApply::NotReady);
         }
+        if event.id.origin == self.identity.id() {
+            // This device's own event it does not have: it was restored from an
+            // old copy and would reissue seqs. Refused, never merged.
+            return Err(StoreError::Corrupt(format!(
+                "a peer sent event {:?} of this device, which this device does not have (restored from an old copy?)",
+                event.id
+            )));
+        }
         apply_event(self.conn, event, self.now_ms, self.identity.slot(), &mut self.effects)?;
+        self.rekey_candidates()?;
         Ok(RemoteApply::Applied)
+    }
+
+    /// Emits a `Rekey` for each entry a remote event left at or below the
+    /// exposure watermark. Replay never gets here: it applies the `Rekey`
+    /// events from the log instead.
+    fn rekey_candidates(&mut self) -> StoreResult<()> {
+        let candidates = std::mem::take(&mut self.effects.rekey_candidates);
+        for (mailbox, entry) in candidates {
+            let Some(row) = state::entry_get(self.conn, entry)? else {
+                continue;
+            };
+            let exposed = state::mailbox_exposed(self.conn, mailbox)?;
+            if row.mailbox_id != mailbox || exposed < row.uid.get() {
+                continue; // Moved on, or already re-keyed above the watermark.
+            }
+            let (uid_max, _) = state::mailbox_local(self.conn, mailbox)?;
+            let uid = Uid::next_for_slot(uid_max, self.identity.slot())
+                .ok_or_else(|| StoreError::UidSpaceExhausted(format!("{mailbox:?}")))?;
+            assert!(exposed < uid.get(), "re-key to {} not above exposed {exposed}", uid.get());
+            self.emit(EventOp::Rekey { mailbox, entry, uid })?;
+            self.rekeys += 1;
+        }
+        // A local Rekey never lands below the watermark, so nothing new is noted.
+        assert!(self.effects.rekey_candidates.is_empty(), "a local re-key asked for another");
+        Ok(())
+    }
+
+    /// Re-keys emitted by this writer so far.
+    pub fn rekeys(&self) -> u64 {
+        self.rekeys
+    }
+
+    /// Shows IMAP every entry of `mailbox` up to `uid` (a UID just handed to
+    /// a client, e.g. APPENDUID): the exposure watermark rises and the entries
+    /// it uncovers get a new MODSEQ.
+    fn expose_through(&mut self, mailbox: MailboxId, uid: Uid) -> StoreResult<()> {
+        if uid.get() <= state::mailbox_exposed(self.conn, mailbox)? {
+            return Ok(());
+        }
+        let modseq = ModSeq::next(state::last_modseq(self.conn)?, self.now_ms, self.identity.slot());
+        state::set_last_modseq(self.conn, modseq)?;
+        state::raise_exposure(self.conn, mailbox, uid.get(), modseq)?;
+        self.effects.mailboxes.insert(mailbox);
+        Ok(())
     }
 
     // --- users -----------------------------------------------------------------
@@ -188,7 +249,16 @@ impl<'t> Writer<'t> {
         name: &MailboxName,
         special_use: Option<SpecialUse>,
     ) -> StoreResult<MailboxId> {
-        let generation = state::name_generation(self.conn, user.as_str(), name.key())?;
+        // The first generation of the name this device has never seen a
+        // mailbox of: devices that saw the same history pick the same id (and
+        // concurrent creates meet), and a re-created name gets a new id and a
+        // greater UIDVALIDITY. Devices with different histories may pick
+        // different ids: two mailboxes, one name, shown apart (never merged
+        // into a mailbox whose UIDs a client cached under another UIDVALIDITY).
+        let mut generation = 0u32;
+        while state::mailbox_known(self.conn, MailboxId::derive(user.as_str(), name.key(), generation))? {
+            generation += 1;
+        }
         let mailbox = MailboxId::derive(user.as_str(), name.key(), generation);
         let uid_validity = UidValidity::derive(mailbox, generation);
         self.emit(EventOp::MailboxCreate {
@@ -315,6 +385,45 @@ impl<'t> Writer<'t> {
             });
         }
         self.emit(EventOp::Append { mailbox, entries })?;
+        if let Some(last) = uids.last() {
+            self.expose_through(mailbox, *last)?;
+        }
+        Ok(uids)
+    }
+
+    /// Delivers messages (LMTP, import) to `mailbox` of `user` in one event.
+    /// Unlike [`Writer::append`], the new UIDs are not shown to IMAP at once:
+    /// they wait for [`crate::store::Store::expose`] (stability-gated exposure),
+    /// so that peers' concurrent entries with lower UIDs can still arrive
+    /// without a re-key. The same message delivered on another device too
+    /// (same Message-ID and bytes) becomes one entry.
+    pub fn deliver(
+        &mut self,
+        user: &UserName,
+        mailbox: MailboxId,
+        messages: &[AppendMessage<'_>],
+    ) -> StoreResult<Vec<Uid>> {
+        let row = self.live_mailbox(mailbox)?;
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uids = self.assign_uids(&row, messages.len())?;
+        let mut entries = Vec::with_capacity(messages.len());
+        for (message, uid) in messages.iter().zip(&uids) {
+            let blob = self.blobs.put(message.raw)?;
+            let message_id = crate::model::message_id_of(message.raw);
+            entries.push(DeliveredEntry {
+                key: MessageKey::derive(user.as_str(), &message_id, blob),
+                entry: NewEntry {
+                    uid: *uid,
+                    blob,
+                    size: message.raw.len() as u64,
+                    internal_date: message.internal_date,
+                    flags: message.flags.clone(),
+                },
+            });
+        }
+        self.emit(EventOp::Deliver { mailbox, entries })?;
         Ok(uids)
     }
 
@@ -331,6 +440,7 @@ impl<'t> Writer<'t> {
         let row = self.live_mailbox(mailbox)?;
         let uid = self.assign_uids(&row, 1)?[0];
         self.emit(EventOp::Append { mailbox, entries: vec![NewEntry { uid, blob, size, internal_date, flags }] })?;
+        self.expose_through(mailbox, uid)?;
         Ok(uid)
     }
 
@@ -428,6 +538,9 @@ impl<'t> Writer<'t> {
             });
         }
         self.emit(EventOp::Copy { source, mailbox: target, entries: copied })?;
+        if let Some(last) = uids.last() {
+            self.expose_through(target, *last)?;
+        }
         Ok(rows.iter().map(|r| r.uid).zip(uids).collect())
     }
 
@@ -456,6 +569,9 @@ impl<'t> Writer<'t> {
             });
         }
         self.emit(EventOp::Move { source, mailbox: target, entries: moved })?;
+        if let Some(last) = uids.last() {
+            self.expose_through(target, *last)?;
+        }
         Ok(rows.iter().map(|r| r.uid).zip(uids).collect())
     }
 

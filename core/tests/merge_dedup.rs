@@ -1,0 +1,58 @@
+//! The same message delivered on two devices (both MX hosts got it) is stored
+//! once: one entry of one item, whatever order the deliveries merge in.
+
+mod merge_support;
+
+use merge_support::{msg, Cluster};
+use roost_core::model::BlobHash;
+
+#[test]
+fn the_same_message_delivered_on_two_devices_is_stored_once() {
+    // Both devices deliver "hello" while apart; after sync INBOX holds it once,
+    // under the higher of the two UIDs, on every device.
+    let mut c = Cluster::new(3);
+    let u0 = c.deliver(0, "INBOX", "hello");
+    let u1 = c.deliver(1, "INBOX", "hello");
+    c.deliver(1, "INBOX", "other");
+    c.sync_all();
+    c.assert_converged();
+    let blob = BlobHash::of(&msg("hello"));
+    for d in 0..3 {
+        let copies: Vec<_> = c.entries(d, "INBOX").into_iter().filter(|e| e.blob == blob).collect();
+        assert_eq!(copies.len(), 1, "device {d}");
+        assert!(u0.max(u1) <= copies[0].uid);
+    }
+    assert_eq!(c.devices[0].stats().unwrap().messages, 2);
+}
+
+#[test]
+fn an_expunged_message_stays_expunged_when_its_duplicate_delivery_arrives() {
+    // Device 0 delivers and the user expunges it; device 1's delivery of the
+    // same message arrives afterwards: removal of that message is final.
+    let mut c = Cluster::new(2);
+    c.deliver(0, "INBOX", "hello");
+    c.expose_all(0);
+    let inbox = c.mailbox(0, "INBOX").id;
+    let entry = c.entries(0, "INBOX")[0].entry_id;
+    c.write(0, |w| w.expunge(inbox, &[entry]));
+    c.deliver(1, "INBOX", "hello");
+    c.sync_all();
+    c.assert_converged();
+    assert!(c.entries(0, "INBOX").is_empty());
+    assert!(c.entries(1, "INBOX").is_empty());
+}
+
+#[test]
+fn a_delivered_message_moved_away_is_not_brought_back_by_its_duplicate() {
+    let mut c = Cluster::new(2);
+    c.deliver(0, "INBOX", "hello");
+    c.expose_all(0);
+    let inbox = c.mailbox(0, "INBOX").id;
+    let archive = c.mailbox(0, "Archive").id;
+    let entry = c.entries(0, "INBOX")[0].entry_id;
+    c.write(0, |w| w.move_entries(inbox, &[entry], archive));
+    c.deliver(1, "INBOX", "hello");
+    c.sync_all();
+    c.assert_converged();
+    assert_eq!((c.entries(1, "INBOX").len(), c.entries(1, "Archive").len()), (0, 1));
+}

@@ -122,6 +122,40 @@ impl Daemon {
         .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
     }
 
+    /// Ingests events from a peer (held until their dependencies are here,
+    /// re-keyed where needed) in one transaction, then tells subscribers what
+    /// changed. Serialised with the committer by the store's lock.
+    pub async fn ingest(&self, events: Vec<roost_core::log::Event>) -> StoreResult<roost_core::store::IngestReport> {
+        let store = self.store.clone();
+        let (report, effects) = tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            store.ingest(now_ms(), &events)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+        if !effects.events.is_empty() || !effects.mailboxes.is_empty() {
+            let _ = self.changes.send(Arc::new(effects));
+        }
+        Ok(report)
+    }
+
+    /// Shows IMAP the entries held at least `hold_ms` (stability-gated
+    /// exposure), and makes every later write hold new entries that long.
+    pub async fn expose(&self, hold_ms: u64) -> StoreResult<()> {
+        let store = self.store.clone();
+        let effects = tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            store.set_exposure_hold_ms(hold_ms);
+            store.expose(now_ms(), hold_ms)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+        if !effects.mailboxes.is_empty() {
+            let _ = self.changes.send(Arc::new(effects));
+        }
+        Ok(())
+    }
+
     /// A receiver of every later committed change.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Effects>> {
         self.changes.subscribe()

@@ -160,7 +160,16 @@ fn duplicate_user_and_weak_passwords_are_refused() {
 fn a_second_serve_is_refused_while_other_commands_keep_working() {
     let (_tmp, dir) = initialised();
     ok(roost(&dir, &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n"))));
-    let ports = ["--listen-imap", "127.0.0.1:0", "--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"];
+    let ports = [
+        "--listen-imap",
+        "127.0.0.1:0",
+        "--listen-imaps",
+        "127.0.0.1:0",
+        "--listen-lmtp",
+        "127.0.0.1:0",
+        "--listen-sync",
+        "127.0.0.1:0",
+    ];
     let mut first = Command::new(env!("CARGO_BIN_EXE_roost"))
         .arg("--data-dir")
         .arg(&dir)

@@ -113,10 +113,27 @@ async fn two_locations_over_an_emulated_wan_converge_and_survive_a_partition() {
     assert_eq!(inbox_len(&a), 25, "a has its own 5 only");
     to_a.set_partitioned(false);
     to_b.set_partitioned(false);
-    let healed = wait_for("convergence after the partition", Duration::from_secs(120), || {
+    let converged = || {
         inbox_len(&a) == 30 && a.store().unwrap().state_digest().unwrap() == b.store().unwrap().state_digest().unwrap()
-    })
-    .await;
+    };
+    let started = Instant::now();
+    while !converged() && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !converged() {
+        let (sa, sb) = (a.store().unwrap(), b.store().unwrap());
+        panic!(
+            "no convergence after the partition: a has {} in INBOX, b {}; a events {:?} b events {:?}; differing: {:?}\nlog a: {}\nlog b: {}",
+            inbox_len(&a),
+            inbox_len(&b),
+            sa.version_vector().unwrap(),
+            sb.version_vector().unwrap(),
+            sa.state_digest().unwrap().differences(&sb.state_digest().unwrap()),
+            a.log.lock().unwrap().lines().filter(|l| l.contains("sync") || l.contains("WARN") || l.contains("rekey")).take(30).collect::<Vec<_>>().join("\n"),
+            b.log.lock().unwrap().lines().filter(|l| l.contains("sync") || l.contains("WARN") || l.contains("rekey")).take(30).collect::<Vec<_>>().join("\n"),
+        );
+    }
+    let healed = started.elapsed();
     println!("converged {healed:?} after the partition healed");
     // The connection runs through whichever emulator its dialler used; the
     // partition and the 1% loss must have dropped datagrams on it.

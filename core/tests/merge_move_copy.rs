@@ -82,10 +82,11 @@ fn a_copy_is_a_new_item_with_the_flags_at_copy_time() {
     let entry = c.entries(0, "INBOX")[0].entry_id;
     c.write(0, |w| w.copy(inbox, &[entry], archive));
     c.write(1, |w| {
-        w.store_flags(inbox, &[entry], &roost_core::store::FlagChange {
-            mode: roost_core::store::StoreMode::Add,
-            flags: vec![Flag::flagged()],
-        })
+        w.store_flags(
+            inbox,
+            &[entry],
+            &roost_core::store::FlagChange { mode: roost_core::store::StoreMode::Add, flags: vec![Flag::flagged()] },
+        )
     });
     c.sync_all();
     c.assert_converged();

@@ -57,7 +57,10 @@ fn concurrent_rekeys_of_one_entry_converge_on_the_highest() {
     c.sync_all();
     c.assert_converged();
     let late = |c: &Cluster, d: usize| {
-        c.entries(d, "INBOX").into_iter().find(|e| c.devices[d].message(&e.blob).unwrap().ends_with(b"late\r\n")).unwrap()
+        c.entries(d, "INBOX")
+            .into_iter()
+            .find(|e| c.devices[d].message(&e.blob).unwrap().ends_with(b"late\r\n"))
+            .unwrap()
     };
     let uid = late(&c, 0).uid;
     assert_eq!(late(&c, 1).uid, uid);

@@ -376,3 +376,24 @@ fn delivery_dedup_key_is_recorded_once_per_user() {
     assert!(after_rollback);
     assert_verifies(&store);
 }
+
+#[test]
+fn a_slot_changed_by_another_process_is_used_by_the_next_write() {
+    // `roost pair join` changes the slot while the daemon has the store open:
+    // the daemon's next write must assign UIDs from the new slot, or two
+    // devices would share one (a UID clash the merge refuses).
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [9u8; 32];
+    let mut daemon = Store::init(dir.path(), secret, DeviceSlot::new(0).unwrap(), NOW).unwrap();
+    daemon.write(NOW, |w| w.add_user(&alice(), "hash")).unwrap();
+    let mut cli = Store::open(dir.path(), secret).unwrap();
+    cli.set_slot(DeviceSlot::new(3).unwrap()).unwrap();
+    let raw = msg("after join");
+    let (uids, _) = daemon
+        .write(NOW, |w| {
+            let inbox = w.mailbox(&alice(), "INBOX")?;
+            w.append(inbox, &[AppendMessage { raw: &raw, flags: vec![], internal_date: 1 }])
+        })
+        .unwrap();
+    assert_eq!(uids[0].slot(), DeviceSlot::new(3).unwrap());
+}

@@ -19,7 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use roost_core::log::{Event, VersionVector};
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::peers::PeerStats;
-use roost_core::store::RemoteApply;
 
 use crate::cli::now_ms;
 use crate::serve::Daemon;
@@ -48,10 +47,6 @@ const INLINE_BLOB_BYTES_MAX: u64 = 64 * 1024;
 
 /// Largest blob accepted from a peer (the LMTP size limit's order of magnitude).
 const BLOB_BYTES_MAX: u64 = 128 * 1024 * 1024;
-
-/// Events received out of causal order that wait for their dependencies. A
-/// peer that sends more than this without the missing ones is broken.
-const HELD_EVENTS_MAX: usize = 100_000;
 
 /// Runs a session until the connection ends or the peer misbehaves.
 pub async fn run(
@@ -193,7 +188,6 @@ async fn receive_loop(
     acks: tokio::sync::mpsc::Sender<Message>,
     stats: Arc<std::sync::Mutex<PeerStats>>,
 ) -> Result<()> {
-    let mut held: Vec<Event> = Vec::new();
     // Runs for the life of the session.
     loop {
         let Some((message, n)) = read_frame::<_, Message>(&mut recv).await? else {
@@ -217,13 +211,14 @@ async fn receive_loop(
                 }
                 fetch_missing_blobs(&daemon, &conn, &decoded).await?;
                 let newest_ms = decoded.iter().map(|e| e.hlc.ms()).max();
-                held.extend(decoded);
-                if HELD_EVENTS_MAX < held.len() {
-                    bail!("peer sent {} events whose dependencies never arrived", held.len());
+                // The store holds events whose dependencies are missing and
+                // applies them when they arrive (from this peer or another).
+                let report = daemon.ingest(decoded).await?;
+                if 0 < report.pending {
+                    tracing::debug!(pending = report.pending, "events wait for their dependencies");
                 }
-                held = apply_ready(&daemon, std::mem::take(&mut held)).await?;
-                if !held.is_empty() {
-                    tracing::debug!(waiting = held.len(), "events wait for their dependencies");
+                if 0 < report.rekeys {
+                    tracing::info!(rekeys = report.rekeys, peer = %peer.short(), "re-keyed late entries");
                 }
                 let now = now_ms();
                 if let Some(created_ms) = newest_ms {
@@ -236,30 +231,6 @@ async fn receive_loop(
             }
         }
     }
-}
-
-/// Applies every event that is next in causal order, repeatedly, in one
-/// group-committed write; returns the ones still waiting.
-async fn apply_ready(daemon: &Daemon, events: Vec<Event>) -> Result<Vec<Event>> {
-    let res = daemon
-        .write(move |w| {
-            let mut waiting = events;
-            loop {
-                let before = waiting.len();
-                let mut still = Vec::new();
-                for event in waiting {
-                    if w.apply_remote(&event)? == RemoteApply::NotReady {
-                        still.push(event);
-                    }
-                }
-                waiting = still;
-                if waiting.len() == before {
-                    return Ok(waiting);
-                }
-            }
-        })
-        .await?;
-    Ok(res)
 }
 
 async fn store_inline_blobs(daemon: &Daemon, blobs: Vec<InlineBlob>) -> Result<()> {

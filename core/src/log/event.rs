@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Hlc;
 use crate::log::version_vector::VersionVector;
 use crate::model::{
-    BlobHash, DeviceId, EntryId, EventId, Flag, ItemId, MailboxId, MailboxName, MessageKey, SpecialUse, Uid, UidValidity,
-    UserName,
+    BlobHash, DeviceId, EntryId, EventId, Flag, ItemId, MailboxId, MailboxName, MessageKey, SpecialUse, Uid,
+    UidValidity, UserName,
 };
 
 /// Version of the payload envelope written by this build.

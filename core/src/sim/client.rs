@@ -89,15 +89,17 @@ impl Client {
             self.cache.insert(uid, Cached { entry: entry.entry_id, flags: entry.flags.clone() });
         }
         self.highest_modseq = self.highest_modseq.max(info.highest_modseq);
-        let server: BTreeMap<u32, Cached> = entries
-            .into_iter()
-            .map(|e| (e.uid.get(), Cached { entry: e.entry_id, flags: e.flags }))
-            .collect();
+        let server: BTreeMap<u32, Cached> =
+            entries.into_iter().map(|e| (e.uid.get(), Cached { entry: e.entry_id, flags: e.flags })).collect();
         if server != self.cache {
             let missing: Vec<&u32> = server.keys().filter(|u| !self.cache.contains_key(u)).take(3).collect();
             let extra: Vec<&u32> = self.cache.keys().filter(|u| !server.contains_key(u)).take(3).collect();
-            let stale: Vec<&u32> =
-                server.iter().filter(|(u, c)| self.cache.get(u).is_some_and(|m| m != *c)).map(|(u, _)| u).take(3).collect();
+            let stale: Vec<&u32> = server
+                .iter()
+                .filter(|(u, c)| self.cache.get(u).is_some_and(|m| m != *c))
+                .map(|(u, _)| u)
+                .take(3)
+                .collect();
             out.push(format!(
                 "{who}: cache after resync differs from the server (missing {missing:?}, extra {extra:?}, stale {stale:?})"
             ));

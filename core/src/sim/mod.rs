@@ -96,7 +96,10 @@ pub struct SimReport {
 impl SimReport {
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
-        format!("ROOST_SIM_SEED={} cargo test -p roost-core --test sim  # or: roost sim --seed {} --devices {}", self.seed, self.seed, self.devices)
+        format!(
+            "ROOST_SIM_SEED={} cargo test -p roost-core --test sim  # or: roost sim --seed {} --devices {}",
+            self.seed, self.seed, self.devices
+        )
     }
 }
 
@@ -229,11 +232,8 @@ impl Sim {
                 sent: vec![VersionVector::new(); config.devices],
             });
         }
-        let faults = Faults {
-            loss_pm: rng.gen_range(0..200),
-            dup_pm: rng.gen_range(0..200),
-            latency_ms_max: LATENCY_MS_MAX,
-        };
+        let faults =
+            Faults { loss_pm: rng.gen_range(0..200), dup_pm: rng.gen_range(0..200), latency_ms_max: LATENCY_MS_MAX };
         let user = UserName::new("alice").map_err(|e| Failure(format!("{e}")))?;
         let mut sim = Sim {
             rng,
@@ -601,10 +601,10 @@ impl Sim {
                 return Ok(());
             }
             for a in 0..n {
-                for b in 0..n {
+                for (b, vv) in vvs.iter().enumerate() {
                     if a != b {
-                        self.devices[a].acked[b] = vvs[b].clone();
-                        self.devices[a].sent[b] = vvs[b].clone();
+                        self.devices[a].acked[b] = vv.clone();
+                        self.devices[a].sent[b] = vv.clone();
                         self.sync(a, b, true)?;
                     }
                 }
@@ -635,7 +635,8 @@ impl Sim {
         for (d, device) in self.devices.iter().enumerate().skip(1) {
             let digest = device.store.state_digest()?;
             if digest != first {
-                return self.fail(format!("device {d} did not converge with device 0: {:?}", digest.differences(&first)));
+                return self
+                    .fail(format!("device {d} did not converge with device 0: {:?}", digest.differences(&first)));
             }
         }
         for (d, device) in self.devices.iter().enumerate() {

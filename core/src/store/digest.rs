@@ -19,7 +19,10 @@ const DIGEST_QUERIES: &[(&str, &str)] = &[
         "mailboxes",
         "SELECT id, user, name, name_hlc, name_origin, uid_validity, special_use, deleted FROM mailboxes ORDER BY id",
     ),
-    ("mailbox_instances", "SELECT mailbox_id, tag_origin, tag_seq FROM mailbox_instances ORDER BY mailbox_id, tag_origin"),
+    (
+        "mailbox_instances",
+        "SELECT mailbox_id, tag_origin, tag_seq FROM mailbox_instances ORDER BY mailbox_id, tag_origin",
+    ),
     ("subscriptions", "SELECT user, name, hlc, origin, subscribed FROM subscriptions ORDER BY user, name"),
     ("messages", "SELECT blob, size FROM messages ORDER BY blob"),
     (

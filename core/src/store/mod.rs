@@ -248,6 +248,7 @@ impl Store {
         now_ms: u64,
         f: impl FnOnce(&mut Writer<'_>) -> StoreResult<T>,
     ) -> StoreResult<(T, Effects)> {
+        self.refresh_slot()?;
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut writer = Writer::new(&tx, &self.identity, &self.blobs, now_ms)?;
         let value = f(&mut writer)?;

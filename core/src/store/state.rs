@@ -42,7 +42,8 @@ fn blob_hash(bytes: Vec<u8>) -> StoreResult<BlobHash> {
 // --- device -----------------------------------------------------------------
 
 pub(crate) fn insert_device(conn: &Connection, id: DeviceId, slot: DeviceSlot, now_ms: u64) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO device (id, device_id, slot, created_ms, last_hlc, last_modseq) VALUES (1, ?1, ?2, ?3, 0, 0)",
         params![id.as_bytes().as_slice(), slot.get(), now_ms as i64],
     )?;
@@ -81,7 +82,8 @@ pub(crate) fn set_last_modseq(conn: &Connection, modseq: ModSeq) -> StoreResult<
 // --- events -----------------------------------------------------------------
 
 pub(crate) fn insert_event(conn: &Connection, event: &Event) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO events (origin, seq, hlc, deps, payload, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             event.id.origin.as_bytes().as_slice(),
@@ -92,7 +94,8 @@ pub(crate) fn insert_event(conn: &Connection, event: &Event) -> StoreResult<()> 
             event.signature.as_slice()
         ],
     )?;
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO version_vector (origin, seq) VALUES (?1, ?2)
          ON CONFLICT (origin) DO UPDATE SET seq = MAX(seq, excluded.seq)",
         params![event.id.origin.as_bytes().as_slice(), event.id.seq as i64],
@@ -156,7 +159,8 @@ pub(crate) fn user_put(
     hlc: Hlc,
     origin: DeviceId,
 ) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO users (name, password_hash, hlc, origin) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, hlc = excluded.hlc, origin = excluded.origin",
         params![user, password_hash, hlc.raw() as i64, origin.as_bytes().as_slice()],
@@ -237,7 +241,8 @@ pub(crate) fn mailbox_live_by_name(conn: &Connection, user: &str, name: &str) ->
 }
 
 pub(crate) fn mailbox_insert(conn: &Connection, row: &MailboxRow) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         &format!("INSERT INTO mailboxes ({MAILBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
         params![
             row.id.raw(),
@@ -261,7 +266,8 @@ pub(crate) fn mailbox_set_name(
     hlc: Hlc,
     origin: DeviceId,
 ) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "UPDATE mailboxes SET name = ?2, name_hlc = ?3, name_origin = ?4 WHERE id = ?1",
         params![id.raw(), name, hlc.raw() as i64, origin.as_bytes().as_slice()],
     )?;
@@ -278,8 +284,13 @@ pub(crate) fn mailbox_known(conn: &Connection, id: MailboxId) -> StoreResult<boo
     Ok(query_row(conn, "SELECT 1 FROM mailboxes WHERE id = ?1", [id.raw()], |_| Ok(())).optional()?.is_some())
 }
 
-pub(crate) fn mailbox_set_special_use(conn: &Connection, id: MailboxId, special_use: Option<SpecialUse>) -> StoreResult<()> {
-    exec(conn, 
+pub(crate) fn mailbox_set_special_use(
+    conn: &Connection,
+    id: MailboxId,
+    special_use: Option<SpecialUse>,
+) -> StoreResult<()> {
+    exec(
+        conn,
         "UPDATE mailboxes SET special_use = ?2 WHERE id = ?1",
         params![id.raw(), special_use.map(SpecialUse::attribute)],
     )?;
@@ -298,7 +309,8 @@ pub(crate) fn mailbox_ids_of_user_all(conn: &Connection, user: &str) -> StoreRes
 
 /// Adds a liveness instance of `mailbox` named by `tag` (newest per origin).
 pub(crate) fn mailbox_instance_add(conn: &Connection, mailbox: MailboxId, tag: EventId) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO mailbox_instances (mailbox_id, tag_origin, tag_seq) VALUES (?1, ?2, ?3)
          ON CONFLICT (mailbox_id, tag_origin) DO UPDATE SET tag_seq = MAX(tag_seq, excluded.tag_seq)",
         params![mailbox.raw(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
@@ -319,7 +331,8 @@ pub(crate) fn mailbox_instances_remove_observed(
     for (origin, seq) in tags {
         let tag = EventId { origin: device_id(origin.clone())?, seq: seq as u64 };
         if observed.contains(tag) {
-            exec(conn, 
+            exec(
+                conn,
                 "DELETE FROM mailbox_instances WHERE mailbox_id = ?1 AND tag_origin = ?2",
                 params![mailbox.raw(), origin],
             )?;
@@ -347,11 +360,13 @@ pub(crate) fn raise_exposure(conn: &Connection, id: MailboxId, uid: u32, modseq:
     if uid <= exposed {
         return Ok(false);
     }
-    exec(conn, 
+    exec(
+        conn,
         "UPDATE mailbox_entries SET modseq = ?4 WHERE mailbox_id = ?1 AND ?2 < uid AND uid <= ?3",
         params![id.raw(), exposed, uid, modseq.get() as i64],
     )?;
-    exec(conn, 
+    exec(
+        conn,
         "UPDATE mailbox_local SET uid_exposed = ?2, highest_modseq = MAX(highest_modseq, ?3) WHERE mailbox_id = ?1",
         params![id.raw(), uid, modseq.get() as i64],
     )?;
@@ -365,7 +380,8 @@ pub(crate) fn exposable(conn: &Connection, now_ms: u64, hold_ms: u64) -> StoreRe
         "SELECT e.mailbox_id, MAX(e.uid) FROM mailbox_entries e JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
          WHERE e.uid > l.uid_exposed AND e.placed_ms + ?2 <= ?1 GROUP BY e.mailbox_id ORDER BY e.mailbox_id",
     )?;
-    let rows = stmt.query_map(params![now_ms as i64, hold_ms as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    let rows =
+        stmt.query_map(params![now_ms as i64, hold_ms as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
     rows.map(|r| {
         let (m, u) = r?;
         Ok((MailboxId::from_raw(m), u as u32))
@@ -390,7 +406,8 @@ pub(crate) fn entry_adds_extra(conn: &Connection, id: EntryId) -> StoreResult<Ve
 }
 
 pub(crate) fn entry_add_extra(conn: &Connection, id: EntryId, tag: EventId) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT OR IGNORE INTO entry_adds (entry_id, tag_origin, tag_seq) VALUES (?1, ?2, ?3)",
         params![id.raw(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
     )?;
@@ -405,7 +422,8 @@ pub(crate) fn entry_set_origin_fields(
     internal_date: i64,
     added: EventId,
 ) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "UPDATE mailbox_entries SET blob = ?2, internal_date = ?3, added_origin = ?4, added_seq = ?5 WHERE entry_id = ?1",
         params![id.raw(), blob.as_bytes().as_slice(), internal_date, added.origin.as_bytes().as_slice(), added.seq as i64],
     )?;
@@ -426,7 +444,8 @@ pub(crate) fn mailbox_local(conn: &Connection, id: MailboxId) -> StoreResult<(u3
 /// Records a change in the mailbox: raises the UID watermark to `uid` (if
 /// given) and HIGHESTMODSEQ to `modseq`.
 pub(crate) fn mailbox_touch(conn: &Connection, id: MailboxId, uid: Option<Uid>, modseq: ModSeq) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "UPDATE mailbox_local SET uid_max = MAX(uid_max, ?2), highest_modseq = MAX(highest_modseq, ?3)
          WHERE mailbox_id = ?1",
         params![id.raw(), uid.map_or(0, Uid::get), modseq.get() as i64],
@@ -455,7 +474,8 @@ pub(crate) fn subscription_put(
     origin: DeviceId,
     subscribed: bool,
 ) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO subscriptions (user, name, hlc, origin, subscribed) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (user, name) DO UPDATE SET hlc = excluded.hlc, origin = excluded.origin, subscribed = excluded.subscribed",
         params![user, name, hlc.raw() as i64, origin.as_bytes().as_slice(), subscribed],
@@ -479,7 +499,8 @@ pub(crate) fn all_blobs(conn: &Connection) -> StoreResult<Vec<BlobHash>> {
 }
 
 pub(crate) fn message_put(conn: &Connection, blob: BlobHash, size: u64) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT OR IGNORE INTO messages (blob, size) VALUES (?1, ?2)",
         params![blob.as_bytes().as_slice(), size as i64],
     )?;
@@ -531,7 +552,8 @@ pub(crate) fn entry_get(conn: &Connection, id: EntryId) -> StoreResult<Option<En
 }
 
 pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq, now_ms: u64) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         &format!(
             "INSERT INTO mailbox_entries ({ENTRY_COLUMNS}, modseq, placed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ),
@@ -561,7 +583,8 @@ pub(crate) fn entry_delete(conn: &Connection, id: EntryId) -> StoreResult<()> {
 }
 
 pub(crate) fn entry_set_uid(conn: &Connection, id: EntryId, uid: Uid, modseq: ModSeq, now_ms: u64) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "UPDATE mailbox_entries SET uid = ?2, modseq = ?3, placed_ms = ?4 WHERE entry_id = ?1",
         params![id.raw(), uid.get(), modseq.get() as i64, now_ms as i64],
     )?;
@@ -570,10 +593,7 @@ pub(crate) fn entry_set_uid(conn: &Connection, id: EntryId, uid: Uid, modseq: Mo
 
 /// Stamps every entry of `item` with `modseq`; returns their mailboxes.
 pub(crate) fn item_touch(conn: &Connection, item: ItemId, modseq: ModSeq) -> StoreResult<Vec<MailboxId>> {
-    exec(conn, 
-        "UPDATE mailbox_entries SET modseq = ?2 WHERE item_id = ?1",
-        params![item.raw(), modseq.get() as i64],
-    )?;
+    exec(conn, "UPDATE mailbox_entries SET modseq = ?2 WHERE item_id = ?1", params![item.raw(), modseq.get() as i64])?;
     let mut stmt = conn.prepare_cached("SELECT DISTINCT mailbox_id FROM mailbox_entries WHERE item_id = ?1")?;
     let rows = stmt.query_map([item.raw()], |r| r.get::<_, i64>(0))?;
     rows.map(|r| Ok(MailboxId::from_raw(r?))).collect()
@@ -622,7 +642,8 @@ pub(crate) fn flag_add(conn: &Connection, item: ItemId, flag: &Flag, tag: EventI
         )
         .optional()?
         .is_some();
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO item_flags (item_id, flag, tag_origin, tag_seq) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (item_id, flag, tag_origin) DO UPDATE SET tag_seq = MAX(tag_seq, excluded.tag_seq)",
         params![item.raw(), flag.as_str(), tag.origin.as_bytes().as_slice(), tag.seq as i64],
@@ -650,7 +671,8 @@ pub(crate) fn flag_remove_observed(
     for (origin, seq) in tags {
         let tag = EventId { origin: device_id(origin.clone())?, seq: seq as u64 };
         if observed.contains(tag) {
-            exec(conn, 
+            exec(
+                conn,
                 "DELETE FROM item_flags WHERE item_id = ?1 AND flag = ?2 AND tag_origin = ?3",
                 params![item.raw(), flag.as_str(), origin],
             )?;
@@ -669,7 +691,8 @@ pub(crate) fn tombstone_put(
     entry: EntryId,
     modseq: ModSeq,
 ) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT OR IGNORE INTO tombstones (mailbox_id, uid, entry_id, modseq) VALUES (?1, ?2, ?3, ?4)",
         params![mailbox.raw(), uid.get(), entry.raw(), modseq.get() as i64],
     )?;
@@ -679,7 +702,8 @@ pub(crate) fn tombstone_put(
 // --- pending remote events (LOCAL) --------------------------------------------
 
 pub(crate) fn pending_put(conn: &Connection, event: &Event, now_ms: u64) -> StoreResult<bool> {
-    let n = exec(conn, 
+    let n = exec(
+        conn,
         "INSERT OR IGNORE INTO pending_events (origin, seq, hlc, deps, payload, signature, received_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -700,8 +724,10 @@ pub(crate) fn pending_count(conn: &Connection) -> StoreResult<u64> {
 }
 
 /// The pending event `id`, if held (verified when it was stored).
+type RawPending = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
+
 pub(crate) fn pending_get(conn: &Connection, id: EventId) -> StoreResult<Option<Event>> {
-    let row: Option<(i64, Vec<u8>, Vec<u8>, Vec<u8>)> = conn
+    let row: Option<RawPending> = conn
         .query_row(
             "SELECT hlc, deps, payload, signature FROM pending_events WHERE origin = ?1 AND seq = ?2",
             params![id.origin.as_bytes().as_slice(), id.seq as i64],
@@ -716,7 +742,8 @@ pub(crate) fn pending_get(conn: &Connection, id: EventId) -> StoreResult<Option<
 }
 
 pub(crate) fn pending_delete(conn: &Connection, id: EventId) -> StoreResult<()> {
-    exec(conn, 
+    exec(
+        conn,
         "DELETE FROM pending_events WHERE origin = ?1 AND seq = ?2",
         params![id.origin.as_bytes().as_slice(), id.seq as i64],
     )?;
@@ -734,7 +761,8 @@ pub(crate) fn pending_origins(conn: &Connection) -> StoreResult<Vec<DeviceId>> {
 /// original was pending and was then applied).
 pub(crate) fn pending_prune(conn: &Connection, have: &VersionVector) -> StoreResult<()> {
     for (origin, seq) in have.iter() {
-        exec(conn, 
+        exec(
+            conn,
             "DELETE FROM pending_events WHERE origin = ?1 AND seq <= ?2",
             params![origin.as_bytes().as_slice(), *seq as i64],
         )?;
@@ -757,7 +785,8 @@ pub(crate) fn mailboxes_displayed(conn: &Connection, user: &str) -> StoreResult<
     let mut out: Vec<(MailboxRow, String)> = Vec::with_capacity(rows.len());
     for row in rows {
         let clash = out.last().is_some_and(|(prev, _)| prev.name == row.name);
-        let shown = if clash { format!("{}~{:06x}", row.name, (row.id.raw() as u64) & 0xFF_FFFF) } else { row.name.clone() };
+        let shown =
+            if clash { format!("{}~{:06x}", row.name, (row.id.raw() as u64) & 0xFF_FFFF) } else { row.name.clone() };
         out.push((row, shown));
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));

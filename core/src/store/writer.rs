@@ -10,8 +10,8 @@ use crate::log::event::{CopiedEntry, DeliveredEntry, Event, EventOp, MovedEntry,
 use crate::merge::apply_event;
 pub use crate::merge::Effects;
 use crate::model::{
-    BlobHash, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid, UidValidity, UserName,
-    DEFAULT_MAILBOXES,
+    BlobHash, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid, UidValidity,
+    UserName, DEFAULT_MAILBOXES,
 };
 use crate::store::blobs::BlobStore;
 use crate::store::state::{self, EntryRow, MailboxRow};

@@ -26,8 +26,9 @@ pub fn msg(subject: &str) -> Vec<u8> {
 impl Cluster {
     /// `n` devices (slots 0..n); alice exists on all of them.
     pub fn new(n: usize) -> Cluster {
-        let devices =
-            (0..n).map(|d| Store::in_memory([d as u8 + 1; 32], DeviceSlot::new(d as u8).unwrap(), START_MS).unwrap()).collect();
+        let devices = (0..n)
+            .map(|d| Store::in_memory([d as u8 + 1; 32], DeviceSlot::new(d as u8).unwrap(), START_MS).unwrap())
+            .collect();
         let mut c = Cluster { devices, now: START_MS };
         // Tests show held entries explicitly (`expose_all`); writes do not.
         for d in &mut c.devices {
@@ -116,7 +117,9 @@ impl Cluster {
     pub fn deliver(&mut self, d: usize, mailbox: &str, subject: &str) -> Uid {
         let id: MailboxId = self.mailbox(d, mailbox).id;
         let raw = msg(subject);
-        self.write(d, |w| w.deliver(&alice(), id, &[AppendMessage { raw: &raw, flags: vec![], internal_date: 1_600_000_000 }]))[0]
+        self.write(d, |w| {
+            w.deliver(&alice(), id, &[AppendMessage { raw: &raw, flags: vec![], internal_date: 1_600_000_000 }])
+        })[0]
     }
 
     /// Every device has the same state, and each rebuilds from its own log.

@@ -156,7 +156,7 @@ async fn run_conn(mut conn: ImapConn, state: &Arc<ImapState>) -> anyhow::Result<
     .await
     .map_err(|e| if e.is_panic() { std::panic::resume_unwind(e.into_panic()) } else { anyhow::format_err!("{e}") })?;
     for effects in conn.take_effects() {
-        state.notify(effects.mailboxes);
+        state.notify(effects);
     }
     Ok(conn)
 }

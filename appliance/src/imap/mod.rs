@@ -23,13 +23,13 @@ pub mod testing;
 pub mod tls;
 pub mod wire;
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use roost_core::model::MailboxId;
+use anyhow::Context;
 use roost_core::store::Store;
+use roost_core::Effects;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -38,23 +38,16 @@ use crate::imap::access::Access;
 use crate::imap::limits::Limits;
 use crate::imap::message::SummaryCache;
 
-/// Mailboxes a committed write changed, for every other session (IDLE push,
-/// NOOP updates).
-#[derive(Debug, Clone)]
-pub struct Change {
-    /// The mailboxes.
-    pub mailboxes: BTreeSet<MailboxId>,
-}
-
 /// What all IMAP connections share.
 #[derive(Debug)]
 pub struct ImapState {
     /// The device's store; `Store` is not `Sync`, so one lock, taken on
     /// blocking threads only.
     pub store: Arc<Mutex<Store>>,
-    /// Committed changes, fanned out to every connection. Bounded by
-    /// `Limits::change_queue_len`; a lagging receiver rescans its mailbox.
-    pub changes: broadcast::Sender<Arc<Change>>,
+    /// Committed changes, fanned out to every connection (the daemon's change
+    /// feed, so LMTP deliveries reach IDLE too). A lagging receiver rescans
+    /// its mailbox.
+    pub changes: broadcast::Sender<Arc<Effects>>,
     /// Bounds.
     pub limits: Limits,
     /// Per-address and per-user counters.
@@ -69,10 +62,20 @@ pub struct ImapState {
 }
 
 impl ImapState {
-    /// Shared state around a store.
+    /// Shared state around a store with its own change feed (tests, tools).
     pub fn new(store: Arc<Mutex<Store>>, limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> ImapState {
-        limits.check();
         let (changes, _) = broadcast::channel(limits.change_queue_len);
+        ImapState::with_changes(store, changes, limits, tls)
+    }
+
+    /// Shared state around the daemon's store and change feed.
+    pub fn with_changes(
+        store: Arc<Mutex<Store>>,
+        changes: broadcast::Sender<Arc<Effects>>,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> ImapState {
+        limits.check();
         ImapState {
             store,
             changes,
@@ -84,12 +87,38 @@ impl ImapState {
         }
     }
 
-    /// Tells every session about mailboxes changed outside IMAP (LMTP
-    /// delivery, sync from peers).
-    pub fn notify(&self, mailboxes: BTreeSet<MailboxId>) {
+    /// Tells every session (and other daemon parts) about a committed write.
+    pub fn notify(&self, effects: Effects) {
         // No receivers is fine: nobody is connected.
-        let _ = self.changes.send(Arc::new(Change { mailboxes }));
+        let _ = self.changes.send(Arc::new(effects));
     }
+}
+
+/// Runs the IMAP listeners of the daemon's configuration until `stop` turns
+/// true, then waits for their connections to close.
+pub async fn run_listeners(daemon: Arc<crate::serve::Daemon>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let imap = &daemon.config.imap;
+    let tls = tls::load_or_create(&daemon.data_dir, imap.tls_cert.as_deref(), imap.tls_key.as_deref())?;
+    let (store, changes) = daemon.imap_parts();
+    let state = Arc::new(ImapState::with_changes(store, changes, Limits::default(), Some(tls)));
+    let mut listeners = JoinSet::new();
+    for (addrs, kind) in [(&imap.listen, ListenerKind::Plain), (&imap.listen_tls, ListenerKind::ImplicitTls)] {
+        for addr in addrs {
+            let listener =
+                TcpListener::bind(addr).await.with_context(|| format!("cannot listen for IMAP on {addr}"))?;
+            tracing::info!(%addr, ?kind, "IMAP listening");
+            let mut stop = stop.clone();
+            let shutdown = async move {
+                // Either a stop or a dropped sender ends serving.
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            listeners.spawn(serve_kind(listener, state.clone(), kind, shutdown));
+        }
+    }
+    while let Some(res) = listeners.join_next().await {
+        res.context("IMAP listener task failed")??;
+    }
+    Ok(())
 }
 
 /// How connections on a listener start.

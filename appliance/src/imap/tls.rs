@@ -20,6 +20,44 @@ pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfi
     config(certs, key)
 }
 
+/// File names of the certificate made when the configuration names none.
+pub const SELF_SIGNED_CERT_FILE: &str = "imap-cert.pem";
+/// Its key (mode 0600).
+pub const SELF_SIGNED_KEY_FILE: &str = "imap-key.pem";
+
+/// The configured certificate, or the data directory's self-signed one,
+/// created on first use so clients see the same certificate across restarts.
+pub fn load_or_create(data_dir: &Path, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<Arc<ServerConfig>> {
+    if let (Some(cert), Some(key)) = (cert, key) {
+        return from_pem_files(cert, key);
+    }
+    let cert = data_dir.join(SELF_SIGNED_CERT_FILE);
+    let key = data_dir.join(SELF_SIGNED_KEY_FILE);
+    if !cert.exists() || !key.exists() {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        let names: Vec<String> = ["localhost".to_string(), host].into_iter().filter(|n| !n.is_empty()).collect();
+        let (cert_pem, key_pem) = self_signed_pem(&names)?;
+        write_private(&key, key_pem.as_bytes())?;
+        std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+        tracing::info!(cert = %cert.display(), "created a self-signed IMAP certificate");
+    }
+    from_pem_files(&cert, &key)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 /// A self-signed certificate for `names`, with its key, as PEM (so `init` can
 /// store it and later runs reuse it).
 pub fn self_signed_pem(names: &[String]) -> anyhow::Result<(String, String)> {
@@ -50,6 +88,15 @@ fn config(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_signed_certificate_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(dir.path(), None, None).unwrap();
+        let first = std::fs::read(dir.path().join(SELF_SIGNED_CERT_FILE)).unwrap();
+        load_or_create(dir.path(), None, None).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(SELF_SIGNED_CERT_FILE)).unwrap(), first);
+    }
 
     #[test]
     fn self_signed_config_builds() {

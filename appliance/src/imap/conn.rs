@@ -43,7 +43,7 @@ use crate::imap::extended;
 use crate::imap::framing::{Frame, Framer};
 use crate::imap::limits::Limits;
 use crate::imap::message::SummaryCache;
-use crate::imap::selected::{ExpungePolicy, Selected};
+use crate::imap::selected::{ExpungePolicy, Selected, SyncOutcome};
 
 /// How the connection reached us; decides whether plaintext logins are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,8 +336,13 @@ impl ImapConn {
     fn sync_selected(&mut self, env: &mut Env<'_>, policy: ExpungePolicy) {
         let enabled = self.enabled;
         let Some(selected) = &mut self.selected else { return };
-        if let Err(e) = selected.sync(env.store, enabled, policy, &mut self.out) {
-            tracing::error!(error = %e, "reading the selected mailbox failed");
+        match selected.sync(env.store, enabled, policy, &mut self.out) {
+            Ok(SyncOutcome::Current) => {}
+            Ok(SyncOutcome::MailboxGone) => {
+                self.selected = None;
+                self.action = TransportAction::Close;
+            }
+            Err(e) => tracing::error!(error = %e, "reading the selected mailbox failed"),
         }
     }
 

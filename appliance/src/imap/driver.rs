@@ -90,6 +90,9 @@ pub async fn run(
     let mut conn = ImapConn::new(config);
     let mut changes = state.changes.subscribe();
     let mut buf = vec![0u8; READ_BYTES];
+    // Autologout counts from the client's last bytes, not from our last
+    // push: a session that only receives notifications still times out.
+    let mut last_input = tokio::time::Instant::now();
     // Runs until the client leaves, the conn asks to close, or shutdown.
     loop {
         let hold_ms = conn.hold_ms();
@@ -115,12 +118,14 @@ pub async fn run(
             }
         }
         let timeout = if conn.is_idling() { state.limits.idle_max } else { state.limits.autologout };
+        let deadline = last_input + timeout;
         tokio::select! {
             read = stream.read(&mut buf) => {
                 let n = read?;
                 if n == 0 {
                     break;
                 }
+                last_input = tokio::time::Instant::now();
                 conn.handle_input(&buf[..n]);
                 conn = run_conn(conn, &state).await?;
             }
@@ -134,7 +139,7 @@ pub async fn run(
                     conn = run_conn(conn, &state).await?;
                 }
             }
-            _ = tokio::time::sleep(timeout) => conn.handle_timeout(),
+            _ = tokio::time::sleep_until(deadline) => conn.handle_timeout(),
             _ = stop.changed() => conn.handle_shutdown(),
         }
     }

@@ -62,7 +62,10 @@ impl Framer {
         }
     }
 
-    /// Adds received bytes.
+    /// Adds received bytes. The buffer stays bounded because the driver runs
+    /// the conn after every read, which takes out every complete frame: what
+    /// remains is one partial command (at most `command_bytes_max`, else
+    /// `Overflow`) plus one read.
     pub fn handle_input(&mut self, bytes: &[u8]) {
         if !self.broken {
             self.input.extend(bytes);

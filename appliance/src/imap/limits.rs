@@ -15,9 +15,6 @@ pub struct Limits {
     /// Largest whole command (lines and literals): one maximal literal plus
     /// line text around it. Keeps a client from holding more memory than that.
     pub command_bytes_max: usize,
-    /// Commands parsed ahead of the one running (pipelining). mbsync pipelines
-    /// up to a few dozen; beyond this we stop reading the socket.
-    pub pipelined_commands_max: usize,
     /// Time a connection may stay silent outside IDLE before autologout:
     /// RFC 9051 5.4 says at least 30 minutes.
     pub autologout: Duration,
@@ -50,7 +47,6 @@ impl Default for Limits {
             line_bytes_max: 64 * 1024,
             literal_bytes_max: 50 * 1024 * 1024,
             command_bytes_max: 50 * 1024 * 1024 + 128 * 1024,
-            pipelined_commands_max: 64,
             autologout: Duration::from_secs(30 * 60),
             idle_max: Duration::from_secs(30 * 60),
             login_failure_delay: Duration::from_secs(2),
@@ -74,7 +70,6 @@ impl Limits {
             "literal max {} >= command max",
             self.literal_bytes_max
         );
-        assert!(0 < self.pipelined_commands_max);
         assert!(0 < self.change_queue_len);
     }
 }

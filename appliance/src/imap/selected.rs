@@ -22,6 +22,16 @@ pub enum ExpungePolicy {
     Hold,
 }
 
+/// What `sync` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The client is up to date (or expunges are held).
+    Current,
+    /// The mailbox was deleted (by another session or device): the session
+    /// cannot go on in it; `* BYE` was written.
+    MailboxGone,
+}
+
 /// See the module doc.
 #[derive(Debug)]
 pub struct Selected {
@@ -56,20 +66,8 @@ impl Selected {
         let mut out = Vec::new();
         if by_uid {
             let Some(uid_max) = self.uid_max() else { return Ok(out) };
-            let value = |v: &SeqOrUid| match v {
-                SeqOrUid::Value(n) => n.get(),
-                SeqOrUid::Asterisk => uid_max,
-            };
             for (idx, message) in self.messages.iter().enumerate() {
-                let uid = message.uid.get();
-                let hit = set.0.as_ref().iter().any(|seq| match seq {
-                    Sequence::Single(v) => value(v) == uid,
-                    Sequence::Range(a, b) => {
-                        let (lo, hi) = min_max(value(a), value(b));
-                        lo <= uid && uid <= hi
-                    }
-                });
-                if hit {
+                if set_contains(set, message.uid.get(), uid_max) {
                     out.push(idx);
                 }
             }
@@ -108,17 +106,17 @@ impl Selected {
         enabled: Enabled,
         policy: ExpungePolicy,
         out: &mut Vec<u8>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<SyncOutcome> {
         if !self.dirty {
-            return Ok(());
+            return Ok(SyncOutcome::Current);
         }
         let current = store.entries(self.info.id)?;
         let info = store.mailbox_by_id(self.info.id)?;
         let Some(info) = info else {
             // Deleted under us (by another session or device): RFC 9051 7.1.
-            out.extend_from_slice(b"* BYE [UNAVAILABLE] Mailbox was deleted\r\n");
+            out.extend_from_slice(b"* BYE [NONEXISTENT] The selected mailbox was deleted\r\n");
             self.dirty = false;
-            return Ok(());
+            return Ok(SyncOutcome::MailboxGone);
         };
         let mut held = false;
         // Expunges, highest message number first so earlier numbers stay valid.
@@ -162,13 +160,29 @@ impl Selected {
         }
         self.info.uid_next = info.uid_next;
         self.dirty = held;
-        Ok(())
+        Ok(SyncOutcome::Current)
     }
 
     /// Position (1-based) of `uid`.
     pub fn seq_of(&self, uid: Uid) -> Option<usize> {
         self.messages.binary_search_by_key(&uid, |m| m.uid).ok().map(|i| i + 1)
     }
+}
+
+/// Whether `set` names `n`, `*` meaning `largest`. Ranges are compared, never
+/// expanded: `1:4294967295` costs the same as `1`.
+pub fn set_contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|seq| match seq {
+        Sequence::Single(v) => value(v) == n,
+        Sequence::Range(a, b) => {
+            let (lo, hi) = min_max(value(a), value(b));
+            lo <= n && n <= hi
+        }
+    })
 }
 
 /// `* n FETCH (FLAGS (...) [UID u] [MODSEQ (m)])`.

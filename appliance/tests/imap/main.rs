@@ -11,4 +11,5 @@ mod clients;
 mod condstore;
 mod fetch;
 mod idle;
+mod timeouts;
 mod uidplus;

@@ -15,7 +15,7 @@ use roost_core::store::{EntryInfo, FlagChange, StoreMode};
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
 use crate::imap::message::{self, Fields, SectionText};
-use crate::imap::selected::flag_list;
+use crate::imap::selected::{flag_list, set_contains};
 use crate::imap::wire;
 
 /// FETCH / UID FETCH.
@@ -64,13 +64,13 @@ pub fn fetch(
     }
     let mut out = Vec::new();
     if let (true, Some(since)) = (vanished, changed_since) {
-        let uid_max = NonZeroU32::new(selected.info.uid_next.saturating_sub(1).max(1)).unwrap_or(NonZeroU32::MIN);
+        let uid_max = selected.info.uid_next.saturating_sub(1);
         let gone: Vec<u32> = env
             .store
             .vanished_since(selected.info.id, since)?
             .into_iter()
             .map(|(uid, _)| uid.get())
-            .filter(|uid| set.iter(uid_max).any(|n| n.get() == *uid))
+            .filter(|uid| set_contains(set, *uid, uid_max))
             .collect();
         if !gone.is_empty() {
             out.extend_from_slice(format!("* VANISHED (EARLIER) {}\r\n", wire::number_set(&gone)).as_bytes());

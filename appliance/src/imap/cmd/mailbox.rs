@@ -34,7 +34,13 @@ pub fn create(conn: &mut ImapConn, env: &mut Env<'_>, mailbox: &Mailbox<'_>) -> 
 pub fn delete(conn: &mut ImapConn, env: &mut Env<'_>, mailbox: &Mailbox<'_>) -> Result<Done, CmdError> {
     let user = user(conn)?;
     let name = mailbox_name(conn, mailbox)?;
+    // Deleting the selected mailbox deselects it first, so this session is
+    // not told BYE for its own DELETE.
+    let selected_here = conn.selected.as_ref().is_some_and(|s| s.info.name == name);
     let ((), effects) = env.store.write(env.now_ms, |w| w.delete_mailbox(&user, &name))?;
+    if selected_here {
+        conn.selected = None;
+    }
     conn.committed(effects);
     Ok(Done::ok("DELETE completed"))
 }
@@ -76,10 +82,23 @@ mod tests {
         h.transact("b CREATE Projects", "NO [ALREADYEXISTS]");
         h.transact("c RENAME Projects Work", "OK");
         assert!(h.transact("d LIST \"\" Work", "OK").contains("\"Work\""));
+        h.transact("s SELECT Work", "OK");
         h.transact("e DELETE Work", "OK");
+        h.transact("t FETCH 1 FLAGS", "BAD"); // deselected by its own DELETE
         h.transact("f DELETE Work", "NO [NONEXISTENT]");
         h.transact("g DELETE INBOX", "NO");
         h.transact("h CREATE inbox", "NO [ALREADYEXISTS]");
+    }
+
+    #[test]
+    fn mailbox_deleted_by_another_session_ends_this_one() {
+        let mut h = Harness::logged_in();
+        h.transact("a CREATE Gone", "OK");
+        h.transact("b SELECT Gone", "OK");
+        let mut other = h.second();
+        other.transact("x DELETE Gone", "OK");
+        let out = h.transact("c NOOP", "OK");
+        assert!(out.contains("* BYE [NONEXISTENT]"), "{out}");
     }
 
     #[test]

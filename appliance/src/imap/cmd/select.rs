@@ -11,7 +11,7 @@ use roost_core::store::Store;
 
 use crate::imap::cmd::{mailbox_name, user, wire_name, CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
-use crate::imap::selected::{flags_fetch, Selected};
+use crate::imap::selected::{flags_fetch, set_contains, Selected};
 use crate::imap::wire;
 
 /// The QRESYNC parameter, for the resync part of SELECT.
@@ -112,12 +112,7 @@ fn resync(
     out: &mut Vec<u8>,
 ) -> Result<(), CmdError> {
     let uid_max = selected.uid_max().unwrap_or(0).max(selected.info.uid_next.saturating_sub(1));
-    let known = |uid: u32| match q.known_uids {
-        Some(set) => set
-            .iter(std::num::NonZeroU32::new(uid_max.max(1)).unwrap_or(std::num::NonZeroU32::MIN))
-            .any(|n| n.get() == uid),
-        None => true,
-    };
+    let known = |uid: u32| q.known_uids.is_none_or(|set| set_contains(set, uid, uid_max));
     let vanished: Vec<u32> = store
         .vanished_since(selected.info.id, q.modseq)?
         .into_iter()

@@ -207,6 +207,16 @@ impl ImapConn {
         matches!(self.flow, Some(Flow::Idle { .. }))
     }
 
+    /// Whether bytes are buffered that do not make a whole command yet.
+    pub fn partial_input(&self) -> bool {
+        self.framer.has_partial()
+    }
+
+    /// Whether a multi-line exchange (IDLE, AUTHENTICATE) is in progress.
+    pub fn in_flow(&self) -> bool {
+        self.flow.is_some()
+    }
+
     /// Whether a selected mailbox has changes to announce during IDLE.
     pub fn wants_run(&self) -> bool {
         self.is_idling() && self.selected.as_ref().is_some_and(|s| s.dirty)

@@ -82,8 +82,8 @@ pub fn extract(bytes: &[u8]) -> Result<(Vec<u8>, Extras), &'static str> {
             extras.search_return = ret;
             format!("{tag} SEARCH {args}")
         }
-        "UID" if after.len() > 7 && after[..7].eq_ignore_ascii_case("SEARCH ") => {
-            let (args, ret) = search_return(&after[7..])?;
+        "UID" if strip_prefix_ci(after, "SEARCH ").is_some() => {
+            let (args, ret) = search_return(strip_prefix_ci(after, "SEARCH ").unwrap_or_default())?;
             extras.search_return = ret;
             format!("{tag} UID SEARCH {args}")
         }
@@ -93,6 +93,13 @@ pub fn extract(bytes: &[u8]) -> Result<(Vec<u8>, Extras), &'static str> {
     let mut out = new_line.into_bytes();
     out.extend_from_slice(rest);
     Ok((out, extras))
+}
+
+/// `s` without `prefix`, compared without regard to ASCII case. Never slices
+/// inside a multi-byte character (client input is arbitrary UTF-8).
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// `(...)` at the start of `s`: the inside and the remainder after `)`.
@@ -166,10 +173,10 @@ fn list_options(args: &str) -> Result<(String, Option<ListOptions>), &'static st
 }
 
 fn search_return(args: &str) -> Result<(String, Option<Vec<String>>), &'static str> {
-    if args.len() < 7 || !args[..7].eq_ignore_ascii_case("RETURN ") {
+    let Some(options) = strip_prefix_ci(args, "RETURN ") else {
         return Ok((args.to_string(), None));
-    }
-    let (inside, rest) = parens(args[7..].trim_start()).ok_or("Unbalanced SEARCH RETURN options")?;
+    };
+    let (inside, rest) = parens(options.trim_start()).ok_or("Unbalanced SEARCH RETURN options")?;
     let options: Vec<String> = inside.split_ascii_whitespace().map(|s| s.to_ascii_uppercase()).collect();
     for option in &options {
         if !matches!(option.as_str(), "MIN" | "MAX" | "ALL" | "COUNT" | "SAVE") {
@@ -232,6 +239,14 @@ mod tests {
             "a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1)\r\n"
         );
         assert_eq!(ex("a FETCH 1 (FLAGS) (CHANGEDSINCE 05)\r\n").0, "a FETCH 1 (FLAGS) (CHANGEDSINCE 05)\r\n");
+    }
+
+    #[test]
+    fn non_ascii_is_not_sliced_inside_a_character() {
+        // Found by the conn fuzz test: byte-index slicing panicked here.
+        assert!(extract("a UID ÿÿÿÿ\r\n".as_bytes()).is_ok());
+        assert!(extract("a SEARCH ÿÿÿÿ\r\n".as_bytes()).is_ok());
+        assert!(extract("a FETCH ÿ SEARCH\r\n".as_bytes()).is_ok());
     }
 
     #[test]

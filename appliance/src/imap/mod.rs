@@ -14,6 +14,8 @@ pub mod conn;
 pub mod driver;
 pub mod extended;
 pub mod framing;
+#[cfg(test)]
+mod fuzz;
 pub mod limits;
 pub mod message;
 pub mod names;

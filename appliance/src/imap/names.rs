@@ -89,13 +89,41 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     wildcard(&p, &n)
 }
 
+/// Dynamic programming over (pattern, name) positions: O(p * n) for any
+/// pattern, so `*a*a*a...` cannot make us backtrack exponentially.
 fn wildcard(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => (0..=n.len()).any(|i| wildcard(&p[1..], &n[i..])),
-        Some('%') => (0..=n.len()).take_while(|i| *i == 0 || n[i - 1] != '/').any(|i| wildcard(&p[1..], &n[i..])),
-        Some(c) => n.first() == Some(c) && wildcard(&p[1..], &n[1..]),
+    // row[j]: pattern prefix matched so far can end at name position j.
+    let mut row = vec![false; n.len() + 1];
+    row[0] = true;
+    for c in p {
+        let mut next = vec![false; n.len() + 1];
+        match c {
+            '*' => {
+                let mut reachable = false;
+                for j in 0..=n.len() {
+                    reachable |= row[j];
+                    next[j] = reachable;
+                }
+            }
+            '%' => {
+                let mut reachable = false;
+                for j in 0..=n.len() {
+                    if j > 0 && n[j - 1] == '/' {
+                        reachable = false;
+                    }
+                    reachable |= row[j];
+                    next[j] = reachable;
+                }
+            }
+            c => {
+                for j in 1..=n.len() {
+                    next[j] = row[j - 1] && n[j - 1] == *c;
+                }
+            }
+        }
+        row = next;
     }
+    row[n.len()]
 }
 
 #[cfg(test)]
@@ -122,5 +150,12 @@ mod tests {
         assert!(matches("inbox", "INBOX"));
         assert!(matches("In%", "INBOX"));
         assert!(!matches("Sent", "Sent/x"));
+        assert!(matches("a%", "ab"));
+        assert!(!matches("a%c", "a/c"));
+        assert!(matches("*/c", "a/b/c"));
+        // Many stars against a long name stay fast (no backtracking).
+        let name = "a".repeat(500) + "b";
+        assert!(!matches(&"*a".repeat(200), &(name.clone() + "x")));
+        assert!(matches(&"*a".repeat(200), &name.replace('b', "a")));
     }
 }

@@ -61,9 +61,11 @@ impl Harness {
 
     fn with_peer(peer: IpAddr) -> Harness {
         let mut store = Store::in_memory([7; 32], DeviceSlot::new(0).unwrap(), T0_MS).unwrap();
-        let hash = hash_password("secret", &mut rand::rngs::OsRng);
+        // Hashing is deliberately slow; one hash serves every harness.
+        static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let hash = HASH.get_or_init(|| hash_password("secret", &mut rand::rngs::OsRng));
         let alice = UserName::new("alice").unwrap();
-        store.write(T0_MS, |w| w.add_user(&alice, &hash)).unwrap();
+        store.write(T0_MS, |w| w.add_user(&alice, hash)).unwrap();
         let shared = Shared {
             store,
             access: Access::new(Limits::default()),
@@ -141,6 +143,22 @@ impl Harness {
         let out = self.send(line);
         assert!(out.lines().any(|l| l.starts_with(expect)), "{line:?}: expected {expect:?}, got:\n{out}");
         out
+    }
+
+    /// Whether input is buffered that is not a whole command yet.
+    pub fn partial_input(&self) -> bool {
+        self.conn.partial_input()
+    }
+
+    /// Whether the conn asked the driver to close.
+    pub fn closed(&self) -> bool {
+        self.conn.transport() == crate::imap::conn::TransportAction::Close
+    }
+
+    /// Whether the conn waits in IDLE or for SASL data (a NOOP line then is
+    /// data, not a command).
+    pub fn in_flow(&self) -> bool {
+        self.conn.in_flow()
     }
 
     /// Appends a message to alice's `mailbox` directly through the store.

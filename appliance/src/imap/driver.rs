@@ -131,6 +131,9 @@ pub async fn run(
             }
             change = changes.recv() => {
                 match change {
+                    // An empty Effects is the daemon saying "another process
+                    // committed; re-read" (Daemon::spawn_external_change_watcher).
+                    Ok(change) if change.events.is_empty() && change.mailboxes.is_empty() => conn.handle_lagged(),
                     Ok(change) => conn.handle_change(&change.mailboxes),
                     Err(broadcast::error::RecvError::Lagged(_)) => conn.handle_lagged(),
                     Err(broadcast::error::RecvError::Closed) => conn.handle_shutdown(),

@@ -14,7 +14,7 @@ use roost_core::store::{EntryInfo, Store};
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
 use crate::imap::message;
-use crate::imap::selected::Selected;
+use crate::imap::selected::{set_contains, Selected};
 use crate::imap::wire;
 
 /// One message while it is being tested, with lazily loaded content.
@@ -56,6 +56,11 @@ pub fn search(
         None => None,
     };
     let selected = conn.selected.as_ref().ok_or_else(|| CmdError::Bad("No mailbox selected".into()))?;
+    // Message numbers past the end are a BAD (RFC 9051 9), checked once here
+    // so that matching a message is a range comparison, not a set expansion.
+    for key in criteria {
+        check_sequence_sets(selected, key)?;
+    }
     let mut hits = Vec::new();
     for (idx, entry) in selected.messages.iter().enumerate() {
         let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new() };
@@ -112,6 +117,16 @@ pub fn search(
     }
 }
 
+fn check_sequence_sets(selected: &Selected, key: &SearchKey<'_>) -> Result<(), CmdError> {
+    match key {
+        SearchKey::SequenceSet(set) => selected.resolve(set, false).map(|_| ()),
+        SearchKey::And(keys) => keys.as_ref().iter().try_for_each(|k| check_sequence_sets(selected, k)),
+        SearchKey::Not(k) => check_sequence_sets(selected, k),
+        SearchKey::Or(a, b) => check_sequence_sets(selected, a).and_then(|()| check_sequence_sets(selected, b)),
+        _ => Ok(()),
+    }
+}
+
 fn mentions_modseq(key: &SearchKey<'_>) -> bool {
     match key {
         SearchKey::ModSequence { .. } => true,
@@ -160,8 +175,8 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
             }
             true
         }
-        SearchKey::SequenceSet(set) => selected.resolve(set, false)?.contains(&c.idx),
-        SearchKey::Uid(set) => selected.resolve(set, true)?.contains(&c.idx),
+        SearchKey::SequenceSet(set) => set_contains(set, c.idx as u32 + 1, selected.messages.len() as u32),
+        SearchKey::Uid(set) => set_contains(set, c.entry.uid.get(), selected.uid_max().unwrap_or(0)),
         SearchKey::All => true,
         SearchKey::Answered => flag(Flag::answered()),
         SearchKey::Unanswered => !flag(Flag::answered()),

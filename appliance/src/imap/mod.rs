@@ -9,6 +9,8 @@
 //! the tests start it the same way (STYLE 18).
 
 pub mod access;
+#[cfg(test)]
+mod client_commands;
 pub mod cmd;
 pub mod conn;
 pub mod driver;

@@ -62,6 +62,9 @@ pub enum TransportAction {
     /// Write the pending output in plaintext, then do the TLS handshake and
     /// call [`ImapConn::handle_tls_started`].
     StartTls,
+    /// Write the pending output uncompressed, then deflate everything after
+    /// in both directions and call [`ImapConn::handle_compression_started`].
+    Compress,
     /// Write the pending output and close.
     Close,
 }
@@ -132,6 +135,8 @@ pub struct ImapConn {
     pub(crate) session: Option<Session>,
     pub(crate) selected: Option<Selected>,
     pub(crate) enabled: Enabled,
+    /// COMPRESS=DEFLATE is active.
+    pub(crate) compressed: bool,
     flow: Option<Flow>,
     effects: Vec<Effects>,
     action: TransportAction,
@@ -153,6 +158,7 @@ impl ImapConn {
             session: None,
             selected: None,
             enabled: Enabled::default(),
+            compressed: false,
             flow: None,
             effects: Vec::new(),
             action: TransportAction::Continue,
@@ -199,6 +205,12 @@ impl ImapConn {
     /// TLS is up after STARTTLS.
     pub fn handle_tls_started(&mut self) {
         self.transport = Transport::Tls;
+        self.action = TransportAction::Continue;
+    }
+
+    /// Deflate is running after COMPRESS.
+    pub fn handle_compression_started(&mut self) {
+        self.compressed = true;
         self.action = TransportAction::Continue;
     }
 
@@ -321,6 +333,13 @@ impl ImapConn {
                 self.tagged(Some(tag), "OK LOGOUT completed");
                 self.action = TransportAction::Close;
             }
+            Ok(Done::Compress) => {
+                self.tagged(Some(tag), "OK DEFLATE active");
+                // RFC 4978 3: the client sends nothing more until it has our
+                // OK, so anything buffered is a protocol violation: drop it.
+                self.framer.discard_input();
+                self.action = TransportAction::Compress;
+            }
             Ok(Done::StartTls) => {
                 self.tagged(Some(tag), "OK Begin TLS negotiation now");
                 // Bytes pipelined after STARTTLS were sent in plaintext: drop them.
@@ -421,6 +440,9 @@ impl ImapConn {
             "STATUS=SIZE",
             "UTF8=ACCEPT",
         ]);
+        if !self.compressed {
+            caps.push("COMPRESS=DEFLATE");
+        }
         caps.join(" ")
     }
 }

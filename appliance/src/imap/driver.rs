@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch};
@@ -58,6 +59,54 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// COMPRESS=DEFLATE (RFC 4978): raw deflate (no zlib header) each way; each
+/// batch of output ends with a sync flush so the client can decode it at once.
+struct Deflate {
+    compress: Compress,
+    decompress: Decompress,
+}
+
+impl Deflate {
+    fn new() -> Deflate {
+        Deflate { compress: Compress::new(Compression::default(), false), decompress: Decompress::new(false) }
+    }
+
+    fn deflate(&mut self, mut input: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(input.len() / 2 + 256);
+        loop {
+            if out.capacity() - out.len() < 256 {
+                out.reserve(4096);
+            }
+            let before = self.compress.total_in();
+            self.compress.compress_vec(input, &mut out, FlushCompress::Sync).map_err(std::io::Error::other)?;
+            input = &input[(self.compress.total_in() - before) as usize..];
+            // The flush is complete when input is used up and output had room left.
+            if input.is_empty() && out.len() < out.capacity() {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn inflate(&mut self, mut input: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(input.len() * 4 + 256);
+        loop {
+            if out.capacity() - out.len() < 256 {
+                out.reserve(input.len() * 2 + 4096);
+            }
+            let (before_in, before_out) = (self.decompress.total_in(), out.len());
+            self.decompress
+                .decompress_vec(input, &mut out, FlushDecompress::Sync)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let consumed = (self.decompress.total_in() - before_in) as usize;
+            input = &input[consumed..];
+            let stalled = consumed == 0 && out.len() == before_out;
+            if (input.is_empty() && out.len() < out.capacity()) || stalled {
+                return Ok(out);
+            }
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -90,6 +139,7 @@ pub async fn run(
     let mut conn = ImapConn::new(config);
     let mut changes = state.changes.subscribe();
     let mut buf = vec![0u8; READ_BYTES];
+    let mut deflate: Option<Deflate> = None;
     // Autologout counts from the client's last bytes, not from our last
     // push: a session that only receives notifications still times out.
     let mut last_input = tokio::time::Instant::now();
@@ -99,7 +149,10 @@ pub async fn run(
         if hold_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(hold_ms)).await;
         }
-        let out = conn.take_output();
+        let mut out = conn.take_output();
+        if let (Some(d), false) = (&mut deflate, out.is_empty()) {
+            out = d.deflate(&out)?;
+        }
         if !out.is_empty() {
             stream.write_all(&out).await?;
             stream.flush().await?;
@@ -107,6 +160,11 @@ pub async fn run(
         match conn.transport() {
             TransportAction::Continue => {}
             TransportAction::Close => break,
+            TransportAction::Compress => {
+                deflate = Some(Deflate::new());
+                conn.handle_compression_started();
+                continue;
+            }
             TransportAction::StartTls => {
                 let (Stream::Plain(socket), Some(tls)) = (stream, &state.tls) else {
                     anyhow::bail!("STARTTLS on a TLS stream");
@@ -126,7 +184,10 @@ pub async fn run(
                     break;
                 }
                 last_input = tokio::time::Instant::now();
-                conn.handle_input(&buf[..n]);
+                match &mut deflate {
+                    Some(d) => conn.handle_input(&d.inflate(&buf[..n])?),
+                    None => conn.handle_input(&buf[..n]),
+                }
                 conn = run_conn(conn, &state).await?;
             }
             change = changes.recv() => {

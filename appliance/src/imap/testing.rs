@@ -145,6 +145,11 @@ impl Harness {
         out
     }
 
+    /// Whether the conn asked the driver to start deflate.
+    pub fn compressing(&self) -> bool {
+        self.conn.transport() == crate::imap::conn::TransportAction::Compress
+    }
+
     /// Whether input is buffered that is not a whole command yet.
     pub fn partial_input(&self) -> bool {
         self.conn.partial_input()

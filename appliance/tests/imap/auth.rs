@@ -92,3 +92,25 @@ async fn starttls_drops_pipelined_plaintext() {
     read_until_tagged(&mut reader, "b").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn compress_deflate() {
+    // RFC 4978: after the OK, both directions are raw deflate with sync flushes.
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    let server = Server::start().await;
+    let mut raw = server.raw_login().await;
+    raw.transact("z COMPRESS DEFLATE", "OK").await;
+    let mut tcp = raw.into_inner();
+    let mut compress = Compress::new(Compression::default(), false);
+    let mut wire = Vec::with_capacity(1024);
+    compress.compress_vec(b"a SELECT INBOX\r\nb LOGOUT\r\n", &mut wire, FlushCompress::Sync).unwrap();
+    tcp.write_all(&wire).await.unwrap();
+    let mut received = Vec::new();
+    tcp.read_to_end(&mut received).await.unwrap();
+    let mut decompress = Decompress::new(false);
+    let mut text = Vec::with_capacity(64 * 1024);
+    decompress.decompress_vec(&received, &mut text, FlushDecompress::Sync).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("a OK [READ-WRITE]") && text.contains("b OK LOGOUT"), "{text}");
+    server.stop().await;
+}

@@ -117,6 +117,11 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// The socket, for tests that change the transport (COMPRESS).
+    pub fn into_inner(self) -> TcpStream {
+        self.stream.into_inner()
+    }
+
     /// Writes bytes as they are.
     pub async fn write(&mut self, bytes: &[u8]) {
         self.stream.get_mut().write_all(bytes).await.unwrap();

@@ -1,6 +1,6 @@
 //! Commands valid in several states that only report or set session options:
 //! CAPABILITY (RFC 9051 6.1.1), ID (RFC 2971), ENABLE (RFC 5161, RFC 9051
-//! 6.3.1), NAMESPACE (RFC 2342). NOOP and CHECK need no module: their work is
+//! 6.3.1), NAMESPACE (RFC 2342), COMPRESS (RFC 4978). NOOP and CHECK need no module: their work is
 //! the mailbox update every command end sends.
 
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
@@ -58,6 +58,15 @@ pub fn enable(conn: &mut ImapConn, capabilities: &[CapabilityEnable<'_>]) -> Res
     Ok(Done::ok("ENABLE completed"))
 }
 
+/// COMPRESS DEFLATE (RFC 4978); DEFLATE is the only algorithm imap-codec
+/// parses, so anything else never gets here.
+pub fn compress(conn: &mut ImapConn) -> Result<Done, CmdError> {
+    if conn.compressed {
+        return Err(CmdError::No("[COMPRESSIONACTIVE] Already compressing".into()));
+    }
+    Ok(Done::Compress)
+}
+
 /// NAMESPACE: one personal namespace, no prefix, `/` delimiter.
 pub fn namespace(conn: &mut ImapConn) -> Result<Done, CmdError> {
     conn.untagged("NAMESPACE ((\"\" \"/\")) NIL NIL");
@@ -75,6 +84,15 @@ mod tests {
         h.login();
         let caps = h.transact("b CAPABILITY", "OK");
         assert!(caps.contains("QRESYNC") && !caps.contains("AUTH=PLAIN"), "{caps}");
+    }
+
+    #[test]
+    fn compress_switches_transport() {
+        let mut h = Harness::new();
+        h.transact("a COMPRESS DEFLATE", "BAD"); // not before login
+        h.login();
+        h.transact("b COMPRESS DEFLATE", "OK");
+        assert!(h.compressing());
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum Done {
     Logout,
     /// STARTTLS accepted: tagged OK, then the TLS handshake.
     StartTls,
+    /// COMPRESS DEFLATE accepted: tagged OK, then deflate both directions.
+    Compress,
 }
 
 impl Done {
@@ -163,7 +165,7 @@ pub fn execute(
         CommandBody::Idle => idle::idle(conn),
         CommandBody::Sort { .. } => not_implemented("SORT"),
         CommandBody::Thread { .. } => not_implemented("THREAD"),
-        CommandBody::Compress { .. } => not_implemented("COMPRESS"),
+        CommandBody::Compress { .. } => info::compress(conn),
         CommandBody::GetQuota { .. } | CommandBody::GetQuotaRoot { .. } | CommandBody::SetQuota { .. } => {
             not_implemented("QUOTA")
         }

@@ -92,7 +92,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
             print_demo_help(&daemon);
         }
         let (stop_imap, stopped) = tokio::sync::watch::channel(false);
-        let imap = tokio::spawn(crate::imap::run_listeners(daemon.clone(), stopped));
+        let imap = crate::imap::start_listeners(daemon.clone(), stopped).await?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop_imap.send(true);

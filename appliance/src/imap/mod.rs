@@ -98,19 +98,29 @@ impl ImapState {
     }
 }
 
-/// Runs the IMAP listeners of the daemon's configuration until `stop` turns
-/// true, then waits for their connections to close.
-pub async fn run_listeners(daemon: Arc<crate::serve::Daemon>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Binds the IMAP listeners of the daemon's configuration (so a port in use
+/// fails start-up, not shutdown), then serves them in a task until `stop`
+/// turns true; the task ends when their connections have closed.
+pub async fn start_listeners(
+    daemon: Arc<crate::serve::Daemon>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let imap = &daemon.config.imap;
     let tls = tls::load_or_create(&daemon.data_dir, imap.tls_cert.as_deref(), imap.tls_key.as_deref())?;
     let (store, changes) = daemon.imap_parts();
     let state = Arc::new(ImapState::with_changes(store, changes, Limits::default(), Some(tls)));
-    let mut listeners = JoinSet::new();
+    let mut bound = Vec::new();
     for (addrs, kind) in [(&imap.listen, ListenerKind::Plain), (&imap.listen_tls, ListenerKind::ImplicitTls)] {
         for addr in addrs {
             let listener =
                 TcpListener::bind(addr).await.with_context(|| format!("cannot listen for IMAP on {addr}"))?;
-            tracing::info!(%addr, ?kind, "IMAP listening");
+            tracing::info!(addr = %listener.local_addr().unwrap_or(*addr), ?kind, "IMAP listening");
+            bound.push((listener, kind));
+        }
+    }
+    Ok(tokio::spawn(async move {
+        let mut listeners = JoinSet::new();
+        for (listener, kind) in bound {
             let mut stop = stop.clone();
             let shutdown = async move {
                 // Either a stop or a dropped sender ends serving.
@@ -118,11 +128,11 @@ pub async fn run_listeners(daemon: Arc<crate::serve::Daemon>, stop: watch::Recei
             };
             listeners.spawn(serve_kind(listener, state.clone(), kind, shutdown));
         }
-    }
-    while let Some(res) = listeners.join_next().await {
-        res.context("IMAP listener task failed")??;
-    }
-    Ok(())
+        while let Some(res) = listeners.join_next().await {
+            res.context("IMAP listener task failed")??;
+        }
+        Ok(())
+    }))
 }
 
 /// How connections on a listener start.

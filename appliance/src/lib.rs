@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod imap;
 pub mod lmtp;
 pub mod logging;
 pub mod mailio;

@@ -179,6 +179,13 @@ impl Daemon {
             }
         });
     }
+
+    /// The store and change feed, for the IMAP sessions: their state machine
+    /// is synchronous (sans-IO), so it writes on its blocking thread under the
+    /// store lock and publishes its effects itself.
+    pub fn imap_parts(&self) -> (Arc<Mutex<Store>>, broadcast::Sender<Arc<Effects>>) {
+        (self.store.clone(), self.changes.clone())
+    }
 }
 
 /// The committer loop: takes the first queued write, then whatever else is

@@ -91,8 +91,12 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         if args.demo {
             print_demo_help(&daemon);
         }
+        let (stop_imap, stopped) = tokio::sync::watch::channel(false);
+        let imap = crate::imap::start_listeners(daemon.clone(), stopped).await?;
         shutdown_signal().await;
         tracing::info!("shutting down");
+        let _ = stop_imap.send(true);
+        imap.await.context("IMAP listeners panicked")??;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

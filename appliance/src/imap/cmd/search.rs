@@ -1,0 +1,266 @@
+//! SEARCH and UID SEARCH (RFC 9051 6.4.4) with CHARSET UTF-8, MODSEQ (RFC
+//! 7162 3.1.5) and ESEARCH results (RFC 4731; always under IMAP4rev2).
+//! Valid when selected. Text keys match case-insensitively against decoded
+//! headers and bodies (RFC 9051 6.4.4: substring match).
+
+use std::cell::OnceCell;
+
+use chrono::NaiveDate;
+use imap_codec::imap_types::core::{AString, Charset};
+use imap_codec::imap_types::search::SearchKey;
+use roost_core::model::Flag;
+use roost_core::store::{EntryInfo, Store};
+
+use crate::imap::cmd::{CmdError, Done};
+use crate::imap::conn::{Env, ImapConn};
+use crate::imap::message;
+use crate::imap::selected::{set_contains, Selected};
+use crate::imap::wire;
+
+/// One message while it is being tested, with lazily loaded content.
+struct Candidate<'a> {
+    idx: usize,
+    entry: &'a EntryInfo,
+    raw: OnceCell<Vec<u8>>,
+    text: OnceCell<(String, String)>,
+}
+
+/// SEARCH / UID SEARCH.
+pub fn search(
+    conn: &mut ImapConn,
+    env: &mut Env<'_>,
+    tag: &str,
+    charset: Option<&Charset<'_>>,
+    criteria: &[SearchKey<'_>],
+    by_uid: bool,
+    search_return: Option<Vec<String>>,
+) -> Result<Done, CmdError> {
+    if let Some(charset) = charset {
+        let name = charset.as_ref().to_ascii_uppercase();
+        if name != "UTF-8" && name != "US-ASCII" {
+            return Err(CmdError::No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset".into()));
+        }
+    }
+    let uses_modseq = criteria.iter().any(mentions_modseq);
+    if uses_modseq {
+        conn.enabled.condstore = true;
+    }
+    let search_return = match search_return {
+        Some(r) if r.iter().any(|o| o == "SAVE") => {
+            return Err(CmdError::No("[CANNOT] not implemented yet: SEARCHRES (RETURN SAVE)".into()))
+        }
+        Some(r) if r.is_empty() => Some(vec!["ALL".to_string()]),
+        Some(r) => Some(r),
+        // RFC 9051 7.3.4: IMAP4rev2 answers SEARCH with ESEARCH.
+        None if conn.enabled.rev2 => Some(vec!["ALL".to_string()]),
+        None => None,
+    };
+    let selected = conn.selected.as_ref().ok_or_else(|| CmdError::Bad("No mailbox selected".into()))?;
+    // Message numbers past the end are a BAD (RFC 9051 9), checked once here
+    // so that matching a message is a range comparison, not a set expansion.
+    for key in criteria {
+        check_sequence_sets(selected, key)?;
+    }
+    let mut hits = Vec::new();
+    for (idx, entry) in selected.messages.iter().enumerate() {
+        let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new() };
+        let mut all = true;
+        for key in criteria {
+            if !matches(env.store, selected, &candidate, key)? {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            hits.push(idx);
+        }
+    }
+    let numbers: Vec<u32> =
+        hits.iter().map(|i| if by_uid { selected.messages[*i].uid.get() } else { *i as u32 + 1 }).collect();
+    let modseq_max = hits.iter().map(|i| selected.messages[*i].modseq.get()).max();
+    let mut line = String::new();
+    match search_return {
+        None => {
+            line.push_str("* SEARCH");
+            for n in &numbers {
+                line.push_str(&format!(" {n}"));
+            }
+            if let (true, Some(m)) = (uses_modseq, modseq_max) {
+                line.push_str(&format!(" (MODSEQ {m})"));
+            }
+        }
+        Some(options) => {
+            line.push_str(&format!("* ESEARCH (TAG \"{tag}\")"));
+            if by_uid {
+                line.push_str(" UID");
+            }
+            for option in &options {
+                match (option.as_str(), numbers.is_empty()) {
+                    ("MIN", false) => line.push_str(&format!(" MIN {}", numbers.iter().min().unwrap_or(&0))),
+                    ("MAX", false) => line.push_str(&format!(" MAX {}", numbers.iter().max().unwrap_or(&0))),
+                    ("ALL", false) => line.push_str(&format!(" ALL {}", wire::number_set(&numbers))),
+                    ("COUNT", _) => line.push_str(&format!(" COUNT {}", numbers.len())),
+                    _ => {}
+                }
+            }
+            if let (true, Some(m)) = (uses_modseq, modseq_max) {
+                line.push_str(&format!(" MODSEQ {m}"));
+            }
+        }
+    }
+    line.push_str("\r\n");
+    conn.raw(line.as_bytes());
+    if by_uid {
+        Ok(Done::ok("SEARCH completed"))
+    } else {
+        Ok(Done::ok_holding_expunges("SEARCH completed"))
+    }
+}
+
+fn check_sequence_sets(selected: &Selected, key: &SearchKey<'_>) -> Result<(), CmdError> {
+    match key {
+        SearchKey::SequenceSet(set) => selected.resolve(set, false).map(|_| ()),
+        SearchKey::And(keys) => keys.as_ref().iter().try_for_each(|k| check_sequence_sets(selected, k)),
+        SearchKey::Not(k) => check_sequence_sets(selected, k),
+        SearchKey::Or(a, b) => check_sequence_sets(selected, a).and_then(|()| check_sequence_sets(selected, b)),
+        _ => Ok(()),
+    }
+}
+
+fn mentions_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::ModSequence { .. } => true,
+        SearchKey::And(keys) => keys.as_ref().iter().any(mentions_modseq),
+        SearchKey::Not(k) => mentions_modseq(k),
+        SearchKey::Or(a, b) => mentions_modseq(a) || mentions_modseq(b),
+        _ => false,
+    }
+}
+
+fn needle(s: &AString<'_>) -> Result<String, CmdError> {
+    std::str::from_utf8(s.as_ref())
+        .map(str::to_lowercase)
+        .map_err(|_| CmdError::No("[BADCHARSET (UTF-8 US-ASCII)] Search text is not UTF-8".into()))
+}
+
+fn day(secs: i64) -> Option<NaiveDate> {
+    chrono::DateTime::from_timestamp(secs, 0).map(|d| d.date_naive())
+}
+
+fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKey<'_>) -> Result<bool, CmdError> {
+    let flag = |f: Flag| c.entry.flags.contains(&f);
+    let raw = || -> Result<&Vec<u8>, CmdError> {
+        if c.raw.get().is_none() {
+            let _ = c.raw.set(store.message(&c.entry.blob)?);
+        }
+        c.raw.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
+    };
+    let text = || -> Result<&(String, String), CmdError> {
+        if c.text.get().is_none() {
+            let _ = c.text.set(message::search_text(raw()?));
+        }
+        c.text.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
+    };
+    let header_has = |name: &str, s: &AString<'_>| -> Result<bool, CmdError> {
+        Ok(message::header_search_value(raw()?, name).contains(&needle(s)?))
+    };
+    let internal = day(c.entry.internal_date);
+    let sent = || -> Result<Option<NaiveDate>, CmdError> { Ok(message::sent_date(raw()?).and_then(day)) };
+    Ok(match key {
+        SearchKey::And(keys) => {
+            for k in keys.as_ref() {
+                if !matches(store, selected, c, k)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        SearchKey::SequenceSet(set) => set_contains(set, c.idx as u32 + 1, selected.messages.len() as u32),
+        SearchKey::Uid(set) => set_contains(set, c.entry.uid.get(), selected.uid_max().unwrap_or(0)),
+        SearchKey::All => true,
+        SearchKey::Answered => flag(Flag::answered()),
+        SearchKey::Unanswered => !flag(Flag::answered()),
+        SearchKey::Deleted => flag(Flag::deleted()),
+        SearchKey::Undeleted => !flag(Flag::deleted()),
+        SearchKey::Draft => flag(Flag::draft()),
+        SearchKey::Undraft => !flag(Flag::draft()),
+        SearchKey::Flagged => flag(Flag::flagged()),
+        SearchKey::Unflagged => !flag(Flag::flagged()),
+        SearchKey::Seen => flag(Flag::seen()),
+        SearchKey::Unseen => !flag(Flag::seen()),
+        // \Recent is not kept (RFC 9051 removed it): nothing is recent or new.
+        SearchKey::Recent | SearchKey::New => false,
+        SearchKey::Old => true,
+        SearchKey::Keyword(k) => c.entry.flags.iter().any(|f| f.as_str().eq_ignore_ascii_case(k.as_ref())),
+        SearchKey::Unkeyword(k) => !c.entry.flags.iter().any(|f| f.as_str().eq_ignore_ascii_case(k.as_ref())),
+        SearchKey::Larger(n) => c.entry.size > u64::from(*n),
+        SearchKey::Smaller(n) => c.entry.size < u64::from(*n),
+        SearchKey::Before(d) => internal.is_some_and(|i| i < *d.as_ref()),
+        SearchKey::On(d) => internal.is_some_and(|i| i == *d.as_ref()),
+        SearchKey::Since(d) => internal.is_some_and(|i| i >= *d.as_ref()),
+        SearchKey::SentBefore(d) => sent()?.is_some_and(|s| s < *d.as_ref()),
+        SearchKey::SentOn(d) => sent()?.is_some_and(|s| s == *d.as_ref()),
+        SearchKey::SentSince(d) => sent()?.is_some_and(|s| s >= *d.as_ref()),
+        SearchKey::From(s) => header_has("From", s)?,
+        SearchKey::To(s) => header_has("To", s)?,
+        SearchKey::Cc(s) => header_has("Cc", s)?,
+        SearchKey::Bcc(s) => header_has("Bcc", s)?,
+        SearchKey::Subject(s) => header_has("Subject", s)?,
+        SearchKey::Header(name, s) => {
+            let name = std::str::from_utf8(name.as_ref()).map_err(|_| CmdError::Bad("Header name not UTF-8".into()))?;
+            let value = message::header_search_value(raw()?, name);
+            // RFC 9051 6.4.4: an empty string matches every message with the field.
+            !value.is_empty() && value.contains(&needle(s)?)
+        }
+        SearchKey::Body(s) => text()?.1.contains(&needle(s)?),
+        SearchKey::Text(s) => {
+            let n = needle(s)?;
+            let (h, b) = text()?;
+            h.contains(&n) || b.contains(&n)
+        }
+        SearchKey::Not(k) => !matches(store, selected, c, k)?,
+        SearchKey::Or(a, b) => matches(store, selected, c, a)? || matches(store, selected, c, b)?,
+        SearchKey::ModSequence { modseq, .. } => c.entry.modseq.get() >= *modseq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::testing::Harness;
+
+    fn setup() -> Harness {
+        let mut h = Harness::logged_in();
+        h.append("INBOX", "From: Ann <ann@example.org>\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nDate: Mon, 2 Jan 2023 10:00:00 +0000\r\n\r\nbody one\r\n");
+        h.append("INBOX", "From: bob@example.org\r\nSubject: invoice\r\n\r\nPlease pay\r\n");
+        h.transact("s SELECT INBOX", "OK");
+        h.transact("t STORE 2 +FLAGS (\\Flagged)", "OK");
+        h
+    }
+
+    #[test]
+    fn search_keys() {
+        let mut h = setup();
+        assert!(h.transact("a SEARCH FROM ann", "OK").contains("* SEARCH 1\r\n"));
+        assert!(h.transact("b SEARCH CHARSET UTF-8 SUBJECT \"grüße\"", "OK").contains("* SEARCH 1\r\n"));
+        assert!(h.transact("c SEARCH BODY PAY", "OK").contains("* SEARCH 2\r\n"));
+        assert!(h.transact("d SEARCH OR FLAGGED TEXT \"body one\"", "OK").contains("* SEARCH 1 2\r\n"));
+        assert!(h.transact("e UID SEARCH NOT FLAGGED", "OK").contains("* SEARCH 1\r\n"));
+        assert!(h.transact("f SEARCH SENTBEFORE 3-Jan-2023", "OK").contains("* SEARCH 1\r\n"));
+        assert!(h.transact("g SEARCH 2:* UNSEEN", "OK").contains("* SEARCH 2\r\n"));
+        assert!(h.transact("h SEARCH HEADER Subject invoice", "OK").contains("* SEARCH 2\r\n"));
+        h.transact("i SEARCH CHARSET KOI8-R ALL", "NO [BADCHARSET");
+        h.transact("j SEARCH 9 ALL", "BAD");
+        h.transact("k SEARCH BOGUS", "BAD");
+    }
+
+    #[test]
+    fn esearch_and_modseq() {
+        let mut h = setup();
+        let out = h.transact("a UID SEARCH RETURN (MIN MAX COUNT ALL) ALL", "OK");
+        assert!(out.contains("* ESEARCH (TAG \"a\") UID MIN 1 MAX 17 COUNT 2 ALL 1,17\r\n"), "{out}");
+        let out = h.transact("b SEARCH RETURN () FLAGGED", "OK");
+        assert!(out.contains("* ESEARCH (TAG \"b\") ALL 2\r\n"), "{out}");
+        let out = h.transact("c SEARCH MODSEQ 1", "OK");
+        assert!(out.contains("* SEARCH 1 2 (MODSEQ "), "{out}");
+    }
+}

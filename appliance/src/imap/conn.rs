@@ -1,0 +1,475 @@
+//! One IMAP connection's protocol state, free of I/O (STYLE 7).
+//!
+//! ```text
+//!            greeting
+//!               |
+//!               v
+//!   +--> NotAuthenticated --STARTTLS--> (driver switches to TLS, input dropped)
+//!   |           |
+//!   |     LOGIN / AUTHENTICATE (flow: Authenticate until the SASL data line)
+//!   |           v
+//!   |     Authenticated <------------------+
+//!   |           |                          |
+//!   |     SELECT / EXAMINE        CLOSE / UNSELECT / failed SELECT
+//!   |           v                          |
+//!   |       Selected ----------------------+
+//!   |           |  IDLE (flow: Idle until DONE; changes pushed meanwhile)
+//!   |           v
+//!   +------ Logout (any state: LOGOUT, BYE on overflow or autologout)
+//! ```
+//!
+//! Driving contract: the driver calls [`ImapConn::handle_input`] with bytes
+//! read, [`ImapConn::handle_change`] with mailboxes other sessions changed, and
+//! then [`ImapConn::run`] with the store (behind the daemon's lock, on a
+//! blocking thread). After `run` it writes [`ImapConn::take_output`],
+//! broadcasts [`ImapConn::take_effects`], waits out [`ImapConn::hold_ms`] (a
+//! failed-login delay) and acts on [`ImapConn::transport`] (STARTTLS, close).
+//! `now_ms` passed to `run` never goes back.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::command::Command;
+use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::CommandCodec;
+use roost_core::model::{MailboxId, UserName};
+use roost_core::store::{Effects, Store};
+
+use crate::imap::access::{Access, UserSlot};
+use crate::imap::cmd::{self, CmdError, Done};
+use crate::imap::extended;
+use crate::imap::framing::{Frame, Framer};
+use crate::imap::limits::Limits;
+use crate::imap::message::SummaryCache;
+use crate::imap::selected::{ExpungePolicy, Selected, SyncOutcome};
+
+/// How the connection reached us; decides whether plaintext logins are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Cleartext; STARTTLS offered when `starttls` is set in [`ConnConfig`].
+    Plain,
+    /// Implicit TLS, or cleartext upgraded with STARTTLS.
+    Tls,
+}
+
+/// What the driver must do after `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportAction {
+    /// Keep reading and writing.
+    Continue,
+    /// Write the pending output in plaintext, then do the TLS handshake and
+    /// call [`ImapConn::handle_tls_started`].
+    StartTls,
+    /// Write the pending output uncompressed, then deflate everything after
+    /// in both directions and call [`ImapConn::handle_compression_started`].
+    Compress,
+    /// Write the pending output and close.
+    Close,
+}
+
+/// Fixed facts about a connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Bounds.
+    pub limits: Limits,
+    /// Client address (rate limits, loopback exception).
+    pub peer: IpAddr,
+    /// How the connection started.
+    pub transport: Transport,
+    /// Whether STARTTLS can be offered (a TLS config exists).
+    pub starttls: bool,
+}
+
+/// Extensions the client turned on (RFC 5161 ENABLE, RFC 7162 3.1/3.2).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Enabled {
+    /// CONDSTORE: FETCH responses carry MODSEQ.
+    pub condstore: bool,
+    /// QRESYNC: VANISHED instead of EXPUNGE.
+    pub qresync: bool,
+    /// IMAP4rev2 semantics (RFC 9051).
+    pub rev2: bool,
+    /// UTF8=ACCEPT (or rev2): mailbox names are UTF-8 on the wire.
+    pub utf8: bool,
+}
+
+/// A logged-in user. Holds the user's connection slot while the session lives.
+#[derive(Debug)]
+pub struct Session {
+    /// Who.
+    pub user: UserName,
+    _slot: UserSlot,
+}
+
+/// A multi-line exchange in progress.
+#[derive(Debug)]
+enum Flow {
+    /// IDLE: waiting for `DONE`.
+    Idle { tag: Tag<'static> },
+    /// AUTHENTICATE PLAIN without initial response: waiting for the SASL line.
+    Authenticate { tag: Tag<'static> },
+}
+
+/// Context a command runs in: the store and the clock, and shared limits.
+#[derive(Debug)]
+pub struct Env<'a> {
+    /// The device's store (the daemon's lock is held).
+    pub store: &'a mut Store,
+    /// Wall clock, ms since the epoch.
+    pub now_ms: u64,
+    /// Shared per-address and per-user bookkeeping.
+    pub access: &'a Access,
+    /// Shared ENVELOPE/BODYSTRUCTURE cache.
+    pub summaries: &'a SummaryCache,
+}
+
+/// The protocol state machine. See the module doc for the driving contract.
+#[derive(Debug)]
+pub struct ImapConn {
+    pub(crate) config: ConnConfig,
+    framer: Framer,
+    out: Vec<u8>,
+    pub(crate) transport: Transport,
+    pub(crate) session: Option<Session>,
+    pub(crate) selected: Option<Selected>,
+    pub(crate) enabled: Enabled,
+    /// COMPRESS=DEFLATE is active.
+    pub(crate) compressed: bool,
+    flow: Option<Flow>,
+    effects: Vec<Effects>,
+    action: TransportAction,
+    hold_ms: u64,
+}
+
+impl ImapConn {
+    /// A new connection; the greeting is already in the output.
+    pub fn new(config: ConnConfig) -> ImapConn {
+        config.limits.check();
+        let framer =
+            Framer::new(config.limits.line_bytes_max, config.limits.literal_bytes_max, config.limits.command_bytes_max);
+        let transport = config.transport;
+        let mut conn = ImapConn {
+            config,
+            framer,
+            out: Vec::new(),
+            transport,
+            session: None,
+            selected: None,
+            enabled: Enabled::default(),
+            compressed: false,
+            flow: None,
+            effects: Vec::new(),
+            action: TransportAction::Continue,
+            hold_ms: 0,
+        };
+        let caps = conn.capabilities();
+        conn.untagged(&format!("OK [CAPABILITY {caps}] Roost ready"));
+        conn
+    }
+
+    /// Adds bytes read from the client.
+    pub fn handle_input(&mut self, bytes: &[u8]) {
+        self.framer.handle_input(bytes);
+    }
+
+    /// Another session (or this one) committed changes to these mailboxes.
+    pub fn handle_change(&mut self, mailboxes: &BTreeSet<MailboxId>) {
+        if let Some(selected) = &mut self.selected {
+            if mailboxes.contains(&selected.info.id) {
+                selected.dirty = true;
+            }
+        }
+    }
+
+    /// Change notifications were lost (the queue overflowed): rescan.
+    pub fn handle_lagged(&mut self) {
+        if let Some(selected) = &mut self.selected {
+            selected.dirty = true;
+        }
+    }
+
+    /// The server is shutting down.
+    pub fn handle_shutdown(&mut self) {
+        self.untagged("BYE [UNAVAILABLE] Server shutting down");
+        self.action = TransportAction::Close;
+    }
+
+    /// The client stayed silent too long (autologout, RFC 9051 5.4).
+    pub fn handle_timeout(&mut self) {
+        self.untagged("BYE Autologout; idle for too long");
+        self.action = TransportAction::Close;
+    }
+
+    /// TLS is up after STARTTLS.
+    pub fn handle_tls_started(&mut self) {
+        self.transport = Transport::Tls;
+        self.action = TransportAction::Continue;
+    }
+
+    /// Deflate is running after COMPRESS.
+    pub fn handle_compression_started(&mut self) {
+        self.compressed = true;
+        self.action = TransportAction::Continue;
+    }
+
+    /// Whether the connection is in IDLE (the driver then waits for changes).
+    pub fn is_idling(&self) -> bool {
+        matches!(self.flow, Some(Flow::Idle { .. }))
+    }
+
+    /// Whether bytes are buffered that do not make a whole command yet.
+    pub fn partial_input(&self) -> bool {
+        self.framer.has_partial()
+    }
+
+    /// Whether a multi-line exchange (IDLE, AUTHENTICATE) is in progress.
+    pub fn in_flow(&self) -> bool {
+        self.flow.is_some()
+    }
+
+    /// Whether a selected mailbox has changes to announce during IDLE.
+    pub fn wants_run(&self) -> bool {
+        self.is_idling() && self.selected.as_ref().is_some_and(|s| s.dirty)
+    }
+
+    /// Bytes to write.
+    #[must_use]
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Committed changes to tell other sessions about.
+    #[must_use]
+    pub fn take_effects(&mut self) -> Vec<Effects> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Milliseconds to wait before writing the output (failed login delay).
+    #[must_use]
+    pub fn hold_ms(&mut self) -> u64 {
+        std::mem::take(&mut self.hold_ms)
+    }
+
+    /// What the driver must do with the transport.
+    pub fn transport(&self) -> TransportAction {
+        self.action
+    }
+
+    /// Runs every complete command buffered, and pushes changes while idling.
+    pub fn run(&mut self, env: &mut Env<'_>) {
+        if self.is_idling() {
+            self.sync_selected(env, ExpungePolicy::Announce);
+        }
+        while self.action == TransportAction::Continue {
+            let Some(frame) = self.framer.poll_frame() else { break };
+            match frame {
+                Frame::LiteralAccepted => self.out.extend_from_slice(b"+ Ready for literal data\r\n"),
+                Frame::LiteralRefused { head } => {
+                    let tag = extended::tag_of(&head);
+                    self.tagged(tag.as_deref(), "NO [TOOBIG] Literal too large");
+                }
+                Frame::Overflow { .. } => {
+                    self.untagged("BYE [TOOBIG] Command or literal too large");
+                    self.action = TransportAction::Close;
+                }
+                Frame::Message(bytes) => self.handle_message(env, bytes),
+            }
+        }
+    }
+
+    fn handle_message(&mut self, env: &mut Env<'_>, bytes: Vec<u8>) {
+        match self.flow.take() {
+            Some(Flow::Idle { tag }) => {
+                // RFC 2177: the only thing a client may send while idling is DONE.
+                if bytes.trim_ascii().eq_ignore_ascii_case(b"DONE") {
+                    self.sync_selected(env, ExpungePolicy::Announce);
+                    self.tagged(Some(tag.as_ref()), "OK IDLE terminated");
+                } else {
+                    self.tagged(Some(tag.as_ref()), "BAD Expected DONE; IDLE terminated");
+                }
+            }
+            Some(Flow::Authenticate { tag }) => {
+                let res = cmd::auth::sasl_line(self, env, bytes.trim_ascii());
+                self.finish(env, tag.as_ref(), res);
+            }
+            None => self.handle_command(env, &bytes),
+        }
+    }
+
+    fn handle_command(&mut self, env: &mut Env<'_>, bytes: &[u8]) {
+        let (command, extras) = match decode(bytes) {
+            Ok(decoded) => decoded,
+            Err(reason) => {
+                let tag = extended::tag_of(bytes);
+                self.tagged(tag.as_deref(), &format!("BAD {reason}"));
+                return;
+            }
+        };
+        let tag = command.tag.as_ref().to_string();
+        let res = cmd::execute(self, env, command, extras);
+        self.finish(env, &tag, res);
+    }
+
+    /// Writes the tagged reply of a command, after pending mailbox updates.
+    fn finish(&mut self, env: &mut Env<'_>, tag: &str, res: Result<Done, CmdError>) {
+        match res {
+            Ok(Done::Idle) => {
+                self.flow = Some(Flow::Idle { tag: tag_static(tag) });
+                self.sync_selected(env, ExpungePolicy::Announce);
+                self.out.extend_from_slice(b"+ idling\r\n");
+            }
+            Ok(Done::SaslContinue) => {
+                self.flow = Some(Flow::Authenticate { tag: tag_static(tag) });
+                self.out.extend_from_slice(b"+ \r\n");
+            }
+            Ok(Done::Ok { text, policy }) => {
+                self.sync_selected(env, policy);
+                self.tagged(Some(tag), &format!("OK {text}"));
+            }
+            Ok(Done::Logout) => {
+                self.untagged("BYE Roost logging out");
+                self.tagged(Some(tag), "OK LOGOUT completed");
+                self.action = TransportAction::Close;
+            }
+            Ok(Done::Compress) => {
+                self.tagged(Some(tag), "OK DEFLATE active");
+                // RFC 4978 3: the client sends nothing more until it has our
+                // OK, so anything buffered is a protocol violation: drop it.
+                self.framer.discard_input();
+                self.action = TransportAction::Compress;
+            }
+            Ok(Done::StartTls) => {
+                self.tagged(Some(tag), "OK Begin TLS negotiation now");
+                // Bytes pipelined after STARTTLS were sent in plaintext: drop them.
+                self.framer.discard_input();
+                self.action = TransportAction::StartTls;
+            }
+            Err(CmdError::Bad(text)) => self.tagged(Some(tag), &format!("BAD {text}")),
+            Err(CmdError::No(text)) => {
+                self.sync_selected(env, ExpungePolicy::Hold);
+                self.tagged(Some(tag), &format!("NO {text}"));
+            }
+            Err(CmdError::LoginFailed(text)) => {
+                self.hold_ms = self.config.limits.login_failure_delay.as_millis() as u64;
+                self.tagged(Some(tag), &format!("NO {text}"));
+            }
+            Err(CmdError::Store(e)) => {
+                tracing::error!(error = %e, "IMAP command failed in the store");
+                self.tagged(Some(tag), "NO [SERVERBUG] Internal error; the change was not made");
+            }
+        }
+    }
+
+    fn sync_selected(&mut self, env: &mut Env<'_>, policy: ExpungePolicy) {
+        let enabled = self.enabled;
+        let Some(selected) = &mut self.selected else { return };
+        match selected.sync(env.store, enabled, policy, &mut self.out) {
+            Ok(SyncOutcome::Current) => {}
+            Ok(SyncOutcome::MailboxGone) => {
+                self.selected = None;
+                self.action = TransportAction::Close;
+            }
+            Err(e) => tracing::error!(error = %e, "reading the selected mailbox failed"),
+        }
+    }
+
+    /// Writes `* <text>`.
+    pub(crate) fn untagged(&mut self, text: &str) {
+        self.out.extend_from_slice(b"* ");
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes already-formatted bytes (a response built with `wire`).
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn tagged(&mut self, tag: Option<&str>, text: &str) {
+        self.out.extend_from_slice(tag.unwrap_or("*").as_bytes());
+        self.out.push(b' ');
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Records committed changes: this session's view and other sessions.
+    pub(crate) fn committed(&mut self, effects: Effects) {
+        self.handle_change(&effects.mailboxes);
+        self.effects.push(effects);
+    }
+
+    /// Whether a plaintext password may be accepted here.
+    pub(crate) fn plaintext_login_allowed(&self) -> bool {
+        self.transport == Transport::Tls || self.config.peer.is_loopback()
+    }
+
+    pub(crate) fn log_in(&mut self, user: UserName, slot: UserSlot) {
+        self.session = Some(Session { user, _slot: slot });
+    }
+
+    /// The CAPABILITY list for the current state (RFC 9051 7.2.2).
+    pub(crate) fn capabilities(&self) -> String {
+        let mut caps = vec!["IMAP4rev1", "IMAP4rev2"];
+        if self.session.is_none() {
+            if self.transport == Transport::Plain && self.config.starttls {
+                caps.push("STARTTLS");
+            }
+            if self.plaintext_login_allowed() {
+                caps.extend(["AUTH=PLAIN", "SASL-IR"]);
+            } else {
+                caps.push("LOGINDISABLED");
+            }
+        }
+        caps.extend([
+            "LITERAL+",
+            "ENABLE",
+            "ID",
+            "IDLE",
+            "NAMESPACE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "SPECIAL-USE",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "ESEARCH",
+            "CONDSTORE",
+            "QRESYNC",
+            "STATUS=SIZE",
+            "UTF8=ACCEPT",
+        ]);
+        if !self.compressed {
+            caps.push("COMPRESS=DEFLATE");
+        }
+        caps.join(" ")
+    }
+}
+
+fn tag_static(tag: &str) -> Tag<'static> {
+    // The tag came from a parsed command, so it is valid.
+    Tag::try_from(tag.to_string()).unwrap_or_else(|_| Tag::unvalidated("x".to_string()))
+}
+
+/// Decodes a command, with our own handling of what imap-codec cannot parse
+/// (`extended`): LIST-EXTENDED options, SEARCH RETURN, CHANGEDSINCE 0.
+fn decode(bytes: &[u8]) -> Result<(Command<'static>, extended::Extras), &'static str> {
+    let (bytes, extras) = extended::extract(bytes)?;
+    match CommandCodec::default().decode(&bytes) {
+        Ok((b"", command)) => Ok((command.into_static(), extras)),
+        Ok(_) => Err("Trailing bytes after command"),
+        Err(_) => {
+            if let Some(reason) = extended::diagnose(&bytes) {
+                return Err(reason);
+            }
+            Err("Syntax error or unknown command")
+        }
+    }
+}
+
+/// The driver moves the conn to a blocking thread for each `run`.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<ImapConn>();
+};

@@ -1,0 +1,75 @@
+//! Every bound the IMAP server puts on a client, in one place (STYLE 10).
+
+use std::time::Duration;
+
+/// Bounds on what one client, one address or one user may make the server do.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest command line (the text between literals), in bytes. RFC 7162
+    /// 4 asks servers to accept at least 8192 octets; UID sets of phones that
+    /// resync a large mailbox are the longest lines we expect.
+    pub line_bytes_max: usize,
+    /// Largest literal. 50 MiB: Dovecot's and Gmail's message size limits are
+    /// around 25-35 MiB, and base64 grows a 35 MiB attachment by a third.
+    pub literal_bytes_max: usize,
+    /// Largest whole command (lines and literals): one maximal literal plus
+    /// line text around it. Keeps a client from holding more memory than that.
+    pub command_bytes_max: usize,
+    /// Time a connection may stay silent outside IDLE before autologout:
+    /// RFC 9051 5.4 says at least 30 minutes.
+    pub autologout: Duration,
+    /// Time an IDLE may last before we end it with BYE; RFC 2177 asks clients
+    /// to re-issue IDLE at least every 29 minutes, so 30 minutes catches only
+    /// dead ones.
+    pub idle_max: Duration,
+    /// Delay before answering a failed login: slows guessing over one
+    /// connection without bothering a user who mistyped (Dovecot waits ~2 s).
+    pub login_failure_delay: Duration,
+    /// Failed logins per client address within `login_failure_window` before
+    /// further attempts from it are refused outright (fail2ban's default is 5).
+    pub login_failures_max: u32,
+    /// Window for `login_failures_max`; fail2ban's default findtime is 10 minutes.
+    pub login_failure_window: Duration,
+    /// Simultaneous connections per client address. Phones open 2-5, Thunderbird
+    /// up to 5 per account (its default cache), a household behind NAT several.
+    pub connections_per_address_max: usize,
+    /// Simultaneous connections per user: Dovecot's mail_max_userip_connections
+    /// default is 10; we allow a few devices' worth more.
+    pub connections_per_user_max: usize,
+    /// Change notifications buffered per connection before it falls back to a
+    /// full mailbox rescan (it then misses nothing, only does more work).
+    pub change_queue_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let limits = Limits {
+            line_bytes_max: 64 * 1024,
+            literal_bytes_max: 50 * 1024 * 1024,
+            command_bytes_max: 50 * 1024 * 1024 + 128 * 1024,
+            autologout: Duration::from_secs(30 * 60),
+            idle_max: Duration::from_secs(30 * 60),
+            login_failure_delay: Duration::from_secs(2),
+            login_failures_max: 5,
+            login_failure_window: Duration::from_secs(10 * 60),
+            connections_per_address_max: 20,
+            connections_per_user_max: 20,
+            change_queue_len: 256,
+        };
+        limits.check();
+        limits
+    }
+}
+
+impl Limits {
+    /// Asserts the relations between the bounds the framing relies on.
+    pub fn check(&self) {
+        assert!(self.line_bytes_max < self.command_bytes_max, "line max {} >= command max", self.line_bytes_max);
+        assert!(
+            self.literal_bytes_max < self.command_bytes_max,
+            "literal max {} >= command max",
+            self.literal_bytes_max
+        );
+        assert!(0 < self.change_queue_len);
+    }
+}

@@ -1,0 +1,211 @@
+//! The selected mailbox as this session last told the client about it: the
+//! message sequence, flags and MODSEQs. `sync` compares it with the store and
+//! writes the untagged updates (EXISTS, EXPUNGE or VANISHED, FETCH FLAGS) that
+//! bring the client up to date (RFC 9051 7.4, RFC 7162 3.2.10).
+
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use roost_core::model::Uid;
+use roost_core::store::{EntryInfo, MailboxInfo, Store, StoreResult};
+
+use crate::imap::cmd::CmdError;
+use crate::imap::conn::Enabled;
+use crate::imap::wire;
+
+/// Whether expunges may be announced now. RFC 9051 7.5.1: not during FETCH,
+/// STORE, SEARCH (by sequence number), since the client could not match
+/// message numbers to its command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpungePolicy {
+    /// Announce EXPUNGE/VANISHED.
+    Announce,
+    /// Keep expunged messages in the sequence until a later command.
+    Hold,
+}
+
+/// What `sync` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The client is up to date (or expunges are held).
+    Current,
+    /// The mailbox was deleted (by another session or device): the session
+    /// cannot go on in it; `* BYE` was written.
+    MailboxGone,
+}
+
+/// See the module doc.
+#[derive(Debug)]
+pub struct Selected {
+    /// The mailbox as of SELECT (id, name, UIDVALIDITY).
+    pub info: MailboxInfo,
+    /// EXAMINE, or SELECT of a mailbox we may not change.
+    pub read_only: bool,
+    /// Messages in sequence order (UID order), as the client knows them.
+    pub messages: Vec<EntryInfo>,
+    /// HIGHESTMODSEQ the client was told about last.
+    pub highest_modseq: u64,
+    /// Set when a change may have touched the mailbox; `sync` reloads then.
+    pub dirty: bool,
+}
+
+impl Selected {
+    /// Loads the mailbox.
+    pub fn open(store: &Store, info: MailboxInfo, read_only: bool) -> StoreResult<Selected> {
+        let messages = store.entries(info.id)?;
+        let highest_modseq = info.highest_modseq;
+        Ok(Selected { info, read_only, messages, highest_modseq, dirty: false })
+    }
+
+    /// Highest UID in the mailbox.
+    pub fn uid_max(&self) -> Option<u32> {
+        self.messages.last().map(|m| m.uid.get())
+    }
+
+    /// Indices of the messages `set` names. Message numbers past the end are
+    /// an error (RFC 9051 9 seq-number); UIDs that do not exist are skipped.
+    pub fn resolve(&self, set: &SequenceSet, by_uid: bool) -> Result<Vec<usize>, CmdError> {
+        let mut out = Vec::new();
+        if by_uid {
+            let Some(uid_max) = self.uid_max() else { return Ok(out) };
+            for (idx, message) in self.messages.iter().enumerate() {
+                if set_contains(set, message.uid.get(), uid_max) {
+                    out.push(idx);
+                }
+            }
+            return Ok(out);
+        }
+        let count = self.messages.len() as u32;
+        let value = |v: &SeqOrUid| -> Result<u32, CmdError> {
+            match v {
+                SeqOrUid::Value(n) if n.get() <= count => Ok(n.get()),
+                SeqOrUid::Value(_) => Err(CmdError::Bad("Message sequence number out of range".into())),
+                SeqOrUid::Asterisk if count > 0 => Ok(count),
+                SeqOrUid::Asterisk => Err(CmdError::Bad("No messages in the mailbox".into())),
+            }
+        };
+        let mut hit = vec![false; self.messages.len()];
+        for seq in set.0.as_ref() {
+            let (lo, hi) = match seq {
+                Sequence::Single(v) => {
+                    let n = value(v)?;
+                    (n, n)
+                }
+                Sequence::Range(a, b) => min_max(value(a)?, value(b)?),
+            };
+            for n in lo..=hi {
+                hit[(n - 1) as usize] = true;
+            }
+        }
+        out.extend(hit.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i));
+        Ok(out)
+    }
+
+    /// Brings the client up to date with the store (see module doc).
+    pub fn sync(
+        &mut self,
+        store: &Store,
+        enabled: Enabled,
+        policy: ExpungePolicy,
+        out: &mut Vec<u8>,
+    ) -> StoreResult<SyncOutcome> {
+        if !self.dirty {
+            return Ok(SyncOutcome::Current);
+        }
+        let current = store.entries(self.info.id)?;
+        let info = store.mailbox_by_id(self.info.id)?;
+        let Some(info) = info else {
+            // Deleted under us (by another session or device): RFC 9051 7.1.
+            out.extend_from_slice(b"* BYE [NONEXISTENT] The selected mailbox was deleted\r\n");
+            self.dirty = false;
+            return Ok(SyncOutcome::MailboxGone);
+        };
+        let mut held = false;
+        // Expunges, highest message number first so earlier numbers stay valid.
+        let gone: Vec<usize> = (0..self.messages.len())
+            .filter(|i| current.binary_search_by_key(&self.messages[*i].uid, |m| m.uid).is_err())
+            .collect();
+        if !gone.is_empty() {
+            if policy == ExpungePolicy::Announce {
+                if enabled.qresync {
+                    let uids: Vec<u32> = gone.iter().map(|i| self.messages[*i].uid.get()).collect();
+                    out.extend_from_slice(format!("* VANISHED {}\r\n", wire::number_set(&uids)).as_bytes());
+                }
+                for i in gone.iter().rev() {
+                    if !enabled.qresync {
+                        out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                    }
+                    self.messages.remove(*i);
+                }
+            } else {
+                held = true;
+            }
+        }
+        // Flag changes of messages the client knows.
+        for (idx, message) in self.messages.iter_mut().enumerate() {
+            let Ok(pos) = current.binary_search_by_key(&message.uid, |m| m.uid) else { continue };
+            let now = &current[pos];
+            if now.flags != message.flags || now.modseq != message.modseq {
+                *message = now.clone();
+                out.extend_from_slice(&flags_fetch(idx + 1, message, enabled, true));
+            }
+        }
+        // New messages: UIDs above every UID the client has seen.
+        let uid_max = self.uid_max().unwrap_or(0);
+        let before = self.messages.len();
+        self.messages.extend(current.iter().filter(|m| m.uid.get() > uid_max).cloned());
+        if self.messages.len() != before {
+            out.extend_from_slice(format!("* {} EXISTS\r\n", self.messages.len()).as_bytes());
+        }
+        if enabled.condstore && info.highest_modseq > self.highest_modseq && !held {
+            self.highest_modseq = info.highest_modseq;
+        }
+        self.info.uid_next = info.uid_next;
+        self.dirty = held;
+        Ok(SyncOutcome::Current)
+    }
+
+    /// Position (1-based) of `uid`.
+    pub fn seq_of(&self, uid: Uid) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok().map(|i| i + 1)
+    }
+}
+
+/// Whether `set` names `n`, `*` meaning `largest`. Ranges are compared, never
+/// expanded: `1:4294967295` costs the same as `1`.
+pub fn set_contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|seq| match seq {
+        Sequence::Single(v) => value(v) == n,
+        Sequence::Range(a, b) => {
+            let (lo, hi) = min_max(value(a), value(b));
+            lo <= n && n <= hi
+        }
+    })
+}
+
+/// `* n FETCH (FLAGS (...) [UID u] [MODSEQ (m)])`.
+pub fn flags_fetch(seq: usize, message: &EntryInfo, enabled: Enabled, with_uid: bool) -> Vec<u8> {
+    let mut items = vec![format!("FLAGS ({})", flag_list(message))];
+    if with_uid || enabled.qresync {
+        items.push(format!("UID {}", message.uid.get()));
+    }
+    if enabled.condstore {
+        items.push(format!("MODSEQ ({})", message.modseq.get()));
+    }
+    format!("* {seq} FETCH ({})\r\n", items.join(" ")).into_bytes()
+}
+
+/// The message's flags, space-separated.
+pub fn flag_list(message: &EntryInfo) -> String {
+    message.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+fn min_max(a: u32, b: u32) -> (u32, u32) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}

@@ -14,3 +14,4 @@ pub mod netlab;
 pub mod serve;
 pub mod sync;
 pub mod wan;
+pub mod systemd;

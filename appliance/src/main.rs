@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use roost::cli;
 use roost::config::LogFormat;
@@ -49,6 +49,12 @@ enum Command {
     Import(cli::import::ImportArgs),
     /// Export a user's mailboxes as a Maildir++ tree or mbox files.
     Export(cli::export::ExportArgs),
+    /// Check this device: config, data dir, certificate, listeners, disk, clock, peers, backups.
+    Doctor(cli::doctor::DoctorArgs),
+    /// Print shell completions (bash, zsh or fish) to stdout.
+    Completions(cli::completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +69,9 @@ fn main() -> ExitCode {
         Command::Verify => cli::verify::run(&global),
         Command::Import(a) => cli::import::run(&global, a),
         Command::Export(a) => cli::export::run(&global, a),
+        Command::Doctor(a) => cli::doctor::run(&global, a),
+        Command::Completions(a) => cli::completions::run_completions(Args::command(), a),
+        Command::Man => cli::completions::run_man(Args::command()),
     };
     match res {
         Ok(code) => code,

@@ -212,18 +212,31 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DaemonLock> {
     Ok(DaemonLock { _file: file })
 }
 
-/// Waits for SIGINT or SIGTERM.
+/// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload roost`) is answered
+/// here and does not stop the daemon: its default action would kill it.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
+    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        _ => {
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => reload(),
+        }
     }
+}
+
+/// What SIGHUP re-reads. TLS certificates belong here once IMAP serves TLS;
+/// until then there is nothing to re-read, and the log says so rather than
+/// pretending.
+fn reload() {
+    crate::systemd::notify_reloading();
+    tracing::info!("SIGHUP: nothing to reload in this build (TLS certificates are re-read here once IMAP serves TLS)");
+    crate::systemd::notify_ready();
 }

@@ -3,6 +3,8 @@
 
 pub mod export;
 pub mod import;
+pub mod completions;
+pub mod doctor;
 pub mod init;
 pub mod pair;
 pub mod serve;

@@ -13,5 +13,5 @@ pub mod mailio;
 pub mod netlab;
 pub mod serve;
 pub mod sync;
-pub mod wan;
 pub mod systemd;
+pub mod wan;

@@ -36,11 +36,12 @@ impl Device {
         let data_dir = tmp.path().join("data");
         let config = tmp.path().join("roost.toml");
         let [imap, imaps, lmtp] = [free_port(), free_port(), free_port()];
+        let sync = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         fs::write(
             &config,
             format!(
                 "[imap]\nlisten = [\"127.0.0.1:{imap}\"]\nlisten_tls = [\"127.0.0.1:{imaps}\"]\n\
-                 [lmtp]\nlisten = [\"127.0.0.1:{lmtp}\"]\n"
+                 [lmtp]\nlisten = [\"127.0.0.1:{lmtp}\"]\n[sync]\nlisten = [\"127.0.0.1:{sync}\"]\n"
             ),
         )
         .unwrap();
@@ -160,7 +161,8 @@ fn healthy_device_passes() {
         line(&report, "peer clock skew").starts_with("n/a   peer clock skew  not applicable: no paired devices"),
         "{report}"
     );
-    assert!(line(&report, "peers and lag").contains("not applicable: no paired devices"), "{report}");
+    assert!(line(&report, "peer").contains("not applicable: no paired devices"), "{report}");
+    assert!(line(&report, "sync listener").starts_with("ok"), "{report}");
     assert!(line(&report, "backup age").contains("not applicable: no backups configured"), "{report}");
 }
 
@@ -170,7 +172,7 @@ fn stopped_daemon_fails() {
     let device = Device::new();
     let (passed, report) = device.doctor();
     assert!(!passed, "{report}");
-    assert_eq!(failed_checks(&report), ["daemon"], "{report}");
+    assert_eq!(failed_checks(&report), ["daemon", "sync listener"], "{report}");
     assert!(report.contains("fix: systemctl start roost"), "{report}");
 }
 

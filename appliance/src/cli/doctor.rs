@@ -2,8 +2,9 @@
 //! prints one line (`ok`, `warn`, `FAIL`, `n/a`, `skip`) and, when something is
 //! wrong, a `fix:` line saying what to do. Exits 1 if any check failed.
 //!
-//! Doctor only reads: it never opens the store (opening applies migrations),
-//! and its one write is a probe file it removes again. Checks that cannot run
+//! Doctor only reads: it opens the store only to read the peer records, and
+//! only as the data dir's owner (as root it could leave root-owned SQLite
+//! files behind); its one write is a probe file it removes again. Checks that cannot run
 //! in this build say why (`skip`: not built yet; `n/a`: nothing to check, such
 //! as peers on a device with no paired devices), never `ok`.
 
@@ -18,9 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
+use roost_core::log::VersionVector;
+use roost_core::store::peers::Peer;
 use roost_core::store::DB_FILE;
 
-use crate::cli::Global;
+use crate::cli::{open_store, Global};
 use crate::config::{self, Config, LogFormat};
 use crate::device;
 use crate::serve::LOCK_FILE;
@@ -52,6 +55,14 @@ const CERT_EXPIRY_WARN_DAYS: i64 = 14;
 /// was written) is certainly wrong: a Raspberry Pi has no real-time clock and
 /// starts in the past until NTP answers.
 const CLOCK_FLOOR_UNIX_S: i64 = 1_767_225_600;
+
+/// A peer silent this long while it lacks our events is failing to sync:
+/// the sync layer redials within a minute (its backoff maximum), so an hour
+/// is many failed attempts.
+const PEER_SILENT_FAIL_MS: u64 = 60 * 60 * 1000;
+/// Replication lag above this is worth a warning: DESIGN.md aims for one
+/// network trip, and even a slow relay is well under a minute.
+const PEER_LAG_WARN_MS: u64 = 60 * 1000;
 
 /// How long to wait for a listener to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -147,6 +158,7 @@ pub fn run_checks(global: &Global) -> Vec<Check> {
     let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let mut checks = Vec::new();
     let (config, config_check) = check_config(global.config.as_deref());
+    let config_ok = config_check.status != Status::Fail;
     checks.push(config_check);
     let data_dir = match config::data_dir(global.data_dir.as_deref(), &config) {
         Ok(dir) => dir,
@@ -157,13 +169,19 @@ pub fn run_checks(global: &Global) -> Vec<Check> {
     };
     checks.extend(check_data_dir(&data_dir));
     checks.push(check_daemon(&data_dir));
-    checks.extend(check_listeners(&config));
-    checks.push(check_certificate(&config, &data_dir, now_s));
+    if config_ok {
+        checks.extend(check_listeners(&config));
+        checks.push(check_certificate(&config, &data_dir, now_s));
+    } else {
+        // The defaults are not what the daemon was told to use.
+        checks.push(Check::not_checked("listeners", "the config is invalid"));
+        checks.push(Check::not_checked("certificate", "the config is invalid"));
+    }
     checks.push(check_disk(&data_dir));
     checks.push(check_clock(now_s));
     let peers = paired_peers(&data_dir);
     checks.push(check_peer_clock_skew(&peers));
-    checks.push(check_peers_reachable(&peers));
+    checks.extend(check_peers(&peers, crate::cli::now_ms()));
     checks.push(check_backup_age(&configured_backups(&data_dir)));
     checks
 }
@@ -360,7 +378,27 @@ fn check_listeners(config: &Config) -> Vec<Check> {
         }
         checks.extend(addrs.iter().map(|addr| check_listener(name, *addr)));
     }
+    checks.extend(config.sync.listen.iter().map(|addr| check_sync_listener(*addr)));
     checks
+}
+
+/// The sync endpoint is QUIC over UDP, which cannot be probed by connecting
+/// without speaking QUIC; instead, binding the same address must fail
+/// because the daemon holds it.
+fn check_sync_listener(addr: SocketAddr) -> Check {
+    const NAME: &str = "sync listener";
+    if addr.port() == 0 {
+        return Check::not_checked(NAME, format!("{addr} asks for a random port, which peers cannot be told"));
+    }
+    match std::net::UdpSocket::bind(addr) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Check::ok(NAME, format!("udp {addr} is bound")),
+        Err(e) => Check::fail(NAME, format!("cannot probe udp {addr}: {e}"), "check [sync] listen in the config"),
+        Ok(_) => Check::fail(
+            NAME,
+            format!("nothing is bound to udp {addr}: other devices cannot reach this one"),
+            "is the daemon running (`systemctl status roost`, `journalctl -u roost`)?",
+        ),
+    }
 }
 
 fn check_listener(name: &'static str, addr: SocketAddr) -> Check {
@@ -522,33 +560,98 @@ fn check_clock(now_s: i64) -> Check {
     Check::ok(NAME, format!("system clock says {} UTC", date(now_s)))
 }
 
-/// What doctor knows about the devices this one syncs with. Pairing (`roost
-/// pair`) is not built yet, so there is nothing to read. When it lands, this
-/// gains a variant holding the paired devices read from the store (last
-/// contact, HLC offset, events not yet acknowledged), and the two peer checks
-/// compute skew, reachability and lag from it.
+/// What doctor knows about the devices this one syncs with, from the peer
+/// records the sync layer keeps in the store.
 #[derive(Debug)]
 enum Peers {
-    PairingNotBuilt,
+    /// The store could not be read (see the detail); the peer checks say so.
+    Unreadable(String),
+    /// Active (paired, not removed) peers, and this device's version vector.
+    Known { peers: Vec<Peer>, local_vv: VersionVector },
 }
 
-fn paired_peers(_data_dir: &Path) -> Peers {
-    Peers::PairingNotBuilt
+/// Reads the peers. Only as the data dir's owner: opening the store as root
+/// could create root-owned WAL files the daemon then cannot write.
+fn paired_peers(data_dir: &Path) -> Peers {
+    let owner = fs::metadata(data_dir).map(|meta| meta.uid()).ok();
+    let euid = effective_uid();
+    if owner.is_none() || euid != owner {
+        let owner_name = owner.map_or_else(|| "its owner".to_owned(), user_name);
+        return Peers::Unreadable(format!(
+            "the peer records are read as the data dir's owner only: run `sudo -u {owner_name} roost doctor`"
+        ));
+    }
+    let res = open_store(data_dir).and_then(|store| {
+        let peers: Vec<Peer> = store.peers()?.into_iter().filter(|peer| peer.removed_ms.is_none()).collect();
+        let local_vv = store.version_vector()?;
+        Ok(Peers::Known { peers, local_vv })
+    });
+    res.unwrap_or_else(|e| Peers::Unreadable(format!("cannot read the peer records: {e:#}")))
 }
 
 fn check_peer_clock_skew(peers: &Peers) -> Check {
+    const NAME: &str = "peer clock skew";
     match peers {
-        Peers::PairingNotBuilt => {
-            Check::not_applicable("peer clock skew", "no paired devices (pairing is not built yet)")
-        }
+        Peers::Unreadable(why) => Check::not_checked(NAME, why),
+        Peers::Known { peers, .. } if peers.is_empty() => Check::not_applicable(NAME, "no paired devices"),
+        // todo: the sync Hello carries no wall clock yet, so there is nothing
+        // to compare; HLCs keep merges correct under skew meanwhile.
+        Peers::Known { peers, .. } => Check::not_checked(
+            NAME,
+            format!("{} paired device(s), but the sync layer does not record peer clocks yet", peers.len()),
+        ),
     }
 }
 
-fn check_peers_reachable(peers: &Peers) -> Check {
+/// One line per paired device: when the sync layer last heard from it, how
+/// many of our events it still lacks, and the last measured lag.
+fn check_peers(peers: &Peers, now_ms: u64) -> Vec<Check> {
+    const NAME: &str = "peer";
     match peers {
-        Peers::PairingNotBuilt => {
-            Check::not_applicable("peers and lag", "no paired devices (pairing is not built yet)")
-        }
+        Peers::Unreadable(why) => vec![Check::not_checked(NAME, why)],
+        Peers::Known { peers, .. } if peers.is_empty() => vec![Check::not_applicable(NAME, "no paired devices")],
+        Peers::Known { peers, local_vv } => peers.iter().map(|peer| judge_peer(peer, local_vv, now_ms)).collect(),
+    }
+}
+
+fn judge_peer(peer: &Peer, local_vv: &VersionVector, now_ms: u64) -> Check {
+    const NAME: &str = "peer";
+    let who = format!("{} {} ({})", peer.name, peer.device_id.short(), peer.addrs.join(", "));
+    let n_lacking: u64 = local_vv.iter().map(|(origin, seq)| seq.saturating_sub(peer.stats.acked.get(origin))).sum();
+    let fix = "check that the other device runs (`roost doctor` there), that UDP reaches its sync port \
+               (a router's port forward, [sync] advertise), or configure a relay (docs/second-location.md)";
+    let Some(last_seen_ms) = peer.stats.last_seen_ms else {
+        return Check::fail(NAME, format!("{who}: never connected since pairing"), fix);
+    };
+    let silent_ms = now_ms.saturating_sub(last_seen_ms);
+    let seen = format!("last heard {} ago", duration(silent_ms));
+    // A quiet link sends nothing, so silence alone is no fault; silence while
+    // it lacks our events means replication is stuck.
+    if silent_ms > PEER_SILENT_FAIL_MS && n_lacking > 0 {
+        return Check::fail(NAME, format!("{who}: {seen} and it lacks {n_lacking} of our events"), fix);
+    }
+    match peer.stats.lag_ms {
+        Some(lag_ms) if lag_ms > PEER_LAG_WARN_MS => Check::warn(
+            NAME,
+            format!("{who}: {seen}; replication lag {lag_ms} ms"),
+            "a slow or lossy link; a direct connection (port forward) is faster than a relay",
+        ),
+        lag_ms => Check::ok(
+            NAME,
+            format!(
+                "{who}: {seen}; it lacks {n_lacking} events; lag {}",
+                lag_ms.map_or("not measured yet".to_owned(), |ms| format!("{ms} ms"))
+            ),
+        ),
+    }
+}
+
+fn duration(ms: u64) -> String {
+    match ms / 1000 {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 2 * 86_400 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
     }
 }
 
@@ -661,6 +764,51 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), listener.local_addr().unwrap().port());
         assert_eq!(check_listener("imap listener", open).status, Status::Ok);
+    }
+
+    fn peer(last_seen_ms: Option<u64>, acked: u64, lag_ms: Option<u64>) -> Peer {
+        let mut stats = roost_core::store::peers::PeerStats { last_seen_ms, lag_ms, ..Default::default() };
+        stats.acked.set(roost_core::model::DeviceId::from_bytes([1; 32]), acked);
+        Peer {
+            device_id: roost_core::model::DeviceId::from_bytes([2; 32]),
+            name: "attic".into(),
+            addrs: vec!["192.0.2.7:7947".into()],
+            slot: roost_core::model::DeviceSlot::new(1).unwrap(),
+            paired_ms: 0,
+            removed_ms: None,
+            stats,
+        }
+    }
+
+    // A peer is judged from the sync layer's records: never connected fails;
+    // silent for over an hour while lacking our events fails; silent with
+    // nothing to send is fine; a slow link warns.
+    #[test]
+    fn peer_judgement() {
+        let now_ms = NOW_S as u64 * 1000;
+        let mut local_vv = VersionVector::new();
+        local_vv.set(roost_core::model::DeviceId::from_bytes([1; 32]), 10);
+        let judge = |p: Peer| judge_peer(&p, &local_vv, now_ms);
+        let never = judge(peer(None, 0, None));
+        assert_eq!(never.status, Status::Fail);
+        assert!(never.detail.contains("attic"), "{}", never.detail);
+        assert!(never.detail.contains("never connected"), "{}", never.detail);
+        let stuck = judge(peer(Some(now_ms - 2 * 3_600_000), 4, None));
+        assert_eq!(stuck.status, Status::Fail);
+        assert!(stuck.detail.contains("last heard 2 h ago and it lacks 6 of our events"), "{}", stuck.detail);
+        assert_eq!(judge(peer(Some(now_ms - 2 * 3_600_000), 10, Some(40))).status, Status::Ok);
+        assert_eq!(judge(peer(Some(now_ms - 1_000), 4, Some(40))).status, Status::Ok);
+        assert_eq!(judge(peer(Some(now_ms - 1_000), 10, Some(90_000))).status, Status::Warn);
+    }
+
+    // Nothing bound: fail; bound by someone (here, the test): ok.
+    #[test]
+    fn sync_listener_probe() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        assert_eq!(check_sync_listener(addr).status, Status::Ok);
+        drop(socket);
+        assert_eq!(check_sync_listener(addr).status, Status::Fail);
     }
 
     #[test]

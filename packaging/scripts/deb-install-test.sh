@@ -74,27 +74,40 @@ exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
 as_roost() { runuser -u roost -- "$@"; }
 roost_cmd() { as_roost /usr/bin/roost --config /etc/roost/roost.toml "$@"; }
 daemon_pid=""
+notify_sock=/run/roost-deb-install-test.notify
 start_daemon() {
   step "starting ExecStart by hand as roost: $exec_start"
-  # The unit's cwd is /; its NOTIFY_SOCKET is absent here, so readiness is a
-  # no-op and we poll the data dir lock instead.
+  # Readiness the way systemd sees it (Type=notify): a datagram socket of our
+  # own as NOTIFY_SOCKET, and wait for READY=1.
+  rm -f "$notify_sock"
+  python3 - "$notify_sock" >"$work/notify.log" 2>&1 <<'EOF_PY' &
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+s.settimeout(30)
+while b"READY=1" not in s.recv(4096):
+    pass
+print("READY=1")
+EOF_PY
+  local listener=$!
+  for _ in $(seq 1 50); do [ -S "$notify_sock" ] && break; sleep 0.1; done
   # setpriv execs in place (runuser forks and would be the pid we signal).
-  (cd / && exec setpriv --reuid=roost --regid=roost --init-groups -- $exec_start) >"$work/daemon.log" 2>&1 &
+  (cd / && NOTIFY_SOCKET="$notify_sock" exec setpriv --reuid=roost --regid=roost --init-groups -- $exec_start) \
+    >"$work/daemon.log" 2>&1 &
   daemon_pid=$!
-  for _ in $(seq 1 100); do
-    grep -q "roost serving" "$work/daemon.log" && return 0
-    kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/daemon.log"; fail "the daemon exited at start"; }
-    sleep 0.1
-  done
-  cat "$work/daemon.log"
-  fail "the daemon did not report serving within 10 s"
+  if ! wait "$listener"; then
+    cat "$work/daemon.log"
+    fail "the daemon did not send READY=1 within 30 s"
+  fi
+  kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/daemon.log"; fail "the daemon exited after READY=1"; }
 }
 stop_daemon() {
   kill -TERM "$daemon_pid"
   wait "$daemon_pid" || { cat "$work/daemon.log"; fail "the daemon exited non-zero on SIGTERM"; }
   daemon_pid=""
 }
-trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; true' EXIT
+trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; rm -f "$notify_sock"; true' EXIT
 
 check_imap() {
   local addr port
@@ -120,6 +133,12 @@ EOF
 }
 
 t=$SECONDS
+# The packaged sync port 7947 may be taken on a shared build machine; the
+# last table of the packaged config is [sync], so this admin-style edit moves
+# it to a free port (and the upgrade below must keep the edit).
+tail -n 20 /etc/roost/roost.toml | grep -q '^\[sync\]$' || fail "[sync] is no longer the last table of roost.toml"
+sync_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])')
+echo "listen = [\"0.0.0.0:$sync_port\"]" >>/etc/roost/roost.toml
 start_daemon
 step "roost doctor on the running packaged service"
 roost_cmd doctor || fail "doctor finds problems on a fresh install"
@@ -151,6 +170,7 @@ version_after=$(db_version)
 python3 -c 'import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute("SELECT note FROM packaging_upgrade_probe").fetchone(); sys.exit(0 if r else 1)' \
   /var/lib/roost/roost.db || fail "the test migration's row is missing"
 grep -q "# edited by the admin" /etc/roost/roost.toml || fail "the upgrade replaced the edited conffile"
+grep -q "0.0.0.0:$sync_port" /etc/roost/roost.toml || fail "the upgrade lost the admin's [sync] listen edit"
 [ "$(stat -c '%U' /var/lib/roost/roost.db)" = roost ] || fail "the upgrade left roost.db owned by $(stat -c '%U' /var/lib/roost/roost.db)"
 roost_cmd user list | grep -q '^alice' || fail "user alice is gone after the upgrade"
 roost_cmd status | grep -v '^storage' >"$work/status-after"

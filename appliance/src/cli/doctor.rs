@@ -168,9 +168,11 @@ pub fn run_checks(global: &Global) -> Vec<Check> {
         }
     };
     checks.extend(check_data_dir(&data_dir));
-    checks.push(check_daemon(&data_dir));
+    let daemon = check_daemon(&data_dir);
+    let daemon_running = daemon.status == Status::Ok;
+    checks.push(daemon);
     if config_ok {
-        checks.extend(check_listeners(&config));
+        checks.extend(check_listeners(&config, daemon_running));
         checks.push(check_certificate(&config, &data_dir, now_s));
     } else {
         // The defaults are not what the daemon was told to use.
@@ -360,7 +362,7 @@ fn check_daemon(dir: &Path) -> Check {
 }
 
 /// Connects to every configured listener that this build serves.
-fn check_listeners(config: &Config) -> Vec<Check> {
+fn check_listeners(config: &Config, daemon_running: bool) -> Vec<Check> {
     let groups: [(&'static str, bool, &[SocketAddr]); 3] = [
         ("imap listener", IMAP_SERVED, &config.imap.listen),
         ("imaps listener", IMAP_SERVED, &config.imap.listen_tls),
@@ -378,20 +380,28 @@ fn check_listeners(config: &Config) -> Vec<Check> {
         }
         checks.extend(addrs.iter().map(|addr| check_listener(name, *addr)));
     }
-    checks.extend(config.sync.listen.iter().map(|addr| check_sync_listener(*addr)));
+    checks.extend(config.sync.listen.iter().map(|addr| check_sync_listener(*addr, daemon_running)));
     checks
 }
 
 /// The sync endpoint is QUIC over UDP, which cannot be probed by connecting
 /// without speaking QUIC; instead, binding the same address must fail
-/// because the daemon holds it.
-fn check_sync_listener(addr: SocketAddr) -> Check {
+/// because the daemon holds it. With no daemon running, a bound port means
+/// another process took it, and the daemon will fail to start.
+fn check_sync_listener(addr: SocketAddr, daemon_running: bool) -> Check {
     const NAME: &str = "sync listener";
     if addr.port() == 0 {
         return Check::not_checked(NAME, format!("{addr} asks for a random port, which peers cannot be told"));
     }
     match std::net::UdpSocket::bind(addr) {
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Check::ok(NAME, format!("udp {addr} is bound")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && daemon_running => {
+            Check::ok(NAME, format!("udp {addr} is bound"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Check::fail(
+            NAME,
+            format!("udp {addr} is held by another process, and `roost serve` is not running"),
+            "find it with `ss -ulpn`, or move [sync] listen to a free port",
+        ),
         Err(e) => Check::fail(NAME, format!("cannot probe udp {addr}: {e}"), "check [sync] listen in the config"),
         Ok(_) => Check::fail(
             NAME,
@@ -801,14 +811,18 @@ mod tests {
         assert_eq!(judge(peer(Some(now_ms - 1_000), 10, Some(90_000))).status, Status::Warn);
     }
 
-    // Nothing bound: fail; bound by someone (here, the test): ok.
+    // Bound while the daemon runs: ok; bound with no daemon: someone else has
+    // it; nothing bound: fail.
     #[test]
     fn sync_listener_probe() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = socket.local_addr().unwrap();
-        assert_eq!(check_sync_listener(addr).status, Status::Ok);
+        assert_eq!(check_sync_listener(addr, true).status, Status::Ok);
+        let taken = check_sync_listener(addr, false);
+        assert_eq!(taken.status, Status::Fail);
+        assert!(taken.detail.contains("held by another process"), "{}", taken.detail);
         drop(socket);
-        assert_eq!(check_sync_listener(addr).status, Status::Fail);
+        assert_eq!(check_sync_listener(addr, true).status, Status::Fail);
     }
 
     #[test]

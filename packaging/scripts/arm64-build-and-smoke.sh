@@ -41,7 +41,10 @@ qemu=(qemu-aarch64-static -L /usr/aarch64-linux-gnu)
 smoke=$(mktemp -d)
 trap 'rm -rf "$smoke"' EXIT
 run() { "${qemu[@]}" "$bin" --data-dir "$smoke/data" --config "$smoke/roost.toml" "$@"; }
-cp packaging/roost.toml "$smoke/roost.toml"
+# Free ports: a build machine may already run something on Roost's defaults.
+free() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_$1); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+printf '[imap]\nlisten = ["127.0.0.1:%s"]\nlisten_tls = ["127.0.0.1:%s"]\n[lmtp]\nlisten = ["127.0.0.1:%s"]\n[sync]\nlisten = ["127.0.0.1:%s"]\n' \
+  "$(free STREAM)" "$(free STREAM)" "$(free STREAM)" "$(free DGRAM)" >"$smoke/roost.toml"
 
 "${qemu[@]}" "$bin" --version
 run init
@@ -56,9 +59,9 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 grep -q "roost serving" "$smoke/serve.log" || { cat "$smoke/serve.log"; echo "arm64: serve not up in 30 s" >&2; exit 1; }
-run doctor
+run doctor || { cat "$smoke/serve.log"; echo "arm64: doctor found problems" >&2; exit 1; }
 kill -TERM "$pid"
-wait "$pid"
+wait "$pid" || { rc=$?; cat "$smoke/serve.log"; echo "arm64: serve exited $rc on SIGTERM" >&2; exit 1; }
 smoke_s=$((SECONDS - t))
 
 echo "arm64: ok: $deb"

@@ -51,14 +51,21 @@ run init
 echo "a fine passphrase" | run user add alice --password-stdin
 run status
 run verify
-run serve >"$smoke/serve.log" 2>&1 &
+# Wait for READY=1 on a notify socket of our own, as systemd would: the
+# SIGTERM handler is installed only then, and qemu makes start-up slow.
+python3 - "$smoke/notify" >"$smoke/notify.log" 2>&1 <<'EOF_PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(60)
+while b"READY=1" not in s.recv(4096):
+    pass
+EOF_PY
+listener=$!
+for _ in $(seq 1 50); do [ -S "$smoke/notify" ] && break; sleep 0.1; done
+NOTIFY_SOCKET="$smoke/notify" run serve >"$smoke/serve.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 300); do
-  grep -q "roost serving" "$smoke/serve.log" && break
-  kill -0 "$pid" 2>/dev/null || { cat "$smoke/serve.log"; echo "arm64: serve exited" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q "roost serving" "$smoke/serve.log" || { cat "$smoke/serve.log"; echo "arm64: serve not up in 30 s" >&2; exit 1; }
+wait "$listener" || { cat "$smoke/serve.log"; echo "arm64: serve sent no READY=1 within 60 s" >&2; exit 1; }
 run doctor || { cat "$smoke/serve.log"; echo "arm64: doctor found problems" >&2; exit 1; }
 kill -TERM "$pid"
 wait "$pid" || { rc=$?; cat "$smoke/serve.log"; echo "arm64: serve exited $rc on SIGTERM" >&2; exit 1; }

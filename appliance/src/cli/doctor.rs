@@ -36,16 +36,18 @@ pub const TLS_CERT_PATH: &str = "tls/cert.pem";
 /// its branch; its merge sets this to `true`, which turns the listener and
 /// certificate checks from `skip` into real checks.
 const IMAP_SERVED: bool = false;
-/// Whether `roost serve` in this build binds the LMTP listeners (branch `lmtp`).
-const LMTP_SERVED: bool = false;
+/// Whether `roost serve` in this build binds the LMTP listeners (it does
+/// since the LMTP merge: `lmtp::spawn_listeners` runs before READY=1).
+const LMTP_SERVED: bool = true;
 
 /// Below this much free space the device fails: one maximum-size delivery
 /// (50 MiB by default) needs its temp file and blob, plus SQLite's WAL.
 const DISK_FREE_FAIL_BYTES: u64 = 128 * 1024 * 1024;
 /// Below this much free space doctor warns, while there is still time to act.
 const DISK_FREE_WARN_BYTES: u64 = 1024 * 1024 * 1024;
-/// Also fail below this percentage free: filesystems reserve and fragment.
-const DISK_FREE_FAIL_PERCENT: u64 = 2;
+/// Also warn below this percentage free: filesystems slow down when nearly
+/// full. Only a warning: 2 % of a large disk is still gigabytes of mail.
+const DISK_FREE_WARN_PERCENT: u64 = 5;
 
 /// A certificate expiring within this many days is a warning: ACME renews at
 /// 30 days left, so 14 means renewal has been failing for two weeks.
@@ -547,10 +549,10 @@ fn check_disk(dir: &Path) -> Check {
     let hint = "free space there (old backups, logs: `journalctl --vacuum-size=100M`), or move data_dir to a \
                 bigger disk";
     let percent_free = available.saturating_mul(100).checked_div(total).unwrap_or(0);
-    if available < DISK_FREE_FAIL_BYTES || percent_free < DISK_FREE_FAIL_PERCENT {
+    if available < DISK_FREE_FAIL_BYTES {
         return Check::fail(NAME, format!("nearly full: {shown}"), hint);
     }
-    if available < DISK_FREE_WARN_BYTES {
+    if available < DISK_FREE_WARN_BYTES || percent_free < DISK_FREE_WARN_PERCENT {
         return Check::warn(NAME, format!("getting full: {shown}"), hint);
     }
     Check::ok(NAME, shown)

@@ -1,10 +1,10 @@
 //! Subcommands, one file each. Each `run` returns the process exit code or an
 //! error that `main` prints as `roost: <context>: <cause>`.
 
-pub mod export;
-pub mod import;
 pub mod completions;
 pub mod doctor;
+pub mod export;
+pub mod import;
 pub mod init;
 pub mod pair;
 pub mod serve;

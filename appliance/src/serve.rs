@@ -214,20 +214,26 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DaemonLock> {
 
 /// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload roost`) is answered
 /// here and does not stop the daemon: its default action would kill it.
-pub async fn shutdown_signal() {
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-        (Ok(term), Ok(hup)) => (term, hup),
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => reload(),
+    // Handlers are registered here, when called, not at the first poll: the
+    // caller calls this before READY=1, so a `systemctl stop` right after
+    // start is a clean shutdown, not death by SIGTERM's default action.
+    let streams = (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt()));
+    async move {
+        let (mut term, mut hup, mut int) = match streams {
+            (Ok(term), Ok(hup), Ok(int)) => (term, hup, int),
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => reload(),
+            }
         }
     }
 }

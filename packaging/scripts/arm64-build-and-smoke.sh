@@ -63,7 +63,10 @@ while b"READY=1" not in s.recv(4096):
 EOF_PY
 listener=$!
 for _ in $(seq 1 50); do [ -S "$smoke/notify" ] && break; sleep 0.1; done
-NOTIFY_SOCKET="$smoke/notify" run serve >"$smoke/serve.log" 2>&1 &
+# Not through `run`: a backgrounded shell function is a subshell, and $! would
+# be that subshell, leaving qemu running after our SIGTERM.
+NOTIFY_SOCKET="$smoke/notify" "${qemu[@]}" "$bin" --data-dir "$smoke/data" --config "$smoke/roost.toml" serve \
+  >"$smoke/serve.log" 2>&1 &
 pid=$!
 wait "$listener" || { cat "$smoke/serve.log"; echo "arm64: serve sent no READY=1 within 60 s" >&2; exit 1; }
 run doctor || { cat "$smoke/serve.log"; echo "arm64: doctor found problems" >&2; exit 1; }

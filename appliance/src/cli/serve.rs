@@ -91,9 +91,11 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         if args.demo {
             print_demo_help(&daemon);
         }
-        // Every listener must be bound before this line (systemd Type=notify).
+        let shutdown = shutdown_signal();
+        // Every listener must be bound, and the signal handlers registered,
+        // before this line (systemd Type=notify).
         crate::systemd::notify_ready();
-        shutdown_signal().await;
+        shutdown.await;
         crate::systemd::notify_stopping();
         tracing::info!("shutting down");
         Ok::<_, anyhow::Error>(())

@@ -8,6 +8,9 @@ cd "$(dirname "$0")"
 # Real peers the tests talk to: Postfix (LMTP end-to-end), isync/mbsync (IMAP
 # client), python3 (imaplib/smtplib sessions).
 packages=(postfix isync python3 ca-certificates iproute2)
+# Packaging test (below): dpkg-shlibdeps for cargo-deb, systemd-analyze, man,
+# adduser for the package's postinst.
+packages+=(dpkg-dev systemd man-db adduser)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -32,4 +35,22 @@ cargo clippy --workspace --all-targets -- -D warnings
 export ROOST_REQUIRE_POSTFIX=1
 # The WAN test runs devices in network namespaces (CI is root).
 export ROOST_REQUIRE_NETNS=1
+# The doctor tests that mount a tmpfs must not skip when we can run them.
+if [ "$(id -u)" = 0 ]; then export ROOST_REQUIRE_ROOT=1; fi
 cargo test --workspace
+
+# --- Packaging (issue 10) ---------------------------------------------------
+# Builds the .deb from the debug build above and installs, upgrades (one more
+# migration), removes and purges it: packaging/scripts/deb-install-test.sh.
+# About a minute, plus about two to install cargo-deb on a fresh machine. The
+# release (LTO) and arm64 packages are built by
+# packaging/scripts/arm64-build-and-smoke.sh before a release, not here.
+if [ "$(id -u)" = 0 ]; then
+  cargo_deb_version=3.8.0
+  if ! cargo deb --version 2>/dev/null | grep -q "$cargo_deb_version"; then
+    cargo install cargo-deb --version "$cargo_deb_version" --locked
+  fi
+  packaging/scripts/deb-install-test.sh
+else
+  echo "test.sh: not root, skipping the .deb install test (packaging/scripts/deb-install-test.sh)" >&2
+fi

@@ -137,14 +137,20 @@ impl Config {
     }
 }
 
+/// The packaged service's config file (the .deb installs it as a conffile).
+pub const SYSTEM_CONFIG: &str = "/etc/roost/roost.toml";
+
 /// The config file to read: `--config`, else the per-user default if it
-/// exists, else none.
+/// exists, else the packaged `/etc/roost/roost.toml` if it exists (so admin
+/// commands such as `sudo -u roost roost user add` act on the service's data
+/// dir), else none.
 pub fn config_path(cli: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = cli {
         return Some(path.to_path_buf());
     }
-    let default = directories::ProjectDirs::from("", "", "roost")?.config_dir().join("roost.toml");
-    default.exists().then_some(default)
+    let user = directories::ProjectDirs::from("", "", "roost").map(|dirs| dirs.config_dir().join("roost.toml"));
+    let system = PathBuf::from(SYSTEM_CONFIG);
+    user.into_iter().chain([system]).find(|path| path.exists())
 }
 
 /// The data directory: `--data-dir`, else the config's `data_dir`, else the

@@ -14,4 +14,5 @@ pub mod mailio;
 pub mod netlab;
 pub mod serve;
 pub mod sync;
+pub mod systemd;
 pub mod wan;

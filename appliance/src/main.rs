@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use roost::cli;
 use roost::config::LogFormat;
@@ -51,6 +51,12 @@ enum Command {
     Export(cli::export::ExportArgs),
     /// Run the deterministic replication simulation over many seeds (a soak).
     Sim(cli::sim::SimArgs),
+    /// Check this device: config, data dir, certificate, listeners, disk, clock, peers, backups.
+    Doctor(cli::doctor::DoctorArgs),
+    /// Print shell completions (bash, zsh or fish) to stdout.
+    Completions(cli::completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,9 @@ fn main() -> ExitCode {
         Command::Import(a) => cli::import::run(&global, a),
         Command::Export(a) => cli::export::run(&global, a),
         Command::Sim(a) => cli::sim::run(a),
+        Command::Doctor(a) => cli::doctor::run(&global, a),
+        Command::Completions(a) => cli::completions::run_completions(Args::command(), a),
+        Command::Man => cli::completions::run_man(Args::command()),
     };
     match res {
         Ok(code) => code,

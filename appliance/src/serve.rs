@@ -253,18 +253,37 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DaemonLock> {
     Ok(DaemonLock { _file: file })
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload roost`) is answered
+/// here and does not stop the daemon: its default action would kill it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    // Handlers are registered here, when called, not at the first poll: the
+    // caller calls this before READY=1, so a `systemctl stop` right after
+    // start is a clean shutdown, not death by SIGTERM's default action.
+    let streams = (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt()));
+    async move {
+        let (mut term, mut hup, mut int) = match streams {
+            (Ok(term), Ok(hup), Ok(int)) => (term, hup, int),
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => reload(),
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
+}
+
+/// What SIGHUP re-reads. TLS certificates belong here once IMAP serves TLS;
+/// until then there is nothing to re-read, and the log says so rather than
+/// pretending.
+fn reload() {
+    crate::systemd::notify_reloading();
+    tracing::info!("SIGHUP: nothing to reload in this build (TLS certificates are re-read here once IMAP serves TLS)");
+    crate::systemd::notify_ready();
 }

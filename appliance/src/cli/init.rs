@@ -45,7 +45,8 @@ pub fn init_data_dir(dir: &std::path::Path) -> Result<Store> {
     })();
     if res.is_err() {
         // Leave nothing half-written behind.
-        for name in [DB_FILE, "roost.db-wal", "roost.db-shm", device::KEY_FILE] {
+        let tls = [crate::imap::tls::SELF_SIGNED_CERT_FILE, crate::imap::tls::SELF_SIGNED_KEY_FILE];
+        for name in [DB_FILE, "roost.db-wal", "roost.db-shm", device::KEY_FILE].into_iter().chain(tls) {
             let _ = fs::remove_file(dir.join(name));
         }
     }

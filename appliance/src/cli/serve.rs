@@ -93,7 +93,12 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         }
         let (stop_imap, stopped) = tokio::sync::watch::channel(false);
         let imap = crate::imap::start_listeners(daemon.clone(), stopped).await?;
-        shutdown_signal().await;
+        let shutdown = shutdown_signal();
+        // Every listener must be bound, and the signal handlers registered,
+        // before this line (systemd Type=notify).
+        crate::systemd::notify_ready();
+        shutdown.await;
+        crate::systemd::notify_stopping();
         tracing::info!("shutting down");
         let _ = stop_imap.send(true);
         imap.await.context("IMAP listeners panicked")??;

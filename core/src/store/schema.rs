@@ -17,14 +17,29 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_replication.sql", include_str!("../../../migrations/0004_replication.sql")),
 ];
 
+/// One extra migration after the real ones, only in packages built for the
+/// .deb upgrade test (`packaging/scripts/deb-install-test.sh`): installing such
+/// a build over a normal one proves that a package upgrade runs migrations and
+/// keeps the data. It lives outside `migrations/` so no release can carry it.
+#[cfg(feature = "upgrade-test-migration")]
+const UPGRADE_TEST_MIGRATION: Option<&str> = Some(include_str!("../../../packaging/test/upgrade_test_migration.sql"));
+#[cfg(not(feature = "upgrade-test-migration"))]
+const UPGRADE_TEST_MIGRATION: Option<&str> = None;
+
+/// The SQL of every migration this build applies, in order.
+fn migrations_sql() -> Vec<&'static str> {
+    MIGRATIONS.iter().map(|(_, sql)| *sql).chain(UPGRADE_TEST_MIGRATION).collect()
+}
+
 /// Brings the database to the latest schema, refusing one from a newer build.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let supported = MIGRATIONS.len() as i64;
+    let sql = migrations_sql();
+    let supported = sql.len() as i64;
     if found > supported {
         return Err(StoreError::NewerSchema { path: path.to_path_buf(), found, supported });
     }
-    let migrations = Migrations::new(MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect());
+    let migrations = Migrations::new(sql.into_iter().map(M::up).collect());
     migrations.to_latest(conn)?;
     Ok(())
 }

@@ -34,7 +34,8 @@ use crate::store::{AppendMessage, FlagChange, MailboxInfo, Store, StoreError, St
 
 /// Virtual time at the start of a run.
 const START_MS: u64 = 1_700_000_000_000;
-/// Longest step of the virtual clock.
+/// Longest step of the virtual clock by default: an operation every ~200 ms
+/// on average, far busier than one user, so concurrency is the common case.
 const STEP_MS_MAX: u64 = 400;
 /// Largest clock skew of a device against the virtual clock, either way.
 const SKEW_MS_MAX: u64 = 3_000;
@@ -56,12 +57,15 @@ pub struct SimConfig {
     pub devices: usize,
     /// Random steps before the final settling.
     pub steps: usize,
+    /// Longest advance of the virtual clock per step; larger values mean
+    /// less concurrency between devices relative to network latency.
+    pub step_ms_max: u64,
 }
 
 impl SimConfig {
     /// The default run for `seed`: 2 to 5 devices chosen by the seed, 150 steps.
     pub fn for_seed(seed: u64) -> SimConfig {
-        SimConfig { seed, devices: 2 + (seed % 4) as usize, steps: 150 }
+        SimConfig { seed, devices: 2 + (seed % 4) as usize, steps: 150, step_ms_max: STEP_MS_MAX }
     }
 }
 
@@ -110,7 +114,7 @@ pub fn run(config: &SimConfig) -> SimReport {
     let mut report = SimReport { seed: config.seed, devices: config.devices, ..SimReport::default() };
     let res = catch_unwind(AssertUnwindSafe(|| {
         let mut sim = Sim::new(config)?;
-        sim.run(config.steps)?;
+        sim.run(config.steps, config.step_ms_max.max(1))?;
         sim.settle_and_check()?;
         Ok::<Sim, Failure>(sim)
     }));
@@ -270,10 +274,10 @@ impl Sim {
         Err(Failure(format!("step {}: {what}", self.step)))
     }
 
-    fn run(&mut self, steps: usize) -> SimResult<()> {
+    fn run(&mut self, steps: usize, step_ms_max: u64) -> SimResult<()> {
         for step in 0..steps {
             self.step = step;
-            self.now_ms += self.rng.gen_range(1..=STEP_MS_MAX);
+            self.now_ms += self.rng.gen_range(1..=step_ms_max);
             self.deliver_due(false)?;
             let roll = self.rng.gen_range(0..100);
             match roll {

@@ -271,7 +271,8 @@ impl Sim {
     }
 
     fn fail<T>(&self, what: String) -> SimResult<T> {
-        Err(Failure(format!("step {}: {what}", self.step)))
+        let when = if self.step == usize::MAX { "after settling".to_string() } else { format!("step {}", self.step) };
+        Err(Failure(format!("{when}: {what}")))
     }
 
     fn run(&mut self, steps: usize, step_ms_max: u64) -> SimResult<()> {

@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::log::event::Event;
 use crate::log::version_vector::VersionVector;
-use crate::model::{BlobHash, DeviceSlot, EntryId, Flag, MailboxId, UserName};
+use crate::model::{BlobHash, DeviceSlot, EntryId, EventId, Flag, ItemId, MailboxId, UserName};
 use crate::sim::client::Client;
 use crate::sim::net::{Faults, Net, Packet, Payload};
 use crate::store::{AppendMessage, FlagChange, MailboxInfo, Store, StoreError, StoreMode, StoreResult, Writer};
@@ -183,6 +183,11 @@ struct Sim {
     acked: BTreeSet<BlobHash>,
     /// Messages an acknowledged expunge or mailbox delete removed somewhere.
     removed: BTreeSet<BlobHash>,
+    /// Flags an acknowledged STORE set (item, flag, the STORE's event), and
+    /// removals (item, flag, what the removing device had seen): an add no
+    /// removal had seen must survive (add-wins).
+    flags_added: Vec<(ItemId, Flag, EventId)>,
+    flags_removed: Vec<(ItemId, Flag, VersionVector)>,
     messages: u64,
     ops_acked: u64,
     entries_placed: u64,
@@ -250,6 +255,8 @@ impl Sim {
             blobs: BTreeMap::new(),
             acked: BTreeSet::new(),
             removed: BTreeSet::new(),
+            flags_added: Vec::new(),
+            flags_removed: Vec::new(),
             messages: 0,
             ops_acked: 0,
             entries_placed: 0,
@@ -506,12 +513,37 @@ impl Sim {
             }
             Op::Flags => {
                 let Some(mailbox) = self.pick_mailbox(d)? else { return Ok(()) };
-                let entries: Vec<EntryId> = self.pick_entries(d, mailbox.id, 2)?.into_iter().map(|e| e.0).collect();
-                let all = [Flag::seen(), Flag::flagged(), Flag::answered(), Flag::deleted()];
-                let flags: Vec<Flag> = all.into_iter().filter(|_| self.rng.gen_bool(0.4)).collect();
+                let all = self.devices[d].store.entries(mailbox.id)?;
+                // Half the time the oldest few messages: flag changes of one
+                // message on several devices at once are what add-wins is about.
+                let pool = if self.rng.gen_bool(0.5) { &all[..all.len().min(3)] } else { &all[..] };
+                let picked: Vec<(EntryId, ItemId, Vec<Flag>)> =
+                    pool.choose_multiple(&mut self.rng, 2).map(|e| (e.entry_id, e.item_id, e.flags.clone())).collect();
+                let entries: Vec<EntryId> = picked.iter().map(|p| p.0).collect();
+                let every = [Flag::seen(), Flag::flagged(), Flag::answered(), Flag::deleted()];
+                let flags: Vec<Flag> = every.iter().filter(|_| self.rng.gen_bool(0.4)).cloned().collect();
                 let mode = [StoreMode::Add, StoreMode::Remove, StoreMode::Replace][self.rng.gen_range(0..3)];
-                let change = FlagChange { mode, flags };
-                self.write(d, crash, |w| w.store_flags(mailbox.id, &entries, &change))?;
+                let change = FlagChange { mode, flags: flags.clone() };
+                let seen = self.devices[d].store.version_vector()?;
+                if self.write(d, crash, |w| w.store_flags(mailbox.id, &entries, &change))?.is_some() {
+                    let own = self.devices[d].store.identity().id();
+                    let event = EventId { origin: own, seq: self.devices[d].store.version_vector()?.get(&own) };
+                    for (_, item, before) in picked {
+                        for flag in &every {
+                            let listed = flags.contains(flag);
+                            // Only a flag that was unset gets a new instance for sure.
+                            let adds = listed && !before.contains(flag) && mode != StoreMode::Remove;
+                            let removes =
+                                (listed && mode == StoreMode::Remove) || (!listed && mode == StoreMode::Replace);
+                            if adds {
+                                self.flags_added.push((item, flag.clone(), event));
+                            }
+                            if removes {
+                                self.flags_removed.push((item, flag.clone(), seen.clone()));
+                            }
+                        }
+                    }
+                }
             }
             Op::Expunge => {
                 let Some(mailbox) = self.pick_mailbox(d)? else { return Ok(()) };
@@ -660,6 +692,26 @@ impl Sim {
         }
         if let Some(lost) = self.acked.iter().find(|b| !self.removed.contains(b) && !present.contains(b)) {
             return self.fail(format!("acknowledged message {lost:?} is lost"));
+        }
+        // A flag an acknowledged STORE set, which no STORE ever removed, is set
+        // on every live entry of its item.
+        let mut live: BTreeMap<ItemId, Vec<Vec<Flag>>> = BTreeMap::new();
+        for mailbox in self.mailboxes(0)? {
+            for entry in self.devices[0].store.entries(mailbox.id)? {
+                live.entry(entry.item_id).or_default().push(entry.flags);
+            }
+        }
+        for (item, flag, event) in &self.flags_added {
+            let observed =
+                self.flags_removed.iter().any(|(i, f, seen)| i == item && f == flag && seen.contains(*event));
+            if observed {
+                continue;
+            }
+            for flags in live.get(item).into_iter().flatten() {
+                if !flags.contains(flag) {
+                    return self.fail(format!("flag {flag} set on {item:?} by an acknowledged STORE is lost"));
+                }
+            }
         }
         Ok(())
     }

@@ -194,7 +194,7 @@ fn expired_certificate_fails() {
 // A configured certificate that does not exist is named.
 #[test]
 fn missing_configured_certificate_fails() {
-    let mut device = Device::new();
+    let device = Device::new();
     let text = fs::read_to_string(&device.config)
         .unwrap()
         .replace("[imap]\n", "[imap]\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n");

@@ -29,6 +29,10 @@ pub struct SimArgs {
     /// Random steps per run.
     #[arg(long, default_value_t = 150)]
     pub steps: usize,
+    /// Longest advance of the virtual clock per step, in ms (default 400:
+    /// a stress profile; larger means less concurrency between devices).
+    #[arg(long)]
+    pub step_ms: Option<u64>,
     /// Worker threads (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -40,6 +44,9 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         config.devices = devices as usize;
     }
     config.steps = args.steps;
+    if let Some(step_ms) = args.step_ms {
+        config.step_ms_max = step_ms;
+    }
     config
 }
 

@@ -27,14 +27,15 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::log::event::Event;
 use crate::log::version_vector::VersionVector;
-use crate::model::{BlobHash, DeviceSlot, EntryId, Flag, MailboxId, UserName};
+use crate::model::{BlobHash, DeviceSlot, EntryId, EventId, Flag, ItemId, MailboxId, UserName};
 use crate::sim::client::Client;
 use crate::sim::net::{Faults, Net, Packet, Payload};
 use crate::store::{AppendMessage, FlagChange, MailboxInfo, Store, StoreError, StoreMode, StoreResult, Writer};
 
 /// Virtual time at the start of a run.
 const START_MS: u64 = 1_700_000_000_000;
-/// Longest step of the virtual clock.
+/// Longest step of the virtual clock by default: an operation every ~200 ms
+/// on average, far busier than one user, so concurrency is the common case.
 const STEP_MS_MAX: u64 = 400;
 /// Largest clock skew of a device against the virtual clock, either way.
 const SKEW_MS_MAX: u64 = 3_000;
@@ -56,12 +57,15 @@ pub struct SimConfig {
     pub devices: usize,
     /// Random steps before the final settling.
     pub steps: usize,
+    /// Longest advance of the virtual clock per step; larger values mean
+    /// less concurrency between devices relative to network latency.
+    pub step_ms_max: u64,
 }
 
 impl SimConfig {
     /// The default run for `seed`: 2 to 5 devices chosen by the seed, 150 steps.
     pub fn for_seed(seed: u64) -> SimConfig {
-        SimConfig { seed, devices: 2 + (seed % 4) as usize, steps: 150 }
+        SimConfig { seed, devices: 2 + (seed % 4) as usize, steps: 150, step_ms_max: STEP_MS_MAX }
     }
 }
 
@@ -110,7 +114,7 @@ pub fn run(config: &SimConfig) -> SimReport {
     let mut report = SimReport { seed: config.seed, devices: config.devices, ..SimReport::default() };
     let res = catch_unwind(AssertUnwindSafe(|| {
         let mut sim = Sim::new(config)?;
-        sim.run(config.steps)?;
+        sim.run(config.steps, config.step_ms_max.max(1))?;
         sim.settle_and_check()?;
         Ok::<Sim, Failure>(sim)
     }));
@@ -179,6 +183,11 @@ struct Sim {
     acked: BTreeSet<BlobHash>,
     /// Messages an acknowledged expunge or mailbox delete removed somewhere.
     removed: BTreeSet<BlobHash>,
+    /// Flags an acknowledged STORE set (item, flag, the STORE's event), and
+    /// removals (item, flag, what the removing device had seen): an add no
+    /// removal had seen must survive (add-wins).
+    flags_added: Vec<(ItemId, Flag, EventId)>,
+    flags_removed: Vec<(ItemId, Flag, VersionVector)>,
     messages: u64,
     ops_acked: u64,
     entries_placed: u64,
@@ -246,6 +255,8 @@ impl Sim {
             blobs: BTreeMap::new(),
             acked: BTreeSet::new(),
             removed: BTreeSet::new(),
+            flags_added: Vec::new(),
+            flags_removed: Vec::new(),
             messages: 0,
             ops_acked: 0,
             entries_placed: 0,
@@ -267,13 +278,14 @@ impl Sim {
     }
 
     fn fail<T>(&self, what: String) -> SimResult<T> {
-        Err(Failure(format!("step {}: {what}", self.step)))
+        let when = if self.step == usize::MAX { "after settling".to_string() } else { format!("step {}", self.step) };
+        Err(Failure(format!("{when}: {what}")))
     }
 
-    fn run(&mut self, steps: usize) -> SimResult<()> {
+    fn run(&mut self, steps: usize, step_ms_max: u64) -> SimResult<()> {
         for step in 0..steps {
             self.step = step;
-            self.now_ms += self.rng.gen_range(1..=STEP_MS_MAX);
+            self.now_ms += self.rng.gen_range(1..=step_ms_max);
             self.deliver_due(false)?;
             let roll = self.rng.gen_range(0..100);
             match roll {
@@ -501,12 +513,37 @@ impl Sim {
             }
             Op::Flags => {
                 let Some(mailbox) = self.pick_mailbox(d)? else { return Ok(()) };
-                let entries: Vec<EntryId> = self.pick_entries(d, mailbox.id, 2)?.into_iter().map(|e| e.0).collect();
-                let all = [Flag::seen(), Flag::flagged(), Flag::answered(), Flag::deleted()];
-                let flags: Vec<Flag> = all.into_iter().filter(|_| self.rng.gen_bool(0.4)).collect();
+                let all = self.devices[d].store.entries(mailbox.id)?;
+                // Half the time the oldest few messages: flag changes of one
+                // message on several devices at once are what add-wins is about.
+                let pool = if self.rng.gen_bool(0.5) { &all[..all.len().min(3)] } else { &all[..] };
+                let picked: Vec<(EntryId, ItemId, Vec<Flag>)> =
+                    pool.choose_multiple(&mut self.rng, 2).map(|e| (e.entry_id, e.item_id, e.flags.clone())).collect();
+                let entries: Vec<EntryId> = picked.iter().map(|p| p.0).collect();
+                let every = [Flag::seen(), Flag::flagged(), Flag::answered(), Flag::deleted()];
+                let flags: Vec<Flag> = every.iter().filter(|_| self.rng.gen_bool(0.4)).cloned().collect();
                 let mode = [StoreMode::Add, StoreMode::Remove, StoreMode::Replace][self.rng.gen_range(0..3)];
-                let change = FlagChange { mode, flags };
-                self.write(d, crash, |w| w.store_flags(mailbox.id, &entries, &change))?;
+                let change = FlagChange { mode, flags: flags.clone() };
+                let seen = self.devices[d].store.version_vector()?;
+                if self.write(d, crash, |w| w.store_flags(mailbox.id, &entries, &change))?.is_some() {
+                    let own = self.devices[d].store.identity().id();
+                    let event = EventId { origin: own, seq: self.devices[d].store.version_vector()?.get(&own) };
+                    for (_, item, before) in picked {
+                        for flag in &every {
+                            let listed = flags.contains(flag);
+                            // Only a flag that was unset gets a new instance for sure.
+                            let adds = listed && !before.contains(flag) && mode != StoreMode::Remove;
+                            let removes =
+                                (listed && mode == StoreMode::Remove) || (!listed && mode == StoreMode::Replace);
+                            if adds {
+                                self.flags_added.push((item, flag.clone(), event));
+                            }
+                            if removes {
+                                self.flags_removed.push((item, flag.clone(), seen.clone()));
+                            }
+                        }
+                    }
+                }
             }
             Op::Expunge => {
                 let Some(mailbox) = self.pick_mailbox(d)? else { return Ok(()) };
@@ -655,6 +692,26 @@ impl Sim {
         }
         if let Some(lost) = self.acked.iter().find(|b| !self.removed.contains(b) && !present.contains(b)) {
             return self.fail(format!("acknowledged message {lost:?} is lost"));
+        }
+        // A flag an acknowledged STORE set, which no STORE ever removed, is set
+        // on every live entry of its item.
+        let mut live: BTreeMap<ItemId, Vec<Vec<Flag>>> = BTreeMap::new();
+        for mailbox in self.mailboxes(0)? {
+            for entry in self.devices[0].store.entries(mailbox.id)? {
+                live.entry(entry.item_id).or_default().push(entry.flags);
+            }
+        }
+        for (item, flag, event) in &self.flags_added {
+            let observed =
+                self.flags_removed.iter().any(|(i, f, seen)| i == item && f == flag && seen.contains(*event));
+            if observed {
+                continue;
+            }
+            for flags in live.get(item).into_iter().flatten() {
+                if !flags.contains(flag) {
+                    return self.fail(format!("flag {flag} set on {item:?} by an acknowledged STORE is lost"));
+                }
+            }
         }
         Ok(())
     }

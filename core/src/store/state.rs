@@ -159,8 +159,7 @@ pub(crate) fn user_put(
     hlc: Hlc,
     origin: DeviceId,
 ) -> StoreResult<()> {
-    exec(
-        conn,
+    exec(conn,
         "INSERT INTO users (name, password_hash, hlc, origin) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, hlc = excluded.hlc, origin = excluded.origin",
         params![user, password_hash, hlc.raw() as i64, origin.as_bytes().as_slice()],
@@ -422,8 +421,7 @@ pub(crate) fn entry_set_origin_fields(
     internal_date: i64,
     added: EventId,
 ) -> StoreResult<()> {
-    exec(
-        conn,
+    exec(conn,
         "UPDATE mailbox_entries SET blob = ?2, internal_date = ?3, added_origin = ?4, added_seq = ?5 WHERE entry_id = ?1",
         params![id.raw(), blob.as_bytes().as_slice(), internal_date, added.origin.as_bytes().as_slice(), added.seq as i64],
     )?;
@@ -474,8 +472,7 @@ pub(crate) fn subscription_put(
     origin: DeviceId,
     subscribed: bool,
 ) -> StoreResult<()> {
-    exec(
-        conn,
+    exec(conn,
         "INSERT INTO subscriptions (user, name, hlc, origin, subscribed) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (user, name) DO UPDATE SET hlc = excluded.hlc, origin = excluded.origin, subscribed = excluded.subscribed",
         params![user, name, hlc.raw() as i64, origin.as_bytes().as_slice(), subscribed],
@@ -552,8 +549,7 @@ pub(crate) fn entry_get(conn: &Connection, id: EntryId) -> StoreResult<Option<En
 }
 
 pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq, now_ms: u64) -> StoreResult<()> {
-    exec(
-        conn,
+    exec(conn,
         &format!(
             "INSERT INTO mailbox_entries ({ENTRY_COLUMNS}, modseq, placed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ),
@@ -724,10 +720,9 @@ pub(crate) fn pending_count(conn: &Connection) -> StoreResult<u64> {
 }
 
 /// The pending event `id`, if held (verified when it was stored).
-type RawPending = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
-
 pub(crate) fn pending_get(conn: &Connection, id: EventId) -> StoreResult<Option<Event>> {
-    let row: Option<RawPending> = conn
+    type PendingRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
+    let row: Option<PendingRow> = conn
         .query_row(
             "SELECT hlc, deps, payload, signature FROM pending_events WHERE origin = ?1 AND seq = ?2",
             params![id.origin.as_bytes().as_slice(), id.seq as i64],

@@ -127,7 +127,11 @@ impl<'t> Writer<'t> {
                 event.id
             )));
         }
-        apply_event(self.conn, event, self.now_ms, self.identity.slot(), &mut self.effects)?;
+        if let Err(err) = apply_event(self.conn, event, self.now_ms, self.identity.slot(), &mut self.effects) {
+            // The caller rolls the event back (a batch job's savepoint): so are its candidates.
+            self.effects.rekey_candidates.clear();
+            return Err(err);
+        }
         self.rekey_candidates()?;
         Ok(RemoteApply::Applied)
     }

@@ -51,6 +51,9 @@ enum Command {
     Export(cli::export::ExportArgs),
     /// Run the deterministic replication simulation over many seeds (a soak).
     Sim(cli::sim::SimArgs),
+    /// The admin API: print its token.
+    #[command(subcommand)]
+    Admin(cli::admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Import(a) => cli::import::run(&global, a),
         Command::Export(a) => cli::export::run(&global, a),
         Command::Sim(a) => cli::sim::run(a),
+        Command::Admin(c) => cli::admin::run(&global, c),
     };
     match res {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod import;
+pub mod admin;
 pub mod init;
 pub mod pair;
 pub mod serve;

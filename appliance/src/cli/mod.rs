@@ -1,9 +1,9 @@
 //! Subcommands, one file each. Each `run` returns the process exit code or an
 //! error that `main` prints as `roost: <context>: <cause>`.
 
+pub mod admin;
 pub mod export;
 pub mod import;
-pub mod admin;
 pub mod init;
 pub mod pair;
 pub mod serve;

@@ -463,5 +463,10 @@ function wire() {
   window.addEventListener("hashchange", route);
 }
 
+// The desktop app opens the UI at #token=...: keep the token, drop it from the address.
+if (location.hash.startsWith("#token=")) {
+  localStorage.setItem(TOKEN_KEY, decodeURIComponent(location.hash.slice("#token=".length)));
+  history.replaceState(null, "", location.pathname + location.search + "#dashboard");
+}
 wire();
 route();

@@ -1,7 +1,7 @@
 //! The admin HTTP API of real `roost serve` processes on loopback: token
 //! authentication, users, first-run setup, pairing two (and three) devices
-//! through the API, peers, the event log, metrics and client setup, and each
-//! kind of bad input answered with a 4xx and a JSON error that leaves nothing
+//! through the API, peers, the event log, metrics and client setup, requests
+//! signed by a paired device's key, and each kind of bad input answered with a 4xx and a JSON error that leaves nothing
 //! half-done. A minimal HTTP/1.1 client over `TcpStream` keeps the test free
 //! of an HTTP client dependency.
 
@@ -106,13 +106,25 @@ impl Drop for Device {
 
 /// One request on a fresh connection; returns status, headers and body.
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<String>) -> (u16, String, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    http_with(addr, method, path, &auth, body)
+}
+
+/// A GET signed by the device whose data dir is `signer` (its device key), at `time_ms`.
+fn signed_get(addr: &str, path: &str, signed_path: &str, signer: &Path, time_ms: u64) -> (u16, String) {
+    let secret = roost::device::load_key(signer).unwrap();
+    let id = roost_core::model::DeviceId::from_bytes(*iroh::SecretKey::from_bytes(&secret).public().as_bytes());
+    let signature = roost::admin::device_auth::sign(&secret, "GET", signed_path, time_ms);
+    let headers = format!("X-Roost-Device: {id}\r\nX-Roost-Time: {time_ms}\r\nX-Roost-Signature: {signature}\r\n");
+    let (status, _, body) = http_with(addr, "GET", path, &headers, None);
+    (status, body)
+}
+
+fn http_with(addr: &str, method: &str, path: &str, headers: &str, body: Option<String>) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let body = body.unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}");
     if !body.is_empty() {
         request.push_str("Content-Type: application/json\r\n");
     }
@@ -335,10 +347,23 @@ fn pairing_through_the_api() {
     let lag = a.ok("GET", "/api/lag", None);
     assert_eq!(lag["interval_ms"], 5000);
 
+    // A paired device may sign requests with its device key instead of the token.
+    let now = roost::cli::now_ms();
+    let (status, body) = signed_get(&a.addr, "/api/status", "/api/status", &b.dir, now);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = signed_get(&a.addr, "/api/users", "/api/status", &b.dir, now);
+    assert_eq!((status, body.contains("bad signature")), (401, true), "{body}");
+    let (status, body) = signed_get(&a.addr, "/api/status", "/api/status", &b.dir, now - 120_000);
+    assert_eq!((status, body.contains("too far")), (401, true), "{body}");
+    let (status, body) = signed_get(&a.addr, "/api/status", "/api/status", &c.dir, now);
+    assert_eq!((status, body.contains("not a paired device")), (401, true), "{body}");
+
     a.fails("DELETE", "/api/peers/zz", None, 400, "not a device id");
     a.fails("DELETE", "/api/peers/", None, 404, "");
     let removed = a.ok("DELETE", &format!("/api/peers/{}", &b_id[..10]), None);
     assert_eq!(removed["device_id"], b_id.as_str());
     a.fails("DELETE", &format!("/api/peers/{}", &b_id[..10]), None, 404, "no paired device");
+    let (status, _) = signed_get(&a.addr, "/api/status", "/api/status", &b.dir, roost::cli::now_ms());
+    assert_eq!(status, 401, "a removed device's signature is refused");
     assert_eq!(a.ok("GET", "/api/peers", None), json!([]));
 }

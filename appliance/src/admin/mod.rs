@@ -13,8 +13,9 @@
 //! `Authorization: Bearer <token>`; the token is the 0600 file `admin.token`
 //! in the data directory, made by `roost init` (or by the first daemon start
 //! on an older data directory) and printed by `roost admin token`. It is
-//! compared in constant time and never logged. The UI's static files need no
-//! token (they hold no data).
+//! compared in constant time and never logged. A paired device may instead
+//! sign the request with its device key (`device_auth.rs`). The UI's static
+//! files need no token (they hold no data).
 //!
 //! The API listens on loopback by default (`[admin] listen`, or
 //! `roost serve --listen-admin ADDR`). The bound address is written to
@@ -22,6 +23,7 @@
 
 pub mod assets;
 pub mod client_setup;
+pub mod device_auth;
 pub mod dto;
 pub mod lag;
 pub mod metrics;

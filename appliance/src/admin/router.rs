@@ -39,7 +39,7 @@ use roost_core::store::StoreError;
 
 use crate::admin::client_setup::{self, ClientSettings};
 use crate::admin::dto::*;
-use crate::admin::{assets, metrics, AdminState};
+use crate::admin::{assets, device_auth, metrics, AdminState};
 use crate::cli::now_ms;
 use crate::ops::{self, EventFilter, OpError};
 
@@ -148,22 +148,45 @@ where
 
 // --- authentication ------------------------------------------------------------
 
-/// Lets a request through only with `Authorization: Bearer <token>`.
+/// Lets a request through only with `Authorization: Bearer <token>`, or
+/// signed by an active paired device (`device_auth`).
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing admin token: send Authorization: Bearer <token>")
-            .into_response(),
-        Some(token) if token_matches(token, state.token.expose()) => next.run(request).await,
-        Some(_) => {
+    let headers = request.headers();
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let signed =
+        (header(device_auth::HEADER_DEVICE), header(device_auth::HEADER_TIME), header(device_auth::HEADER_SIGNATURE));
+    match (presented, signed) {
+        (Some(token), _) if token_matches(token.trim(), state.token.expose()) => next.run(request).await,
+        (Some(_), _) => {
             tracing::warn!("admin API request with a wrong token");
             ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token (see `roost admin token`)").into_response()
         }
+        (None, (Some(device), Some(time), Some(signature))) => {
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+            let method = request.method().as_str().to_string();
+            let checked = device_auth::verify(&device, &time, &signature, &method, &path, now_ms());
+            let device = match checked {
+                Ok(device) => device,
+                Err(reason) => {
+                    tracing::warn!(%reason, "admin API request with a bad device signature");
+                    return ApiError::new(StatusCode::UNAUTHORIZED, format!("device signature refused: {reason}"))
+                        .into_response();
+                }
+            };
+            match state.daemon.read(move |s| s.is_active_peer(device)).await {
+                Ok(true) => next.run(request).await,
+                Ok(false) => {
+                    tracing::warn!(peer = %device.short(), "admin API request signed by a device that is not paired");
+                    ApiError::new(StatusCode::UNAUTHORIZED, "device signature refused: not a paired device")
+                        .into_response()
+                }
+                Err(e) => ApiError::from(e).into_response(),
+            }
+        }
+        (None, _) => ApiError::new(StatusCode::UNAUTHORIZED, "missing admin token: send Authorization: Bearer <token>")
+            .into_response(),
     }
 }
 

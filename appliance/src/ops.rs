@@ -342,6 +342,10 @@ fn describe(op: &EventOp, mailboxes: &mut std::collections::HashMap<MailboxId, (
             let (user, name) = named(mailboxes, mailbox);
             ("append", user, name, format!("appended {} message(s)", entries.len()))
         }
+        EventOp::Deliver { mailbox, entries } => {
+            let (user, name) = named(mailboxes, mailbox);
+            ("deliver", user, name, format!("delivered {} message(s)", entries.len()))
+        }
         EventOp::Flags { mailbox, items, add, remove } => {
             let (user, name) = named(mailboxes, mailbox);
             let list = |flags: &[roost_core::model::Flag]| flags.iter().map(|f| f.to_string()).collect::<Vec<_>>();

@@ -2,79 +2,16 @@
 //! client enabled UTF8=ACCEPT or IMAP4rev2 (RFC 9051 5.1), and LIST wildcard
 //! matching (RFC 9051 6.3.9: `*` matches across the `/` delimiter, `%` not).
 
-use base64::alphabet::Alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
-
-fn mutf7_engine() -> GeneralPurpose {
-    // RFC 3501 5.1.3: "modified BASE64, with ',' used instead of '/'", no padding.
-    let alphabet = match Alphabet::new("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,") {
-        Ok(a) => a,
-        Err(e) => unreachable!("constant alphabet is valid: {e}"),
-    };
-    GeneralPurpose::new(
-        &alphabet,
-        GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::RequireNone),
-    )
-}
-
-/// Encodes a UTF-8 name as modified UTF-7.
+/// Encodes a UTF-8 name as modified UTF-7 (the one implementation, shared
+/// with the Maildir++ reader and writer).
 pub fn encode_mutf7(name: &str) -> String {
-    let engine = mutf7_engine();
-    let mut out = String::new();
-    let mut pending: Vec<u16> = Vec::new();
-    let flush = |pending: &mut Vec<u16>, out: &mut String| {
-        if pending.is_empty() {
-            return;
-        }
-        let bytes: Vec<u8> = pending.iter().flat_map(|u| u.to_be_bytes()).collect();
-        out.push('&');
-        out.push_str(&engine.encode(bytes));
-        out.push('-');
-        pending.clear();
-    };
-    for c in name.chars() {
-        if (' '..='~').contains(&c) {
-            flush(&mut pending, &mut out);
-            if c == '&' {
-                out.push_str("&-");
-            } else {
-                out.push(c);
-            }
-        } else {
-            let mut buf = [0u16; 2];
-            pending.extend_from_slice(c.encode_utf16(&mut buf));
-        }
-    }
-    flush(&mut pending, &mut out);
-    out
+    crate::mailio::maildir::encode_mutf7(name)
 }
 
-/// Decodes a modified UTF-7 name; `None` if it is not valid modified UTF-7.
+/// Decodes a modified UTF-7 name; `None` if it is not valid (canonical)
+/// modified UTF-7.
 pub fn decode_mutf7(name: &str) -> Option<String> {
-    let engine = mutf7_engine();
-    let mut out = String::new();
-    let mut rest = name;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let after = &rest[amp + 1..];
-        let end = after.find('-')?;
-        let encoded = &after[..end];
-        if encoded.is_empty() {
-            out.push('&');
-        } else {
-            let bytes = engine.decode(encoded).ok()?;
-            if bytes.len() % 2 != 0 {
-                return None;
-            }
-            let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-            out.push_str(&String::from_utf16(&units).ok()?);
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Some(out)
+    crate::mailio::maildir::decode_mutf7(name).ok()
 }
 
 /// Whether `name` matches the LIST pattern (reference already prepended).

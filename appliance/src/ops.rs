@@ -372,3 +372,137 @@ fn describe(op: &EventOp, mailboxes: &mut std::collections::HashMap<MailboxId, (
         }
     }
 }
+
+// --- conflicts -------------------------------------------------------------------
+
+/// Most conflicts one listing returns (newest first).
+pub const CONFLICTS_RETURN_MAX: usize = 500;
+
+/// One side of a conflict: a device and what it did.
+#[derive(Debug, Clone)]
+pub struct ConflictSide {
+    /// The device.
+    pub device: DeviceId,
+    /// Its name: a peer's host name, "this device", or none if unknown.
+    pub device_name: Option<String>,
+    /// When it did it (HLC ms).
+    pub time_ms: u64,
+    /// Its event(s) in the conflict.
+    pub events: Vec<EventView>,
+}
+
+/// A conflict the merge resolved, described for people.
+#[derive(Debug, Clone)]
+pub struct ConflictView {
+    /// Increasing record number.
+    pub id: i64,
+    /// `uid_rekey`, `name_clash`, `delete_vs_arrival`, `concurrent_move` or `duplicate_merged`.
+    pub kind: &'static str,
+    /// When this device resolved it.
+    pub time_ms: u64,
+    /// The mailbox's current name, if it is still live.
+    pub mailbox: Option<String>,
+    /// The resolving event's side first, then the other side when known.
+    pub sides: Vec<ConflictSide>,
+    /// What the merge did.
+    pub resolution: String,
+}
+
+/// The recorded conflicts, newest first, at most `limit` (capped at
+/// `CONFLICTS_RETURN_MAX`), each with both sides' events from the log.
+pub fn conflict_views(store: &Store, limit: usize) -> OpResult<Vec<ConflictView>> {
+    let limit = limit.clamp(1, CONFLICTS_RETURN_MAX);
+    let me = store.identity().id();
+    let names: std::collections::HashMap<DeviceId, String> =
+        store.peers()?.into_iter().map(|p| (p.device_id, p.name)).collect();
+    let mut views = Vec::new();
+    for record in store.conflicts(limit)? {
+        let mailbox = store.mailbox_by_id(record.mailbox)?.map(|m| m.name);
+        let mut sides = Vec::new();
+        for id in std::iter::once(record.event).chain(record.other) {
+            let Some(event) = store.event(id)? else {
+                continue; // Not here (cannot happen for an applied event; shown without it).
+            };
+            let mut known = std::collections::HashMap::new();
+            let (kind, user, event_mailbox, summary) = describe(&event.op, &mut known);
+            let view = EventView {
+                origin: id.origin,
+                seq: id.seq,
+                time_ms: event.hlc.ms(),
+                kind,
+                user,
+                mailbox: event_mailbox.or_else(|| mailbox.clone()),
+                summary,
+            };
+            let device_name =
+                if id.origin == me { Some("this device".to_string()) } else { names.get(&id.origin).cloned() };
+            sides.push(ConflictSide { device: id.origin, device_name, time_ms: view.time_ms, events: vec![view] });
+        }
+        views.push(ConflictView {
+            id: record.id,
+            kind: record.kind.as_str(),
+            time_ms: record.recorded_ms,
+            mailbox,
+            sides,
+            resolution: record.resolution,
+        });
+    }
+    Ok(views)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roost_core::model::DeviceSlot;
+    use roost_core::store::AppendMessage;
+
+    // Two stores exchange events: one message delivered on both and a
+    // concurrent rename onto a created name give two conflicts, each listed
+    // with the events of both devices.
+    #[test]
+    fn conflicts_list_both_sides() {
+        let now = 1_700_000_000_000;
+        let mut a = Store::in_memory([1; 32], DeviceSlot::new(0).unwrap(), now).unwrap();
+        let mut b = Store::in_memory([2; 32], DeviceSlot::new(1).unwrap(), now).unwrap();
+        let alice = UserName::new("alice").unwrap();
+        a.write(now + 1, |w| w.add_user(&alice, "$argon2id$test")).unwrap();
+        let exchange = |from: &Store, to: &mut Store, at: u64| {
+            let events = from.events_missing(&to.version_vector().unwrap(), usize::MAX).unwrap();
+            for event in &events {
+                for blob in event.op.blobs() {
+                    to.blobs().put(&from.message(&blob).unwrap()).unwrap();
+                }
+            }
+            to.ingest(at, &events).unwrap();
+        };
+        exchange(&a, &mut b, now + 2);
+        let raw = b"Message-ID: <twice@test>\r\nSubject: twice\r\n\r\nbody\r\n";
+        for (store, at) in [(&mut a, now + 3), (&mut b, now + 4)] {
+            let inbox = store.mailbox_by_name(&alice, "INBOX").unwrap().unwrap().id;
+            let message = AppendMessage { raw, flags: vec![], internal_date: 1_600_000_000 };
+            store.write(at, |w| w.deliver(&alice, inbox, &[message])).unwrap();
+        }
+        a.write(now + 5, |w| w.create_mailbox(&alice, "Projects", None)).unwrap();
+        b.write(now + 6, |w| w.rename_mailbox(&alice, "Archive", "Projects")).unwrap();
+        exchange(&b, &mut a, now + 7);
+
+        let views = conflict_views(&a, 100).unwrap();
+        let kinds: Vec<&str> = views.iter().map(|v| v.kind).collect();
+        assert_eq!(kinds, vec!["name_clash", "duplicate_merged"], "{views:?}");
+        let b_id = b.identity().id();
+        for view in &views {
+            assert_eq!(view.sides.len(), 2, "{view:?}");
+            let devices: Vec<DeviceId> = view.sides.iter().map(|s| s.device).collect();
+            assert!(devices.contains(&a.identity().id()) && devices.contains(&b_id), "{view:?}");
+            assert!(view.sides.iter().any(|s| s.device_name.as_deref() == Some("this device")));
+            assert!(!view.resolution.is_empty());
+        }
+        let clash = &views[0];
+        let summaries: Vec<&str> = clash.sides.iter().map(|s| s.events[0].summary.as_str()).collect();
+        assert!(summaries.iter().any(|s| s.contains("renamed") && s.contains("Projects")), "{summaries:?}");
+        assert!(summaries.iter().any(|s| s.contains("created mailbox Projects")), "{summaries:?}");
+        let duplicate = &views[1];
+        assert_eq!(duplicate.mailbox.as_deref(), Some("INBOX"));
+        assert!(duplicate.sides.iter().all(|s| s.events[0].kind == "deliver"), "{duplicate:?}");
+    }
+}

@@ -139,8 +139,8 @@ fn http_with(addr: &str, method: &str, path: &str, headers: &str, body: Option<S
 }
 
 // Requests without the token, with a wrong one, or to unknown endpoints get
-// 401/404 JSON errors; the UI's files need no token; conflicts and backups
-// say plainly that they are not available yet; `roost admin token` prints the
+// 401/404 JSON errors; the UI's files need no token; a fresh device lists no
+// conflicts; backups say plainly that they are not available yet; `roost admin token` prints the
 // token `init` made as a 0600 file.
 #[test]
 fn auth_and_unavailable_features() {
@@ -167,7 +167,8 @@ fn auth_and_unavailable_features() {
     assert!(head.to_ascii_lowercase().contains("text/javascript"), "{head}");
 
     a.fails("GET", "/api/nope", None, 404, "no such API endpoint");
-    a.fails("GET", "/api/conflicts", None, 501, "conflict records not available yet");
+    assert_eq!(a.ok("GET", "/api/conflicts", None), json!([]), "a fresh device has no conflicts");
+    a.fails("GET", "/api/conflicts?limit=x", None, 400, "");
     a.fails("GET", "/api/backups", None, 501, "backups are not available yet");
     let status = a.ok("GET", "/api/status", None);
     assert_eq!(status["needs_setup"], true);

@@ -206,7 +206,8 @@ const LOADERS = {
       const conflicts = await api("GET", "/api/conflicts");
       message.textContent = conflicts.length ? conflicts.length + " conflicts resolved by the merge." : "No conflicts recorded.";
       for (const c of conflicts) {
-        const open = el("button", { type: "button", class: "link" }, (c.kind || "conflict") + " · " + when(c.time_ms));
+        const label = (CONFLICT_KINDS[c.kind] || c.kind) + (c.mailbox ? " in " + c.mailbox : "") + " · " + when(c.time_ms);
+        const open = el("button", { type: "button", class: "link" }, label);
         open.addEventListener("click", () => conflictDetail(c));
         list.append(el("li", {}, open, el("div", { class: "muted" }, c.resolution || "")));
       }
@@ -298,6 +299,15 @@ function lagPlot(peer, samples) {
   figure.append(caption, svg);
   return figure;
 }
+
+// What each conflict kind of /api/conflicts means, for the list.
+const CONFLICT_KINDS = {
+  uid_rekey: "Message given a new UID",
+  name_clash: "Two mailboxes with one name",
+  delete_vs_arrival: "Mailbox deleted while mail arrived",
+  concurrent_move: "Message moved to two mailboxes",
+  duplicate_merged: "Duplicate delivery merged",
+};
 
 function conflictDetail(c) {
   const detail = $("#conflicts-detail");

@@ -242,7 +242,7 @@ def main():
             shot(pa, "10-event-log")
 
             nav(pa, "Conflicts")
-            expect(pa.locator("#conflicts-message")).to_have_text("Not available yet: conflict records not available yet.")
+            expect(pa.locator("#conflicts-message")).to_have_text("No conflicts recorded.")
             shot(pa, "11-conflicts")
             nav(pa, "Backups")
             expect(pa.locator("#backups-message")).to_contain_text("backups are not available yet")

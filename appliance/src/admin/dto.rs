@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{EventView, PeerView};
+use crate::ops::{ConflictView, EventView, PeerView};
 
 /// Every error body: `{"error": "..."}`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -261,6 +261,66 @@ pub struct EventDto {
     pub mailbox: Option<String>,
     /// One line for people.
     pub summary: String,
+}
+
+/// Query of `GET /api/conflicts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictQueryDto {
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+/// One side of a conflict.
+#[derive(Debug, Serialize)]
+pub struct ConflictSideDto {
+    /// Device id.
+    pub device: String,
+    /// Its name, when known.
+    pub device_name: Option<String>,
+    /// When it acted (HLC ms).
+    pub time_ms: u64,
+    /// Its events.
+    pub events: Vec<EventDto>,
+}
+
+/// A conflict the merge resolved.
+#[derive(Debug, Serialize)]
+pub struct ConflictDto {
+    /// Record number.
+    pub id: i64,
+    /// Kind, e.g. `uid_rekey`.
+    pub kind: String,
+    /// When this device resolved it.
+    pub time_ms: u64,
+    /// The mailbox's current name.
+    pub mailbox: Option<String>,
+    /// The resolving side first.
+    pub sides: Vec<ConflictSideDto>,
+    /// What the merge did.
+    pub resolution: String,
+}
+
+impl From<ConflictView> for ConflictDto {
+    fn from(c: ConflictView) -> Self {
+        ConflictDto {
+            id: c.id,
+            kind: c.kind.to_string(),
+            time_ms: c.time_ms,
+            mailbox: c.mailbox,
+            sides: c
+                .sides
+                .into_iter()
+                .map(|s| ConflictSideDto {
+                    device: s.device.to_string(),
+                    device_name: s.device_name,
+                    time_ms: s.time_ms,
+                    events: s.events.into_iter().map(EventDto::from).collect(),
+                })
+                .collect(),
+            resolution: c.resolution,
+        }
+    }
 }
 
 impl From<EventView> for EventDto {

@@ -17,7 +17,8 @@
 //! | `GET /api/lag` | lag history per peer |
 //! | `POST /api/pair/invite`, `POST /api/pair/join` | pairing |
 //! | `GET /api/events` | event log, filtered |
-//! | `GET /api/conflicts`, `/api/backups` | 501 until the core offers them |
+//! | `GET /api/conflicts?limit=` | conflicts the merge resolved, newest first |
+//! | `GET /api/backups` | 501 until `roost backup` exists |
 //! | `POST /api/setup` | first-run setup (only while no user exists) |
 //! | `GET /api/client-setup[/autoconfig.xml, /roost.mobileconfig]` | mail client settings |
 //! | `GET /metrics` | Prometheus |
@@ -415,9 +416,14 @@ async fn events(
     Ok(Json(views.into_iter().map(EventDto::from).collect()))
 }
 
-async fn conflicts() -> ApiError {
-    // The replication core does not record conflicts yet (issue 9 note).
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, "conflict records not available yet")
+async fn conflicts(
+    State(state): State<AdminState>,
+    query: Result<Query<ConflictQueryDto>, QueryRejection>,
+) -> ApiResult<Json<Vec<ConflictDto>>> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(200);
+    let views = read(&state, move |s| ops::conflict_views(s, limit)).await?;
+    Ok(Json(views.into_iter().map(ConflictDto::from).collect()))
 }
 
 async fn backups() -> ApiError {

@@ -43,13 +43,18 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 
 impl Device {
     fn new(root: &Path, name: &str) -> Device {
+        Device::with_imap(root, name, "127.0.0.1:0")
+    }
+
+    /// A device whose IMAP listens on `imap` (a test that talks IMAP picks a port).
+    fn with_imap(root: &Path, name: &str, imap: &str) -> Device {
         let dir = root.join(name);
         let out = roost(&dir, &["init"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let mut daemon = Command::new(env!("CARGO_BIN_EXE_roost"))
             .arg("--data-dir")
             .arg(&dir)
-            .args(["serve", "--listen-sync", "127.0.0.1:0", "--listen-imap", "127.0.0.1:0"])
+            .args(["serve", "--listen-sync", "127.0.0.1:0", "--listen-imap", imap])
             .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
             .args(["--listen-admin", "127.0.0.1:0"])
             .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
@@ -367,4 +372,108 @@ fn pairing_through_the_api() {
     let (status, _) = signed_get(&a.addr, "/api/status", "/api/status", &b.dir, roost::cli::now_ms());
     assert_eq!(status, 401, "a removed device's signature is refused");
     assert_eq!(a.ok("GET", "/api/peers", None), json!([]));
+}
+
+/// A loopback TCP port free a moment ago (the daemon binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Logs in to IMAP on `port` as `user` and runs `commands`, each expecting a tagged OK.
+fn imap_commands(port: u16, user: &str, password: &str, commands: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "IMAP on port {port}: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let login = format!("LOGIN {user} \"{password}\"");
+    for (n, command) in std::iter::once(login.as_str()).chain(commands.iter().copied()).enumerate() {
+        let tag = format!("t{n}");
+        writer.write_all(format!("{tag} {command}\r\n").as_bytes()).unwrap();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "IMAP closed during {command}");
+            if let Some(status) = line.strip_prefix(&format!("{tag} ")) {
+                assert!(status.starts_with("OK"), "{command}: {line}");
+                break;
+            }
+        }
+    }
+}
+
+// A real conflict between two daemons, listed by both APIs: before they are
+// paired, an IMAP client creates "Projects" on A and renames Archive to
+// "Projects" on B. When they sync, both mailboxes stay (one shown with a
+// suffix), and each device's /api/conflicts shows a name_clash with both
+// devices' events and times. /metrics then shows the peer caught up with
+// bytes moved both ways.
+#[test]
+fn name_clash_between_two_daemons_is_listed_and_metrics_show_the_sync() {
+    let root = tempfile::tempdir().unwrap();
+    let (imap_a, imap_b) = (free_port(), free_port());
+    let a = Device::with_imap(root.path(), "a", &format!("127.0.0.1:{imap_a}"));
+    let b = Device::with_imap(root.path(), "b", &format!("127.0.0.1:{imap_b}"));
+    let password = "correct horse battery";
+    for device in [&a, &b] {
+        device.ok("POST", "/api/users", Some(json!({"name": "alice", "password": password})));
+    }
+    imap_commands(imap_a, "alice", password, &["CREATE Projects"]);
+    imap_commands(imap_b, "alice", password, &["RENAME Archive Projects"]);
+    for device in [&a, &b] {
+        assert_eq!(device.ok("GET", "/api/conflicts", None), json!([]), "nothing concurrent yet");
+    }
+
+    let ticket = a.ok("POST", "/api/pair/invite", None)["ticket"].as_str().unwrap().to_string();
+    b.ok("POST", "/api/pair/join", Some(json!({"ticket": ticket})));
+    let a_id = a.ok("GET", "/api/status", None)["device_id"].as_str().unwrap().to_string();
+    let b_id = b.ok("GET", "/api/status", None)["device_id"].as_str().unwrap().to_string();
+    for (device, me, peer) in [(&a, &a_id, &b_id), (&b, &b_id, &a_id)] {
+        wait_for("the name clash to be recorded", || {
+            device.ok("GET", "/api/conflicts", None).as_array().unwrap().iter().any(|c| c["kind"] == "name_clash")
+        });
+        let conflicts = device.ok("GET", "/api/conflicts", None);
+        let clash = conflicts.as_array().unwrap().iter().find(|c| c["kind"] == "name_clash").unwrap();
+        let sides = clash["sides"].as_array().unwrap();
+        assert_eq!(sides.len(), 2, "{clash}");
+        let devices: Vec<&str> = sides.iter().map(|s| s["device"].as_str().unwrap()).collect();
+        assert!(devices.contains(&me.as_str()) && devices.contains(&peer.as_str()), "{clash}");
+        let kinds: Vec<&str> = sides.iter().map(|s| s["events"][0]["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"mailbox-create") && kinds.contains(&"mailbox-rename"), "{clash}");
+        for side in sides {
+            assert!(side["time_ms"].as_u64().unwrap() > 1_700_000_000_000, "{clash}");
+        }
+        assert!(clash["resolution"].as_str().unwrap().contains("Projects"), "{clash}");
+    }
+
+    // Metrics: connected, nothing behind either way once synced, bytes moved
+    // both ways, a last-seen time; each value read from the exposition text.
+    let metric = |text: &str, name: &str, extra: &str| -> Option<f64> {
+        let prefix = format!("{name}{{peer=\"{b_id}\"");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(extra))
+            .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+    };
+    wait_for("A's metrics to show B caught up", || {
+        let (_, _, text) = http(&a.addr, "GET", "/metrics", Some(&a.token), None);
+        metric(&text, "roost_peer_connected", "") == Some(1.0)
+            && metric(&text, "roost_peer_events_behind", "to_peer") == Some(0.0)
+            && metric(&text, "roost_peer_events_behind", "from_peer") == Some(0.0)
+    });
+    let (_, _, text) = http(&a.addr, "GET", "/metrics", Some(&a.token), None);
+    assert!(metric(&text, "roost_peer_sent_bytes_total", "").unwrap() > 0.0, "{text}");
+    assert!(metric(&text, "roost_peer_received_bytes_total", "").unwrap() > 0.0, "{text}");
+    assert!(metric(&text, "roost_peer_last_seen_timestamp_seconds", "").unwrap() > 1_700_000_000.0, "{text}");
+    assert!(text.contains("# TYPE roost_peer_sent_bytes_total counter"), "{text}");
 }

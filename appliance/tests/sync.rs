@@ -355,3 +355,51 @@ fn imap_idle_on_one_daemon_sees_changes_made_over_imap_on_the_other() {
     });
     wait_for("a and b to converge", || digest(&a) == digest(&b));
 }
+
+/// Peak resident memory (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_large_message_streams_between_daemons_without_being_held_in_memory() {
+    const SIZE: usize = 40 * 1024 * 1024;
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    let b = Device::new(root.path(), "b");
+    pair(&a, &b);
+    a.store().write(roost::cli::now_ms(), |w| w.add_user(&alice(), "hash")).unwrap();
+    append(&a, "small first");
+    wait_for("b to get the first message", || subjects(&b).len() == 1);
+    let (a_pid, b_pid) = (a.daemon.as_ref().unwrap().id(), b.daemon.as_ref().unwrap().id());
+    let (a_before, b_before) = (peak_rss(a_pid), peak_rss(b_pid));
+
+    let mut raw = b"Subject: large\r\n\r\n".to_vec();
+    let line = b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n";
+    while raw.len() < SIZE {
+        raw.extend_from_slice(line);
+    }
+    let (hash, size) = (roost_core::model::BlobHash::of(&raw), raw.len());
+    a.store()
+        .write(roost::cli::now_ms(), |w| {
+            let inbox = w.mailbox(&alice(), "INBOX")?;
+            w.append(inbox, &[AppendMessage { raw: &raw, flags: vec![], internal_date: 1 }])
+        })
+        .unwrap();
+    drop(raw);
+    wait_for("b to get the large message", || subjects(&b).len() == 2);
+    assert_eq!(b.store().message(&hash).unwrap().len(), size);
+    let (a_grew, b_grew) = (peak_rss(a_pid) - a_before, peak_rss(b_pid) - b_before);
+    println!(
+        "peak RSS growth while a 40 MiB message replicated: sender {} KiB, receiver {} KiB",
+        a_grew / 1024,
+        b_grew / 1024
+    );
+    // Whole in memory it would be 40 MiB at least (more with copies).
+    assert!(b_grew < 16 << 20, "the receiver's peak RSS grew by {b_grew} bytes");
+    assert!(a_grew < 16 << 20, "the sender's peak RSS grew by {a_grew} bytes");
+    wait_for("a and b to converge", || digest(&a) == digest(&b));
+}

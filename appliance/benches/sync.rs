@@ -89,7 +89,8 @@ async fn imap_login(device: &NsDevice) -> Result<Imap> {
         .with_no_client_auth();
     let tcp = TcpStream::connect((device.ns.inner_ip().as_str(), IMAPS_PORT)).await?;
     tcp.set_nodelay(true)?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost")?, tcp).await?;
+    let tls =
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost")?, tcp).await?;
     let mut client = async_imap::Client::new(tls);
     client.read_response().await?.context("no greeting")?;
     client.login("alice", PASSWORD).await.map_err(|(e, _)| e).context("login")

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
-pub use blobs::{BlobError, BlobStore};
+pub use blobs::{BlobError, BlobReader, BlobStore, BlobWriter, StagedBlob};
 pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use roost_core::sim::{run as run_seed, SimConfig, SimProfile, SimReport};
+use roost_core::sim::{run as run_seed, SimConfig, SimReport};
 
 /// Options of `roost sim`.
 #[derive(Debug, Args)]

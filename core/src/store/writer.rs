@@ -420,17 +420,33 @@ impl<'t> Writer<'t> {
         mailbox: MailboxId,
         messages: &[AppendMessage<'_>],
     ) -> StoreResult<Vec<Uid>> {
+        let keyed: Vec<(&AppendMessage<'_>, &[u8])> = messages.iter().map(|m| (m, m.raw)).collect();
+        self.deliver_keyed(user, mailbox, &keyed)
+    }
+
+    /// [`Writer::deliver`] where each message's key (cross-device dedup) comes
+    /// from `content`, the message as the MTA handed it over, rather than from
+    /// the stored bytes: LMTP prepends a `Received:` line naming this host and
+    /// time, so two devices store different bytes of one message and must
+    /// still meet in one entry (its stored bytes then come from the smaller
+    /// delivering event, on every device).
+    pub fn deliver_keyed(
+        &mut self,
+        user: &UserName,
+        mailbox: MailboxId,
+        messages: &[(&AppendMessage<'_>, &[u8])],
+    ) -> StoreResult<Vec<Uid>> {
         let row = self.live_mailbox(mailbox)?;
         if messages.is_empty() {
             return Ok(Vec::new());
         }
         let uids = self.assign_uids(&row, messages.len())?;
         let mut entries = Vec::with_capacity(messages.len());
-        for (message, uid) in messages.iter().zip(&uids) {
+        for ((message, content), uid) in messages.iter().zip(&uids) {
             let blob = self.blobs.put(message.raw)?;
-            let message_id = crate::model::message_id_of(message.raw);
+            let message_id = crate::model::message_id_of(content);
             entries.push(DeliveredEntry {
-                key: MessageKey::derive(user.as_str(), &message_id, blob),
+                key: MessageKey::derive(user.as_str(), &message_id, BlobHash::of(content)),
                 entry: NewEntry {
                     uid: *uid,
                     blob,

@@ -63,8 +63,8 @@ pub fn list(
     }
     let full = format!("{reference}{pattern}");
     let options = options.unwrap_or_default();
-    let mailboxes = env.store.mailboxes(&user)?;
-    let subscriptions = env.store.subscriptions(&user)?;
+    let mailboxes = env.store().mailboxes(&user)?;
+    let subscriptions = env.store().subscriptions(&user)?;
     let rows = rows(&mailboxes, &subscriptions);
     let mut out = Vec::new();
     for (name, row) in &rows {
@@ -99,7 +99,7 @@ pub fn list(
         wire::string(&mut out, wire_name(conn, name).as_bytes());
         out.extend_from_slice(b"\r\n");
         if let (Some(items), Some(info)) = (&options.return_status, row.info) {
-            out.extend(status_line(conn, env.store, info, items)?);
+            out.extend(status_line(conn, &env.store(), info, items)?);
         }
     }
     conn.raw(&out);

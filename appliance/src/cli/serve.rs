@@ -93,7 +93,14 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         }
         let (stop_imap, stopped) = tokio::sync::watch::channel(false);
         let imap = crate::imap::start_listeners(daemon.clone(), stopped).await?;
-        let shutdown = shutdown_signal();
+        let cert = imap.cert.clone();
+        let shutdown = shutdown_signal(move || match cert.reload() {
+            Ok(()) => tracing::info!(cert = %cert.cert_path().display(), "SIGHUP: reloaded the TLS certificate"),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: kept the old TLS certificate: the new one cannot be used"
+            ),
+        });
         // Every listener must be bound, and the signal handlers registered,
         // before this line (systemd Type=notify).
         crate::systemd::notify_ready();
@@ -101,7 +108,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         crate::systemd::notify_stopping();
         tracing::info!("shutting down");
         let _ = stop_imap.send(true);
-        imap.await.context("IMAP listeners panicked")??;
+        imap.task.await.context("IMAP listeners panicked")??;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

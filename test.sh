@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 # Real peers the tests talk to: Postfix (LMTP end-to-end), isync/mbsync (IMAP
 # client), python3 (imaplib/smtplib sessions).
 packages=(postfix isync python3 ca-certificates iproute2)
+# The backup tests decrypt a backup with the standard age CLI.
+packages+=(age)
 # Packaging test (below): dpkg-shlibdeps for cargo-deb, systemd-analyze, man,
 # adduser for the package's postinst.
 packages+=(dpkg-dev systemd man-db adduser)

@@ -174,6 +174,30 @@ fn healthy_device_passes() {
     assert!(line(&report, "backup age").contains("not applicable: no backups configured"), "{report}");
 }
 
+// A backup schedule with no backup yet warns (doctor still passes); once a
+// backup is in the dir, the check is ok and names it.
+#[test]
+fn backup_age_follows_the_schedule() {
+    let device = Device::new();
+    let (_, recipient) = roost::backup::keygen(std::time::SystemTime::now());
+    let backups = device.data_dir.with_extension("backups");
+    let mut config = fs::read_to_string(&device.config).unwrap();
+    config.push_str(&format!(
+        "[backup]\nrecipient = \"{recipient}\"\ndir = \"{}\"\nevery = \"1d\"\nkeep = 2\n",
+        backups.display()
+    ));
+    fs::write(&device.config, config).unwrap();
+    let (_, report) = device.doctor();
+    assert!(line(&report, "backup age").starts_with("warn"), "{report}");
+    assert!(line(&report, "backup age").contains("none is in"), "{report}");
+    fs::create_dir_all(&backups).unwrap();
+    let out = device.roost(&["backup", "--to", backups.join("roost-20260101T000000.000Z.age").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, report) = device.doctor();
+    assert!(line(&report, "backup age").starts_with("ok"), "{report}");
+    assert!(line(&report, "backup age").contains("scheduled every 24 h"), "{report}");
+}
+
 // A stopped daemon is a problem, with the command that fixes it.
 #[test]
 fn stopped_daemon_fails() {

@@ -174,7 +174,7 @@ pub fn run_checks(global: &Global) -> Vec<Check> {
     let peers = paired_peers(&data_dir);
     checks.push(check_peer_clock_skew(&peers));
     checks.extend(check_peers(&peers, crate::cli::now_ms()));
-    checks.push(check_backup_age(&configured_backups(&data_dir)));
+    checks.push(check_backup_age(&configured_backups(&config, SystemTime::now())));
     checks
 }
 
@@ -647,21 +647,69 @@ fn duration(ms: u64) -> String {
     }
 }
 
-/// What doctor knows about backups. `roost backup` is not built yet; when it
-/// is, this gains a variant with the newest backup's time and place.
+/// What doctor knows about backups: the schedule and the newest backup.
 #[derive(Debug)]
 enum Backups {
-    BackupNotBuilt,
+    /// No `[backup] dir`/`every`: nothing to judge.
+    NotScheduled,
+    /// The schedule could not be read (the config check reports why).
+    Unreadable(String),
+    /// Scheduled every `every`; the newest backup's path and age, if any.
+    Scheduled { dir: PathBuf, every: Duration, newest: Option<(PathBuf, Duration)> },
 }
 
-fn configured_backups(_data_dir: &Path) -> Backups {
-    Backups::BackupNotBuilt
+/// A backup may be this late before doctor warns: the schedule's own retry
+/// and a slow backup of a large store.
+const BACKUP_GRACE: Duration = Duration::from_secs(60 * 60);
+
+fn configured_backups(config: &Config, now: SystemTime) -> Backups {
+    let schedule = match config.backup.schedule() {
+        Ok(Some(schedule)) => schedule,
+        Ok(None) => return Backups::NotScheduled,
+        Err(e) => return Backups::Unreadable(format!("{e:#}")),
+    };
+    match crate::backup::newest_backup(&schedule.dir) {
+        Ok(newest) => Backups::Scheduled {
+            dir: schedule.dir,
+            every: schedule.every,
+            newest: newest.map(|(path, written)| (path, now.duration_since(written).unwrap_or(Duration::ZERO))),
+        },
+        Err(_) if !schedule.dir.exists() => {
+            Backups::Scheduled { dir: schedule.dir, every: schedule.every, newest: None }
+        }
+        Err(e) => Backups::Unreadable(format!("{e:#}")),
+    }
 }
 
 fn check_backup_age(backups: &Backups) -> Check {
+    const NAME: &str = "backup age";
     match backups {
-        Backups::BackupNotBuilt => {
-            Check::not_applicable("backup age", "no backups configured (`roost backup` is not built yet)")
+        Backups::NotScheduled => {
+            Check::not_applicable(NAME, "no backups configured ([backup] dir and every; see `roost backup`)")
+        }
+        Backups::Unreadable(why) => Check::not_checked(NAME, why),
+        Backups::Scheduled { dir, newest: None, .. } => Check::warn(
+            NAME,
+            format!("backups are scheduled but none is in {} yet", dir.display()),
+            "is the daemon running (`systemctl status roost`)? `journalctl -u roost | grep backup` shows why a \
+             backup failed; `roost backup --to FILE` makes one by hand",
+        ),
+        Backups::Scheduled { every, newest: Some((path, age)), .. } => {
+            let shown = format!(
+                "newest backup {} is {} old (scheduled every {})",
+                path.display(),
+                duration(age.as_millis() as u64),
+                duration(every.as_millis() as u64)
+            );
+            if *age > *every + BACKUP_GRACE {
+                Check::warn(
+                    NAME,
+                    shown,
+                    "`journalctl -u roost | grep backup` shows why backups fail (a full disk, an unwritable dir)",
+                )
+            } else {
+                Check::ok(NAME, shown)
+            }
         }
     }
 }

@@ -92,7 +92,18 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
             print_demo_help(&daemon);
         }
         let (stop_imap, stopped) = tokio::sync::watch::channel(false);
+        let stopped_backup = stopped.clone();
         let imap = crate::imap::start_listeners(daemon.clone(), stopped).await?;
+        // Scheduled backups ([backup] dir, every, keep); validated with the config.
+        let backups = match ctx.config.backup.schedule()? {
+            Some(schedule) => Some(tokio::spawn(crate::backup::run_schedule(
+                ctx.data_dir.clone(),
+                crate::config::config_path(global.config.as_deref()),
+                schedule,
+                stopped_backup,
+            ))),
+            None => None,
+        };
         let cert = imap.cert.clone();
         let shutdown = shutdown_signal(move || match cert.reload() {
             Ok(()) => tracing::info!(cert = %cert.cert_path().display(), "SIGHUP: reloaded the TLS certificate"),
@@ -109,6 +120,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         tracing::info!("shutting down");
         let _ = stop_imap.send(true);
         imap.task.await.context("IMAP listeners panicked")??;
+        if let Some(backups) = backups {
+            backups.await.context("the backup schedule panicked")?;
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

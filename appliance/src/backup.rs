@@ -172,10 +172,19 @@ pub struct RestoreSummary {
     pub blobs: usize,
     /// Where the backed-up config went, if the backup had one.
     pub config: Option<PathBuf>,
+    /// Paired devices recorded in the backup (see [`restore`] on why they matter).
+    pub paired_devices: usize,
 }
 
 /// Restores `backup` into `data_dir`, which must be empty or absent. Nothing
 /// is written to `data_dir` unless the whole backup decrypts and checks out.
+///
+/// A restored device keeps its identity and version vector, so peers send it
+/// only what it lacks. Not handled yet: events this device made *after* the
+/// backup live only at its peers, and the store drops events of its own
+/// origin on ingest, so they do not come back, and its next local write
+/// reuses their sequence numbers. Callers must warn when
+/// `paired_devices > 0` (the CLI does).
 pub fn restore(
     backup: &Path,
     identities: &[Box<dyn age::Identity + Send + Sync>],
@@ -197,7 +206,7 @@ pub fn restore(
     sync_tree(&staging.path)?;
     move_into_place(&staging, data_dir)?;
     let config = summary.config.then(|| data_dir.join(RESTORED_CONFIG_FILE));
-    Ok(RestoreSummary { device: header.device, blobs: summary.blobs, config })
+    Ok(RestoreSummary { device: header.device, blobs: summary.blobs, config, paired_devices: summary.paired_devices })
 }
 
 /// What `ROOST-BACKUP` says.
@@ -305,6 +314,7 @@ fn allowed_entry(path: &Path) -> bool {
 struct Staged {
     blobs: usize,
     config: bool,
+    paired_devices: usize,
 }
 
 /// The staged copy is a whole device: its database opens with its key, and
@@ -328,6 +338,7 @@ fn check_staged(staging: &Path, header: &FormatHeader) -> Result<Staged> {
     if store.identity().id().to_string() != header.device {
         bail!("its header names device {}, its key is device {}", header.device, store.identity().id());
     }
+    let paired_devices = store.peers()?.iter().filter(|peer| peer.removed_ms.is_none()).count();
     drop(store);
     let config = staging.join(CONFIG_ENTRY);
     let has_config = config.exists();
@@ -335,7 +346,7 @@ fn check_staged(staging: &Path, header: &FormatHeader) -> Result<Staged> {
         fs::rename(&config, staging.join(RESTORED_CONFIG_FILE))?;
         fs::remove_dir(staging.join("config"))?;
     }
-    Ok(Staged { blobs: blobs.len(), config: has_config })
+    Ok(Staged { blobs: blobs.len(), config: has_config, paired_devices })
 }
 
 /// Moves the checked staging dir to `data_dir` (absent or empty).

@@ -111,7 +111,10 @@ trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; rm -f "$notify_soc
 
 check_imap() {
   local port
-  roost_cmd doctor | grep -q '^ok    imap listener' || fail "doctor does not find the IMAP listener accepting connections"
+  local report
+  # Captured first: `grep -q` would close the pipe while doctor still prints.
+  report=$(roost_cmd doctor) || true
+  grep -q '^ok    imap listener' <<<"$report" || fail "doctor does not find the IMAP listener accepting connections: $report"
   port=$(sed -n 's/^listen = \["127.0.0.1:\([0-9]*\)"\]/\1/p' /etc/roost/roost.toml | head -n 1)
   port=${port:-1143}
   python3 - "$port" <<'EOF' || fail "IMAP on 127.0.0.1 does not greet"

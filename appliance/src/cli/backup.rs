@@ -107,6 +107,14 @@ pub fn run_restore(global: &Global, args: RestoreArgs) -> Result<ExitCode> {
     if let Some(config) = summary.config {
         println!("the backed-up config is in {} (your config was not changed)", config.display());
     }
+    if summary.paired_devices > 0 {
+        eprintln!(
+            "roost: WARNING: this device was paired with {} device(s). Changes it made after this backup \
+             are not recovered from them yet, and new changes here may clash with them: if it made any \
+             since the backup, pair a fresh device instead (`roost init`, `roost pair join`).",
+            summary.paired_devices
+        );
+    }
     println!("check it with `roost verify`");
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 # client), python3 (imaplib/smtplib sessions), chromium + python3-venv (the
 # web UI test drives Debian's Chromium with Playwright for Python).
 packages=(postfix isync python3 ca-certificates iproute2 chromium python3-venv)
+# The backup tests decrypt a backup with the standard age CLI.
+packages+=(age)
 # Packaging test (below): dpkg-shlibdeps for cargo-deb, systemd-analyze, man,
 # adduser for the package's postinst.
 packages+=(dpkg-dev systemd man-db adduser)

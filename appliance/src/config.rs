@@ -26,6 +26,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Admin HTTP API and web UI.
     pub admin: AdminConfig,
+    /// Backups: the recipient they are encrypted to, and the schedule.
+    pub backup: BackupConfig,
 }
 
 /// `[admin]`
@@ -40,6 +42,63 @@ impl Default for AdminConfig {
     fn default() -> Self {
         // Loopback only: reaching it from elsewhere is a deliberate choice.
         AdminConfig { listen: vec![SocketAddr::from(([127, 0, 0, 1], 7080))] }
+    }
+}
+
+/// `[backup]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The age X25519 recipient (`age1...`) backups are encrypted to; its
+    /// identity (`roost backup keygen`) is kept off the device.
+    pub recipient: Option<String>,
+    /// Where `roost serve` writes scheduled backups.
+    pub dir: Option<PathBuf>,
+    /// How often: a number and m, h or d (`1d`).
+    pub every: Option<String>,
+    /// How many scheduled backups to keep.
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig { recipient: None, dir: None, every: None, keep: 7 }
+    }
+}
+
+/// A validated backup schedule.
+#[derive(Debug, Clone)]
+pub struct BackupSchedule {
+    /// Encrypted to this.
+    pub recipient: age::x25519::Recipient,
+    /// Written here.
+    pub dir: PathBuf,
+    /// This often.
+    pub every: std::time::Duration,
+    /// Newest this many kept.
+    pub keep: usize,
+}
+
+impl BackupConfig {
+    /// The configured recipient, if any.
+    pub fn recipient(&self) -> Result<Option<age::x25519::Recipient>> {
+        self.recipient.as_deref().map(crate::backup::parse_recipient).transpose().context("[backup] recipient")
+    }
+
+    /// The schedule, when `dir` and `every` are set.
+    pub fn schedule(&self) -> Result<Option<BackupSchedule>> {
+        let (dir, every) = match (&self.dir, &self.every) {
+            (None, None) => return Ok(None),
+            (Some(dir), Some(every)) => (dir, every),
+            _ => return Err(format_err!("[backup] dir and every must be set together")),
+        };
+        let every = crate::backup::parse_every(every).context("[backup] every")?;
+        let recipient =
+            self.recipient()?.ok_or_else(|| format_err!("[backup] a schedule needs recipient = \"age1...\""))?;
+        if self.keep == 0 {
+            return Err(format_err!("[backup] keep must be at least 1"));
+        }
+        Ok(Some(BackupSchedule { recipient, dir: dir.clone(), every, keep: self.keep }))
     }
 }
 
@@ -164,6 +223,8 @@ impl Config {
             return Err(format_err!("[imap] tls_cert and tls_key must be set together"));
         }
         crate::imap::limits::Limits::from_config(&config.imap)?;
+        config.backup.recipient()?;
+        config.backup.schedule()?;
         if config.lmtp.max_message_bytes == 0 {
             return Err(format_err!("[lmtp] max_message_bytes must be above 0"));
         }

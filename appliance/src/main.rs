@@ -53,6 +53,10 @@ enum Command {
     Sim(cli::sim::SimArgs),
     /// Check this device: config, data dir, certificate, listeners, disk, clock, peers, backups.
     Doctor(cli::doctor::DoctorArgs),
+    /// Write an age-encrypted backup of this device (`--to FILE`), or create a backup identity (`keygen`).
+    Backup(cli::backup::BackupArgs),
+    /// Restore a backup into an empty data directory.
+    Restore(cli::backup::RestoreArgs),
     /// Print shell completions (bash, zsh or fish) to stdout.
     Completions(cli::completions::CompletionsArgs),
     /// Print the man page (roff) to stdout.
@@ -76,6 +80,8 @@ fn main() -> ExitCode {
         Command::Export(a) => cli::export::run(&global, a),
         Command::Sim(a) => cli::sim::run(a),
         Command::Doctor(a) => cli::doctor::run(&global, a),
+        Command::Backup(a) => cli::backup::run(&global, a),
+        Command::Restore(a) => cli::backup::run_restore(&global, a),
         Command::Completions(a) => cli::completions::run_completions(Args::command(), a),
         Command::Man => cli::completions::run_man(Args::command()),
         Command::Admin(c) => cli::admin::run(&global, c),

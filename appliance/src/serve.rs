@@ -304,9 +304,10 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DaemonLock> {
     Ok(DaemonLock { _file: file })
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload roost`) is answered
-/// here and does not stop the daemon: its default action would kill it.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+/// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload roost`) does not
+/// stop the daemon (its default action would kill it): it runs `reload`, the
+/// daemon's re-read of what can change under it (the TLS certificate).
+pub fn shutdown_signal(reload: impl Fn() + Send + 'static) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers are registered here, when called, not at the first poll: the
     // caller calls this before READY=1, so a `systemctl stop` right after
@@ -324,17 +325,12 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             tokio::select! {
                 _ = int.recv() => return,
                 _ = term.recv() => return,
-                _ = hup.recv() => reload(),
+                _ = hup.recv() => {
+                    crate::systemd::notify_reloading();
+                    reload();
+                    crate::systemd::notify_ready();
+                }
             }
         }
     }
-}
-
-/// What SIGHUP re-reads. TLS certificates belong here once IMAP serves TLS;
-/// until then there is nothing to re-read, and the log says so rather than
-/// pretending.
-fn reload() {
-    crate::systemd::notify_reloading();
-    tracing::info!("SIGHUP: nothing to reload in this build (TLS certificates are re-read here once IMAP serves TLS)");
-    crate::systemd::notify_ready();
 }

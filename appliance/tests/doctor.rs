@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 
 const VALID_CERT: &str = include_str!("fixtures/cert-valid-until-2099.pem");
 const EXPIRED_CERT: &str = include_str!("fixtures/cert-expired-2021.pem");
+const TEST_KEY: &str = include_str!("fixtures/key.pem");
 
 /// A data dir with its own config and, once `serve` ran, its daemon.
 struct Device {
     _tmp: tempfile::TempDir,
     data_dir: PathBuf,
     config: PathBuf,
+    /// The IMAP port: the last listener `roost serve` binds.
+    imap_port: u16,
     daemon: Option<Child>,
 }
 
@@ -45,7 +48,7 @@ impl Device {
             ),
         )
         .unwrap();
-        let device = Device { _tmp: tmp, data_dir, config, daemon: None };
+        let device = Device { _tmp: tmp, data_dir, config, imap_port: imap, daemon: None };
         let out = device.roost(&["init"]);
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         device.install_cert(VALID_CERT);
@@ -56,12 +59,13 @@ impl Device {
         Device::new_in(None)
     }
 
-    /// Writes `pem` as the certificate doctor looks for (`tls/cert.pem`).
+    /// Writes `pem` (with the fixtures' key) as the data dir's self-signed
+    /// pair, the certificate `roost serve` loads when the config names none
+    /// and the one doctor checks.
     fn install_cert(&self, pem: &str) {
-        let tls = self.data_dir.join("tls");
-        fs::create_dir_all(&tls).unwrap();
-        fs::set_permissions(&tls, fs::Permissions::from_mode(0o700)).unwrap();
-        fs::write(tls.join("cert.pem"), pem).unwrap();
+        fs::write(self.data_dir.join("imap-cert.pem"), pem).unwrap();
+        fs::write(self.data_dir.join("imap-key.pem"), TEST_KEY).unwrap();
+        fs::set_permissions(self.data_dir.join("imap-key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -75,21 +79,21 @@ impl Device {
         self.command(args).stdin(Stdio::null()).output().expect("roost runs")
     }
 
-    /// Starts `roost serve` and waits until it holds the data dir lock.
+    /// Starts `roost serve` and waits until it holds the data dir lock and
+    /// IMAP, bound last, accepts connections.
     fn serve(&mut self) {
         let child = self.command(&["serve"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         self.daemon = Some(child.expect("roost serve starts"));
         let lock = self.data_dir.join("roost.lock");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(file) = fs::File::open(&lock) {
-                if file.try_lock_shared().is_err() {
-                    return;
-                }
+            let locked = fs::File::open(&lock).is_ok_and(|file| file.try_lock_shared().is_err());
+            if locked && std::net::TcpStream::connect(("127.0.0.1", self.imap_port)).is_ok() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("roost serve did not take its lock within 20 s");
+        panic!("roost serve did not take its lock and listen for IMAP within 20 s");
     }
 
     /// Runs doctor; returns (exit success, report).
@@ -165,7 +169,33 @@ fn healthy_device_passes() {
     assert!(line(&report, "peer").contains("not applicable: no paired devices"), "{report}");
     assert!(line(&report, "sync listener").starts_with("ok"), "{report}");
     assert!(line(&report, "lmtp listener").starts_with("ok"), "{report}");
+    assert!(line(&report, "imap listener").starts_with("ok"), "{report}");
+    assert!(line(&report, "imaps listener").starts_with("ok"), "{report}");
     assert!(line(&report, "backup age").contains("not applicable: no backups configured"), "{report}");
+}
+
+// A backup schedule with no backup yet warns (doctor still passes); once a
+// backup is in the dir, the check is ok and names it.
+#[test]
+fn backup_age_follows_the_schedule() {
+    let device = Device::new();
+    let (_, recipient) = roost::backup::keygen(std::time::SystemTime::now());
+    let backups = device.data_dir.with_extension("backups");
+    let mut config = fs::read_to_string(&device.config).unwrap();
+    config.push_str(&format!(
+        "[backup]\nrecipient = \"{recipient}\"\ndir = \"{}\"\nevery = \"1d\"\nkeep = 2\n",
+        backups.display()
+    ));
+    fs::write(&device.config, config).unwrap();
+    let (_, report) = device.doctor();
+    assert!(line(&report, "backup age").starts_with("warn"), "{report}");
+    assert!(line(&report, "backup age").contains("none is in"), "{report}");
+    fs::create_dir_all(&backups).unwrap();
+    let out = device.roost(&["backup", "--to", backups.join("roost-20260101T000000.000Z.age").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, report) = device.doctor();
+    assert!(line(&report, "backup age").starts_with("ok"), "{report}");
+    assert!(line(&report, "backup age").contains("scheduled every 24 h"), "{report}");
 }
 
 // A stopped daemon is a problem, with the command that fixes it.
@@ -174,7 +204,11 @@ fn stopped_daemon_fails() {
     let device = Device::new();
     let (passed, report) = device.doctor();
     assert!(!passed, "{report}");
-    assert_eq!(failed_checks(&report), ["daemon", "lmtp listener", "sync listener"], "{report}");
+    assert_eq!(
+        failed_checks(&report),
+        ["daemon", "imap listener", "imaps listener", "lmtp listener", "sync listener"],
+        "{report}"
+    );
     assert!(report.contains("fix: systemctl start roost"), "{report}");
 }
 
@@ -207,6 +241,28 @@ fn missing_configured_certificate_fails() {
     assert!(!passed, "{report}");
     assert!(failed_checks(&report).iter().any(|c| c == "certificate"), "{report}");
     assert!(line(&report, "certificate").contains("cannot read /nonexistent/cert.pem"), "{report}");
+}
+
+// A paired device that cannot be reached (nothing listens at its address)
+// fails the peer check, naming the device and what to look at.
+#[test]
+fn unreachable_peer_fails() {
+    let mut device = Device::new();
+    {
+        let store = roost::cli::open_store(&device.data_dir).unwrap();
+        let ghost = roost_core::model::DeviceId::from_bytes([7; 32]);
+        // A UDP port we held a moment ago: nothing answers there.
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let slot = roost_core::model::DeviceSlot::new(1).unwrap();
+        store.add_peer(ghost, "cellar", slot, &[addr.to_string()], 1).unwrap();
+    }
+    device.serve();
+    let (passed, report) = device.doctor();
+    assert!(!passed, "{report}");
+    assert_eq!(failed_checks(&report), ["peer"], "{report}");
+    assert!(line(&report, "peer").contains("cellar"), "{report}");
+    assert!(line(&report, "peer").contains("never connected since pairing"), "{report}");
+    assert!(report.contains("fix: check that the other device runs"), "{report}");
 }
 
 // A data dir its owner cannot write fails on its mode, even when doctor runs

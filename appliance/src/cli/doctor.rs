@@ -28,18 +28,6 @@ use crate::config::{self, Config, LogFormat};
 use crate::device;
 use crate::serve::LOCK_FILE;
 
-/// The self-signed certificate `roost init` writes into the data dir (IMAP
-/// branch), used when the config sets no `[imap] tls_cert`.
-pub const TLS_CERT_PATH: &str = "tls/cert.pem";
-
-/// Whether `roost serve` in this build binds the IMAP listeners. IMAP is on
-/// its branch; its merge sets this to `true`, which turns the listener and
-/// certificate checks from `skip` into real checks.
-const IMAP_SERVED: bool = false;
-/// Whether `roost serve` in this build binds the LMTP listeners (it does
-/// since the LMTP merge: `lmtp::spawn_listeners` runs before READY=1).
-const LMTP_SERVED: bool = true;
-
 /// Below this much free space the device fails: one maximum-size delivery
 /// (50 MiB by default) needs its temp file and blob, plus SQLite's WAL.
 const DISK_FREE_FAIL_BYTES: u64 = 128 * 1024 * 1024;
@@ -175,7 +163,7 @@ pub fn run_checks(global: &Global) -> Vec<Check> {
     checks.push(daemon);
     if config_ok {
         checks.extend(check_listeners(&config, daemon_running));
-        checks.push(check_certificate(&config, &data_dir, now_s));
+        checks.push(check_certificate(&config, &data_dir, now_s, daemon_running));
     } else {
         // The defaults are not what the daemon was told to use.
         checks.push(Check::not_checked("listeners", "the config is invalid"));
@@ -186,7 +174,7 @@ pub fn run_checks(global: &Global) -> Vec<Check> {
     let peers = paired_peers(&data_dir);
     checks.push(check_peer_clock_skew(&peers));
     checks.extend(check_peers(&peers, crate::cli::now_ms()));
-    checks.push(check_backup_age(&configured_backups(&data_dir)));
+    checks.push(check_backup_age(&configured_backups(&config, SystemTime::now())));
     checks
 }
 
@@ -363,23 +351,15 @@ fn check_daemon(dir: &Path) -> Check {
     }
 }
 
-/// Connects to every configured listener that this build serves.
+/// Connects to every configured IMAP and LMTP listener, and probes the sync port.
 fn check_listeners(config: &Config, daemon_running: bool) -> Vec<Check> {
-    let groups: [(&'static str, bool, &[SocketAddr]); 3] = [
-        ("imap listener", IMAP_SERVED, &config.imap.listen),
-        ("imaps listener", IMAP_SERVED, &config.imap.listen_tls),
-        ("lmtp listener", LMTP_SERVED, &config.lmtp.listen),
+    let groups: [(&'static str, &[SocketAddr]); 3] = [
+        ("imap listener", &config.imap.listen),
+        ("imaps listener", &config.imap.listen_tls),
+        ("lmtp listener", &config.lmtp.listen),
     ];
     let mut checks = Vec::new();
-    for (name, served, addrs) in groups {
-        if !served {
-            let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-            checks.push(Check::not_checked(
-                name,
-                format!("this build of `roost serve` does not serve it yet (configured: {})", addrs.join(", ")),
-            ));
-            continue;
-        }
+    for (name, addrs) in groups {
         checks.extend(addrs.iter().map(|addr| check_listener(name, *addr)));
     }
     checks.extend(config.sync.listen.iter().map(|addr| check_sync_listener(*addr, daemon_running)));
@@ -442,19 +422,19 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The configured certificate, else the one `roost init` makes; every
+/// The certificate IMAP serves: the configured one, else the self-signed one
+/// `roost serve` creates in the data dir on its first start. Every
 /// certificate in the chain must be valid now.
-fn check_certificate(config: &Config, dir: &Path, now_s: i64) -> Check {
+fn check_certificate(config: &Config, dir: &Path, now_s: i64, daemon_running: bool) -> Check {
     const NAME: &str = "certificate";
-    let (path, configured) = match &config.imap.tls_cert {
-        Some(path) => (path.clone(), true),
-        None => (dir.join(TLS_CERT_PATH), false),
-    };
+    let configured = config.imap.tls_cert.is_some();
+    let (path, _) =
+        crate::imap::tls::cert_and_key_paths(dir, config.imap.tls_cert.as_deref(), config.imap.tls_key.as_deref());
     let shown = path.display();
-    if !configured && !path.exists() && !IMAP_SERVED {
+    if !configured && !path.exists() && !daemon_running {
         return Check::not_checked(
             NAME,
-            format!("no certificate at {shown} and this build does not serve IMAP over TLS yet"),
+            format!("no certificate at {shown} yet: `roost serve` creates a self-signed one on its first start"),
         );
     }
     let pem = match fs::read(&path) {
@@ -667,21 +647,69 @@ fn duration(ms: u64) -> String {
     }
 }
 
-/// What doctor knows about backups. `roost backup` is not built yet; when it
-/// is, this gains a variant with the newest backup's time and place.
+/// What doctor knows about backups: the schedule and the newest backup.
 #[derive(Debug)]
 enum Backups {
-    BackupNotBuilt,
+    /// No `[backup] dir`/`every`: nothing to judge.
+    NotScheduled,
+    /// The schedule could not be read (the config check reports why).
+    Unreadable(String),
+    /// Scheduled every `every`; the newest backup's path and age, if any.
+    Scheduled { dir: PathBuf, every: Duration, newest: Option<(PathBuf, Duration)> },
 }
 
-fn configured_backups(_data_dir: &Path) -> Backups {
-    Backups::BackupNotBuilt
+/// A backup may be this late before doctor warns: the schedule's own retry
+/// and a slow backup of a large store.
+const BACKUP_GRACE: Duration = Duration::from_secs(60 * 60);
+
+fn configured_backups(config: &Config, now: SystemTime) -> Backups {
+    let schedule = match config.backup.schedule() {
+        Ok(Some(schedule)) => schedule,
+        Ok(None) => return Backups::NotScheduled,
+        Err(e) => return Backups::Unreadable(format!("{e:#}")),
+    };
+    match crate::backup::newest_backup(&schedule.dir) {
+        Ok(newest) => Backups::Scheduled {
+            dir: schedule.dir,
+            every: schedule.every,
+            newest: newest.map(|(path, written)| (path, now.duration_since(written).unwrap_or(Duration::ZERO))),
+        },
+        Err(_) if !schedule.dir.exists() => {
+            Backups::Scheduled { dir: schedule.dir, every: schedule.every, newest: None }
+        }
+        Err(e) => Backups::Unreadable(format!("{e:#}")),
+    }
 }
 
 fn check_backup_age(backups: &Backups) -> Check {
+    const NAME: &str = "backup age";
     match backups {
-        Backups::BackupNotBuilt => {
-            Check::not_applicable("backup age", "no backups configured (`roost backup` is not built yet)")
+        Backups::NotScheduled => {
+            Check::not_applicable(NAME, "no backups configured ([backup] dir and every; see `roost backup`)")
+        }
+        Backups::Unreadable(why) => Check::not_checked(NAME, why),
+        Backups::Scheduled { dir, newest: None, .. } => Check::warn(
+            NAME,
+            format!("backups are scheduled but none is in {} yet", dir.display()),
+            "is the daemon running (`systemctl status roost`)? `journalctl -u roost | grep backup` shows why a \
+             backup failed; `roost backup --to FILE` makes one by hand",
+        ),
+        Backups::Scheduled { every, newest: Some((path, age)), .. } => {
+            let shown = format!(
+                "newest backup {} is {} old (scheduled every {})",
+                path.display(),
+                duration(age.as_millis() as u64),
+                duration(every.as_millis() as u64)
+            );
+            if *age > *every + BACKUP_GRACE {
+                Check::warn(
+                    NAME,
+                    shown,
+                    "`journalctl -u roost | grep backup` shows why backups fail (a full disk, an unwritable dir)",
+                )
+            } else {
+                Check::ok(NAME, shown)
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! error that `main` prints as `roost: <context>: <cause>`.
 
 pub mod admin;
+pub mod backup;
 pub mod completions;
 pub mod doctor;
 pub mod export;

@@ -104,8 +104,26 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
             print_demo_help(&daemon);
         }
         let (stop_imap, stopped) = tokio::sync::watch::channel(false);
+        let stopped_backup = stopped.clone();
         let imap = crate::imap::start_listeners(daemon.clone(), stopped).await?;
-        let shutdown = shutdown_signal();
+        // Scheduled backups ([backup] dir, every, keep); validated with the config.
+        let backups = match ctx.config.backup.schedule()? {
+            Some(schedule) => Some(tokio::spawn(crate::backup::run_schedule(
+                ctx.data_dir.clone(),
+                crate::config::config_path(global.config.as_deref()),
+                schedule,
+                stopped_backup,
+            ))),
+            None => None,
+        };
+        let cert = imap.cert.clone();
+        let shutdown = shutdown_signal(move || match cert.reload() {
+            Ok(()) => tracing::info!(cert = %cert.cert_path().display(), "SIGHUP: reloaded the TLS certificate"),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: kept the old TLS certificate: the new one cannot be used"
+            ),
+        });
         // Every listener must be bound, and the signal handlers registered,
         // before this line (systemd Type=notify).
         crate::systemd::notify_ready();
@@ -113,7 +131,10 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         crate::systemd::notify_stopping();
         tracing::info!("shutting down");
         let _ = stop_imap.send(true);
-        imap.await.context("IMAP listeners panicked")??;
+        imap.task.await.context("IMAP listeners panicked")??;
+        if let Some(backups) = backups {
+            backups.await.context("the backup schedule panicked")?;
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

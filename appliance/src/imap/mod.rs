@@ -123,17 +123,27 @@ impl ImapState {
     }
 }
 
+/// The running IMAP listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Serves until `stop` turns true; ends when the connections have closed.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The certificate every new TLS handshake uses; SIGHUP reloads it.
+    pub cert: Arc<tls::ReloadableCert>,
+}
+
 /// Binds the IMAP listeners of the daemon's configuration (so a port in use
 /// fails start-up, not shutdown), then serves them in a task until `stop`
 /// turns true; the task ends when their connections have closed.
 pub async fn start_listeners(
     daemon: Arc<crate::serve::Daemon>,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+) -> anyhow::Result<Listeners> {
     let imap = &daemon.config.imap;
-    let tls = tls::load_or_create(&daemon.data_dir, imap.tls_cert.as_deref(), imap.tls_key.as_deref())?;
+    let cert =
+        tls::ReloadableCert::load_or_create(&daemon.data_dir, imap.tls_cert.as_deref(), imap.tls_key.as_deref())?;
     let limits = Limits::from_config(imap)?;
-    let state = Arc::new(ImapState::for_daemon(daemon.clone(), limits, Some(tls))?);
+    let state = Arc::new(ImapState::for_daemon(daemon.clone(), limits, Some(cert.server_config()))?);
     let mut bound = Vec::new();
     for (addrs, kind) in [(&imap.listen, ListenerKind::Plain), (&imap.listen_tls, ListenerKind::ImplicitTls)] {
         for addr in addrs {
@@ -143,7 +153,7 @@ pub async fn start_listeners(
             bound.push((listener, kind));
         }
     }
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut listeners = JoinSet::new();
         for (listener, kind) in bound {
             let mut stop = stop.clone();
@@ -157,7 +167,8 @@ pub async fn start_listeners(
             res.context("IMAP listener task failed")??;
         }
         Ok(())
-    }))
+    });
+    Ok(Listeners { task, cert })
 }
 
 /// How connections on a listener start.

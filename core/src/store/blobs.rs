@@ -237,8 +237,13 @@ impl BlobStore {
     }
 
     fn path_of(dir: &Path, hash: &BlobHash) -> PathBuf {
+        dir.join(Self::relative_path(hash))
+    }
+
+    /// Where a blob lives below the blob directory (backups copy this layout).
+    pub fn relative_path(hash: &BlobHash) -> PathBuf {
         let hex = hash.to_hex();
-        dir.join(&hex[..2]).join(&hex[2..])
+        Path::new(&hex[..2]).join(&hex[2..])
     }
 
     /// Stores `raw` durably and returns its hash. Storing the same bytes again

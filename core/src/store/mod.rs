@@ -13,6 +13,7 @@ mod ingest;
 pub mod peers;
 mod reads;
 mod schema;
+pub mod snapshot;
 pub(crate) mod state;
 mod writer;
 

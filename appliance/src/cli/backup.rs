@@ -1,0 +1,120 @@
+//! `roost backup --to FILE`, `roost backup keygen --out FILE` and `roost
+//! restore FILE --identity F`; the work is in `crate::backup`, which the
+//! daemon's schedule (and the admin API) call too.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::backup;
+use crate::cli::{now_ms, Global};
+use crate::config;
+
+/// Arguments of `roost backup`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    /// Write the backup to FILE (created; refused if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub to: Option<PathBuf>,
+    /// Encrypt to this age recipient instead of the config's `[backup] recipient`.
+    #[arg(long, value_name = "AGE1...")]
+    pub recipient: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+}
+
+/// `roost backup keygen`
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Create a backup identity file (keep it off the device) and print its
+    /// recipient for `[backup] recipient`.
+    Keygen {
+        /// The identity file to create (mode 0600; refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// Arguments of `roost restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (`roost backup --to`).
+    pub file: PathBuf,
+    /// The backup identity file (`roost backup keygen`, or `age-keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub identity: PathBuf,
+}
+
+/// Runs `roost backup`.
+pub fn run(global: &Global, args: BackupArgs) -> Result<ExitCode> {
+    if let Some(BackupCommand::Keygen { out }) = args.command {
+        return keygen(&out);
+    }
+    let Some(to) = args.to else { bail!("say where to write the backup: roost backup --to FILE") };
+    let ctx = global.resolve()?;
+    let recipient = match args.recipient {
+        Some(text) => backup::parse_recipient(&text)?,
+        None => ctx.config.backup.recipient()?.context(
+            "no backup recipient: set [backup] recipient = \"age1...\" in the config (see `roost backup keygen`) \
+             or pass --recipient",
+        )?,
+    };
+    if to.exists() {
+        bail!("{} already exists; backups never overwrite a file", to.display());
+    }
+    let config_file = config::config_path(global.config.as_deref());
+    let summary = backup::write_backup(&ctx.data_dir, config_file.as_deref(), &recipient, &to, now_ms())?;
+    println!(
+        "backed up device {} ({} blobs) to {} ({} bytes, encrypted to {recipient})",
+        summary.device,
+        summary.blobs,
+        to.display(),
+        summary.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(out: &PathBuf) -> Result<ExitCode> {
+    let (text, recipient) = backup::keygen(SystemTime::now());
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create identity file {}", out.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("cannot write identity file {}", out.display()))?;
+    println!("wrote backup identity {} (keep it off this device: it decrypts every backup)", out.display());
+    println!("put this in the config's [backup] section:");
+    println!("recipient = \"{recipient}\"");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `roost restore`.
+pub fn run_restore(global: &Global, args: RestoreArgs) -> Result<ExitCode> {
+    let ctx = global.resolve()?;
+    let identities = backup::read_identities(&args.identity)?;
+    let summary = backup::restore(&args.file, &identities, &ctx.data_dir)?;
+    println!("restored device {} ({} blobs) into {}", summary.device, summary.blobs, ctx.data_dir.display());
+    if let Some(config) = summary.config {
+        println!("the backed-up config is in {} (your config was not changed)", config.display());
+    }
+    if summary.paired_devices > 0 {
+        eprintln!(
+            "roost: WARNING: this device was paired with {} device(s). Changes it made after this backup \
+             are not recovered from them yet, and new changes here may clash with them: if it made any \
+             since the backup, pair a fresh device instead (`roost init`, `roost pair join`).",
+            summary.paired_devices
+        );
+    }
+    println!("check it with `roost verify`");
+    Ok(ExitCode::SUCCESS)
+}

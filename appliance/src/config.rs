@@ -24,6 +24,23 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     /// Device-to-device sync.
     pub sync: SyncConfig,
+    /// Admin HTTP API and web UI.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// TCP addresses of the admin API and web UI; empty turns them off.
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        // Loopback only: reaching it from elsewhere is a deliberate choice.
+        AdminConfig { listen: vec![SocketAddr::from(([127, 0, 0, 1], 7080))] }
+    }
 }
 
 /// `[sync]`

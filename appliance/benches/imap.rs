@@ -243,6 +243,19 @@ fn session_pids(sid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Prints a phase's result at once, so a long run shows progress and an
+/// interrupted one keeps what it measured.
+fn progress(label: &str, latencies: &[Duration]) {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    eprintln!(
+        "  {label}: n={} p50={:.3} ms p99={:.3} ms",
+        sorted.len(),
+        ms(percentile(&sorted, 0.5)),
+        ms(percentile(&sorted, 0.99))
+    );
+}
+
 fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + 'static) -> Result<Results> {
     let n = env_count("IMAP_BENCH_N", 1000);
     let big = env_count("IMAP_BENCH_BIG", 10_000);
@@ -256,6 +269,7 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
     for i in 0..n {
         client.timed(&append_command("INBOX", &message(i)), &mut lat)?;
     }
+    progress("APPEND", &lat);
     results.latencies.push(("APPEND", lat));
 
     client.command(b"SELECT INBOX")?;
@@ -263,28 +277,33 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
     for i in 1..=n {
         client.timed(format!("STORE {i} +FLAGS (\\Flagged)").as_bytes(), &mut lat)?;
     }
+    progress("STORE", &lat);
     results.latencies.push(("STORE", lat));
 
     let mut lat = Vec::new();
     for i in 1..=n {
         client.timed(format!("FETCH {i} BODY.PEEK[HEADER]").as_bytes(), &mut lat)?;
     }
+    progress("FETCH header", &lat);
     results.latencies.push(("FETCH header", lat));
     let mut lat = Vec::new();
     for i in 1..=n {
         client.timed(format!("FETCH {i} BODY.PEEK[]").as_bytes(), &mut lat)?;
     }
+    progress("FETCH body", &lat);
     results.latencies.push(("FETCH body", lat));
 
     let mut lat = Vec::new();
     for i in 0..n {
         client.timed(format!("SEARCH SUBJECT \"message {i} about\"").as_bytes(), &mut lat)?;
     }
+    progress("SEARCH subject", &lat);
     results.latencies.push(("SEARCH subject", lat));
     let mut lat = Vec::new();
     for i in 0..n {
         client.timed(format!("SEARCH BODY \"tok{i}z\"").as_bytes(), &mut lat)?;
     }
+    progress("SEARCH body", &lat);
     results.latencies.push(("SEARCH body", lat));
     client.command(b"CLOSE")?;
 
@@ -292,11 +311,13 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
     for i in 0..n {
         client.timed(format!("CREATE folder{i}").as_bytes(), &mut lat)?;
     }
+    progress("CREATE", &lat);
     results.latencies.push(("CREATE", lat));
     let mut lat = Vec::new();
     for i in 0..n {
         client.timed(format!("DELETE folder{i}").as_bytes(), &mut lat)?;
     }
+    progress("DELETE", &lat);
     results.latencies.push(("DELETE", lat));
 
     // Fill "big" with 10 concurrent appenders.
@@ -310,12 +331,14 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
         }
         Ok(done)
     })?;
+    eprintln!("  APPEND, {clients} clients: {appends:.0} msg/s");
     results.throughput.push((format!("APPEND, {clients} clients (msg/s)"), appends));
 
     let mut lat = Vec::new();
     for _ in 0..selects {
         client.timed(b"SELECT big", &mut lat)?;
     }
+    progress("SELECT 10k", &lat);
     results.latencies.push(("SELECT 10k", lat));
 
     for clients in [10, 50] {
@@ -332,6 +355,7 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
             conn.command(b"LOGOUT").ok();
             Ok(done)
         })?;
+        eprintln!("  mixed FETCH/STORE, {clients} clients: {ops:.0} cmd/s");
         results.throughput.push((format!("mixed FETCH/STORE, {clients} clients (cmd/s)"), ops));
     }
     results.peak_rss_kib = sampler.peak_kib();

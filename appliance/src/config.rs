@@ -24,6 +24,17 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     /// Device-to-device sync.
     pub sync: SyncConfig,
+    /// Seal new messages to their user's age key (default true). Off only to
+    /// measure what encryption costs (docs/benchmarks.md); sealed mail stays
+    /// readable either way.
+    pub encryption: Option<bool>,
+}
+
+impl Config {
+    /// Whether new messages are stored encrypted.
+    pub fn encryption(&self) -> bool {
+        self.encryption.unwrap_or(true)
+    }
 }
 
 /// `[sync]`

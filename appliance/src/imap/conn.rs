@@ -28,12 +28,14 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::Command;
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
+use roost_core::crypto::SessionKey;
 use roost_core::model::{MailboxId, UserName};
 use roost_core::store::{Effects, Store};
 
@@ -101,6 +103,9 @@ pub struct Session {
     /// Who.
     pub user: UserName,
     _slot: UserSlot,
+    /// The user's identity, unwrapped at login for this session only (None
+    /// for a user without a key record); zeroised when the session drops.
+    pub(crate) key: Option<Arc<SessionKey>>,
 }
 
 /// A multi-line exchange in progress.
@@ -123,6 +128,16 @@ pub struct Env<'a> {
     pub access: &'a Access,
     /// Shared ENVELOPE/BODYSTRUCTURE cache.
     pub summaries: &'a SummaryCache,
+    /// The logged-in session's key, set by `ImapConn` before each command
+    /// (drivers pass `None`).
+    pub key: Option<Arc<SessionKey>>,
+}
+
+impl Env<'_> {
+    /// A message's plaintext, opened with the session's key.
+    pub(crate) fn message(&self, blob: &roost_core::model::BlobHash) -> Result<Vec<u8>, roost_core::store::StoreError> {
+        self.store.message_plain(blob, self.key.as_deref())
+    }
 }
 
 /// The protocol state machine. See the module doc for the driving contract.
@@ -280,6 +295,7 @@ impl ImapConn {
     }
 
     fn handle_message(&mut self, env: &mut Env<'_>, bytes: Vec<u8>) {
+        env.key = self.session.as_ref().and_then(|s| s.key.clone());
         match self.flow.take() {
             Some(Flow::Idle { tag }) => {
                 // RFC 2177: the only thing a client may send while idling is DONE.
@@ -405,8 +421,8 @@ impl ImapConn {
         self.transport == Transport::Tls || self.config.peer.is_loopback()
     }
 
-    pub(crate) fn log_in(&mut self, user: UserName, slot: UserSlot) {
-        self.session = Some(Session { user, _slot: slot });
+    pub(crate) fn log_in(&mut self, user: UserName, slot: UserSlot, key: Option<SessionKey>) {
+        self.session = Some(Session { user, _slot: slot, key: key.map(Arc::new) });
     }
 
     /// The CAPABILITY list for the current state (RFC 9051 7.2.2).

@@ -218,7 +218,13 @@ async fn run_conn(mut conn: ImapConn, state: &Arc<ImapState>) -> anyhow::Result<
         // A panic while holding the lock drops the open SQLite transaction,
         // which rolls back, so the store is consistent: keep serving.
         let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        let mut env = Env { store: &mut store, now_ms: now_ms(), access: &shared.access, summaries: &shared.summaries };
+        let mut env = Env {
+            store: &mut store,
+            now_ms: now_ms(),
+            access: &shared.access,
+            summaries: &shared.summaries,
+            key: None,
+        };
         conn.run(&mut env);
         conn
     })

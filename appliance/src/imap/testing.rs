@@ -118,7 +118,7 @@ impl Harness {
         // The clock moves on between commands, as it does for real.
         shared.now_ms += 1000;
         let Shared { store, access, summaries, now_ms, .. } = &mut *shared;
-        let mut env = Env { store, now_ms: *now_ms, access, summaries };
+        let mut env = Env { store, now_ms: *now_ms, access, summaries, key: None };
         self.conn.run(&mut env);
         for effects in self.conn.take_effects() {
             shared.changes.push(effects.mailboxes);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
-pub use blobs::{BlobError, BlobStore};
+pub use blobs::{BlobError, BlobStore, PrestoredMessage};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};

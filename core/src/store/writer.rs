@@ -13,7 +13,7 @@ use crate::model::{
     BlobHash, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid, UidValidity,
     UserName, DEFAULT_MAILBOXES,
 };
-use crate::store::blobs::BlobStore;
+use crate::store::blobs::{BlobStore, PrestoredMessage};
 use crate::store::state::{self, EntryRow, MailboxRow};
 use crate::store::{DeviceIdentity, StoreError, StoreResult};
 
@@ -262,6 +262,15 @@ impl<'t> Writer<'t> {
             return Err(StoreError::Blob(crate::store::BlobError::Missing(blob)));
         }
         state::sealed_blob_put(self.conn, user.as_str(), content_hash, blob)
+    }
+
+    /// Lets the next append of the message `prestored` was made from use its
+    /// blob (a no-op for a plaintext blob: content addressing finds it).
+    pub fn adopt_prestored(&mut self, user: &UserName, prestored: &PrestoredMessage) -> StoreResult<()> {
+        match prestored.sealed_content {
+            Some(content) => self.adopt_sealed_blob(user, &content, prestored.blob),
+            None => Ok(()),
+        }
     }
 
     /// Removes a user and their mail.

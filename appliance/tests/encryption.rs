@@ -323,3 +323,55 @@ fn mail_is_ciphertext_on_disk_and_on_the_wire_and_keys_follow_the_user() {
     });
     assert!(imap_login(imap_b, "alice", "third passphrase 3").1.starts_with("l1 OK"));
 }
+
+#[test]
+fn sealed_import_reruns_add_nothing_and_export_needs_the_password() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    roost(&dir, &["init"], "");
+    roost(&dir, &["user", "add", "alice", "--password-stdin"], &format!("{PASSWORD}\n"));
+    let mbox = root.path().join("in.mbox");
+    std::fs::write(
+        &mbox,
+        format!(
+            "From import-sender@sender-domain.example Wed Dec  2 10:00:00 2026\n{}\n",
+            message("import").replace("\r\n", "\n")
+        ),
+    )
+    .unwrap();
+    let first = roost(&dir, &["import", "--user", "alice", mbox.to_str().unwrap()], "");
+    assert!(String::from_utf8_lossy(&first.stdout).contains("imported 1 messages"));
+    // Ciphertext on disk differs per run (age is randomised): the re-run must
+    // recognise the message by the user's keyed content hash.
+    let again = roost(&dir, &["import", "--user", "alice", mbox.to_str().unwrap()], "");
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.contains("imported 0 messages") && again.contains("1 already present"), "{again}");
+    std::fs::remove_file(&mbox).unwrap();
+    assert_eq!(plaintext_on_disk(&dir, SECRETS), Vec::<String>::new());
+
+    // Export opens the mail with the password; a wrong one writes nothing.
+    let out = root.path().join("out");
+    let wrong = Command::new(env!("CARGO_BIN_EXE_roost"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["export", "--user", "alice", "--format", "mbox", "--password-stdin", out.to_str().unwrap()])
+        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut wrong = wrong;
+    wrong.stdin.take().unwrap().write_all(b"not the password\n").unwrap();
+    let wrong = wrong.wait_with_output().unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong password for alice"));
+    assert!(!out.exists());
+    roost(
+        &dir,
+        &["export", "--user", "alice", "--format", "mbox", "--password-stdin", out.to_str().unwrap()],
+        &format!("{PASSWORD}\n"),
+    );
+    let exported = std::fs::read_to_string(out.join("INBOX.mbox")).unwrap();
+    assert!(exported.contains("quartzfeather body via import"), "{exported}");
+}

@@ -56,6 +56,32 @@ fn wrong_password_and_unknown_user_both_fail_alike() {
 }
 
 #[test]
+fn wrong_password_costs_what_an_unknown_user_costs() {
+    // The timing class, not a benchmark: each outcome runs one argon2id with
+    // the same parameters, so medians stay within a small factor (a missing
+    // hash run would be a factor of 50 or more: the rest is microseconds).
+    let (c, _) = keyed_cluster(1);
+    let store = &c.devices[0];
+    let median = |user: &str, password: &str| {
+        let mut times: Vec<_> = (0..5)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let _ = store.login(user, password).unwrap();
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[2].as_secs_f64()
+    };
+    let (wrong, unknown, right) =
+        (median("alice", "wrong password!"), median("nobody", "wrong password!"), median("alice", PASSWORD));
+    for (what, t) in [("unknown user", unknown), ("right password", right)] {
+        let ratio = t / wrong;
+        assert!((0.33..3.0).contains(&ratio), "{what} takes {t:.4} s, a wrong password {wrong:.4} s");
+    }
+}
+
+#[test]
 fn password_change_on_one_device_then_login_on_another_with_the_new_password_only() {
     let (mut c, recovery) = keyed_cluster(2);
     c.append(0, "INBOX", "before-change", vec![]);

@@ -74,6 +74,13 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     let _lock = lock_data_dir(&ctx.data_dir)?;
     let mut store = open_store(&ctx.data_dir)?;
     store.set_encryption(ctx.config.encryption());
+    for user in store.users_without_keys()? {
+        tracing::warn!(
+            user,
+            "user has no encryption key (created before encryption): their mail is stored in clear; \
+             `roost user passwd` creates the key for new mail (docs/security.md)"
+        );
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -164,6 +164,14 @@ impl Store {
         Ok(out)
     }
 
+    /// Users without a key record (created before encryption): their mail
+    /// is stored in clear until `roost user passwd` creates their key.
+    pub fn users_without_keys(&self) -> StoreResult<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name FROM users WHERE keys IS NULL ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// A user's key record, if they have one.
     pub fn user_keys(&self, user: &UserName) -> StoreResult<Option<UserKeys>> {
         state::user_keys(&self.conn, user.as_str())

@@ -164,6 +164,7 @@ impl Client {
             if let Some(n) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')).map(|(_, n)| n) {
                 let mut literal = vec![0; n.parse().expect("literal length")];
                 self.reader.read_exact(&mut literal).expect("literal");
+                untagged.push(line);
                 continue;
             }
             if line.starts_with(&format!("{tag} ")) {

@@ -135,7 +135,7 @@ pub fn run(global: &Global, command: UserCommand) -> Result<ExitCode> {
 }
 
 fn parse_name(name: &str) -> Result<UserName> {
-    UserName::new(name).map_err(|e| format_err!("invalid user name {name:?}: {e}"))
+    Ok(crate::ops::parse_user_name(name)?)
 }
 
 /// Where secrets come from: successive lines of standard input, or prompts.

@@ -28,6 +28,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Backups: the recipient they are encrypted to, and the schedule.
     pub backup: BackupConfig,
+    /// Seal new messages to their user's age key (default true). Off only to
+    /// measure what encryption costs (docs/benchmarks.md); sealed mail stays
+    /// readable either way.
+    pub encryption: Option<bool>,
 }
 
 /// `[admin]`
@@ -99,6 +103,13 @@ impl BackupConfig {
             return Err(format_err!("[backup] keep must be at least 1"));
         }
         Ok(Some(BackupSchedule { recipient, dir: dir.clone(), every, keep: self.keep }))
+    }
+}
+
+impl Config {
+    /// Whether new messages are stored encrypted.
+    pub fn encryption(&self) -> bool {
+        self.encryption.unwrap_or(true)
     }
 }
 

@@ -316,6 +316,9 @@ fn describe(op: &EventOp, mailboxes: &mut std::collections::HashMap<MailboxId, (
         EventOp::UserPassword { user, .. } => {
             ("user-password", Some(user.to_string()), None, format!("changed the password of {user}"))
         }
+        EventOp::UserKeys { user, .. } => {
+            ("user-keys", Some(user.to_string()), None, format!("set the password and key of {user}"))
+        }
         EventOp::UserRemove { user } => ("user-remove", Some(user.to_string()), None, format!("removed user {user}")),
         EventOp::MailboxCreate { user, mailbox, name, .. } => {
             mailboxes.insert(*mailbox, (user.to_string(), name.to_string()));

@@ -67,7 +67,20 @@ fn init_user_status_verify_happy_path() {
     assert!(list.contains("alice\t6 mailboxes\t0 messages"), "{list}");
     assert!(list.contains("bob@example.org"), "{list}");
 
-    ok(roost(&dir, &["user", "passwd", "alice", "--password-stdin"], Some("another passphrase\n")));
+    // The current password first (it unwraps alice's key), then the new one.
+    fails_with(
+        roost(&dir, &["user", "passwd", "alice", "--password-stdin"], Some("not her password\nanother passphrase\n")),
+        "current password of alice is wrong",
+    );
+    ok(roost(
+        &dir,
+        &["user", "passwd", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\nanother passphrase\n")),
+    ));
+    fails_with(
+        roost(&dir, &["user", "recover", "alice", "--password-stdin"], Some("12-34\nthird passphrase\n")),
+        "64 hexadecimal digits",
+    );
     ok(roost(&dir, &["user", "remove", "bob@example.org"], None));
     let list = ok(roost(&dir, &["user", "list"], None));
     assert!(!list.contains("bob"), "{list}");

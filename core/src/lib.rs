@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod crypto;
 pub mod log;
 mod merge;
 pub mod model;

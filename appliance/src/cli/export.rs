@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use roost_core::crypto::SessionKey;
 use roost_core::model::UserName;
 use roost_core::store::Store;
 
@@ -47,6 +48,10 @@ pub struct ExportArgs {
     pub format: Format,
     /// Output directory (created; must be empty if it exists).
     pub dir: PathBuf,
+    /// Read the user's password (needed to decrypt their mail) from the
+    /// first line of standard input instead of a terminal prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 /// What an export did.
@@ -70,7 +75,16 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode> {
     if !store.user_exists(&user)? {
         bail!("no user {user}");
     }
-    let summary = export(&store, &user, args.format, &args.dir)?;
+    // Mail stored encrypted opens only with the user's identity.
+    let key = match store.user_keys(&user)? {
+        Some(keys) => {
+            let password = crate::cli::user::Input::new(args.password_stdin)
+                .secret(&format!("Password of {user}: "), "the user's password")?;
+            Some(keys.unlock(user.as_str(), &password).map_err(|_| anyhow::format_err!("wrong password for {user}"))?)
+        }
+        None => None,
+    };
+    let summary = export(&store, &user, key.as_ref(), args.format, &args.dir)?;
     println!("exported {} messages from {} mailboxes to {}", summary.messages, summary.mailboxes, args.dir.display());
     if summary.keywords_lost > 0 {
         println!(
@@ -85,7 +99,13 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode> {
 }
 
 /// Exports `user`'s mailboxes into `dir`.
-pub fn export(store: &Store, user: &UserName, format: Format, dir: &Path) -> Result<ExportSummary> {
+pub fn export(
+    store: &Store,
+    user: &UserName,
+    key: Option<&SessionKey>,
+    format: Format,
+    dir: &Path,
+) -> Result<ExportSummary> {
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
         if entries.next().is_some() {
@@ -101,8 +121,8 @@ pub fn export(store: &Store, user: &UserName, format: Format, dir: &Path) -> Res
     for mailbox in store.mailboxes(user)? {
         let entries = store.entries(mailbox.id)?;
         let res = match &mut maildir_writer {
-            Some(writer) => export_maildir(store, writer, &mailbox.name, &entries, &mut summary),
-            None => export_mbox(store, dir, &mailbox.name, &entries, &mut summary),
+            Some(writer) => export_maildir(store, writer, &mailbox.name, &entries, key, &mut summary),
+            None => export_mbox(store, dir, &mailbox.name, &entries, key, &mut summary),
         };
         match res {
             Ok(()) => summary.mailboxes += 1,
@@ -117,11 +137,12 @@ fn export_maildir(
     writer: &mut maildir::MaildirWriter,
     name: &str,
     entries: &[roost_core::store::EntryInfo],
+    key: Option<&SessionKey>,
     summary: &mut ExportSummary,
 ) -> Result<()> {
     writer.create_folder(name)?;
     for e in entries {
-        let raw = store.message(&e.blob)?;
+        let raw = store.message_plain(&e.blob, key)?;
         let (flags, lost) = mailio::flags_to_maildir(&e.flags);
         summary.keywords_lost += u64::from(!lost.is_empty());
         writer.write_message(name, &raw, &flags, Some(e.internal_date))?;
@@ -135,6 +156,7 @@ fn export_mbox(
     dir: &Path,
     name: &str,
     entries: &[roost_core::store::EntryInfo],
+    key: Option<&SessionKey>,
     summary: &mut ExportSummary,
 ) -> Result<()> {
     let path = dir.join(format!("{name}.mbox"));
@@ -148,7 +170,7 @@ fn export_mbox(
         .with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::new(file);
     for e in entries {
-        let raw = store.message(&e.blob)?;
+        let raw = store.message_plain(&e.blob, key)?;
         let (flags, lost) = mailio::flags_to_mbox(&e.flags);
         summary.keywords_lost += u64::from(!lost.is_empty());
         mbox::write_mbox_message(&mut out, &return_path(&raw), e.internal_date, &flags, &raw)
@@ -193,7 +215,7 @@ mod tests {
         std::fs::write(dir.path().join("old"), b"x").unwrap();
         let store = Store::in_memory([1; 32], roost_core::model::DeviceSlot::new(0).unwrap(), 1).unwrap();
         let user = UserName::new("a").unwrap();
-        let err = export(&store, &user, Format::Mbox, dir.path()).unwrap_err();
+        let err = export(&store, &user, None, Format::Mbox, dir.path()).unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
     }
 }

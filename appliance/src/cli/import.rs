@@ -5,8 +5,8 @@
 //!
 //! Restartable: messages are committed in batches (one transaction and one
 //! append event each), and a message already in its target mailbox with the
-//! same blob hash and INTERNALDATE is skipped, so a re-run, or a run after
-//! Ctrl-C or a kill, adds exactly what is missing. Blobs are written before
+//! same content hash (BLAKE3, or the user's keyed hash when sealed) and
+//! INTERNALDATE is skipped, so a re-run, or a run after Ctrl-C or a kill, adds exactly what is missing. Blobs are written before
 //! their batch commits; an interrupted batch leaves orphan blobs only, never
 //! a partial message.
 //!
@@ -28,8 +28,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use roost_core::crypto::Sealer;
 use roost_core::model::{BlobHash, Flag, MailboxId, SpecialUse, UserName};
-use roost_core::store::{AppendMessage, BlobError, BlobStore, Store, BLOB_DIR};
+use roost_core::store::{AppendMessage, BlobStore, Store, BLOB_DIR};
 
 use crate::cli::{now_ms, open_store, Global};
 use crate::mailio::{self, maildir, mbox};
@@ -180,6 +181,7 @@ pub fn run(global: &Global, args: ImportArgs) -> Result<ExitCode> {
     }
     let ctx = global.resolve()?;
     let mut store = open_store(&ctx.data_dir)?;
+    store.set_encryption(ctx.config.encryption());
     let user = UserName::new(&args.user).with_context(|| format!("invalid user name {:?}", args.user))?;
     if !store.user_exists(&user)? {
         bail!("no user {user} (add it with `roost user add {user}`)");
@@ -243,7 +245,10 @@ pub fn import(store: &mut Store, user: &UserName, args: &ImportArgs) -> Result<S
     // A second handle on the store's blob directory, owned by the writer
     // threads, so they run while the store itself is borrowed for commits.
     let blobs = Arc::new(BlobStore::open_dir(&blob_dir).context("cannot open the blob store")?);
-    let mut pool = BlobPool::new(blobs)?;
+    // Sealed on the writer threads too: age encryption costs about what the
+    // fsync does, so it belongs where the parallelism is.
+    let sealer = store.sealer(user)?;
+    let mut pool = BlobPool::new(blobs, sealer.clone())?;
     let mut mailboxes = 0;
     for source in &sources {
         let Some((mailbox, name)) = target_mailbox(store, user, &source.name, &mut progress, &source.kind)? else {
@@ -253,6 +258,8 @@ pub fn import(store: &mut Store, user: &UserName, args: &ImportArgs) -> Result<S
         let mut pipeline = Pipeline {
             store: &mut *store,
             pool: &mut pool,
+            user,
+            sealer: sealer.as_ref(),
             mailbox,
             name: &name,
             batch_size: args.batch,
@@ -389,7 +396,11 @@ struct Pending {
     raw: Arc<Vec<u8>>,
     flags: Vec<Flag>,
     internal_date: i64,
-    hash: BlobHash,
+    /// What identifies the content: BLAKE3 of the bytes, or the user's keyed
+    /// content hash when sealed (the blob's own hash is of ciphertext).
+    content: BlobHash,
+    /// The stored blob, once durable.
+    blob: Option<BlobHash>,
 }
 
 /// Messages whose blobs are being written at once. Enough to keep every
@@ -404,19 +415,19 @@ struct BlobPool {
     /// ends the writers' loops.
     jobs: Option<SyncSender<(u64, Arc<Vec<u8>>)>>,
     /// Completions, in whatever order the writers finish.
-    done: Receiver<(u64, Result<BlobHash, BlobError>)>,
+    done: Receiver<(u64, Result<BlobHash>)>,
     threads: Vec<JoinHandle<()>>,
     next_seq: u64,
 }
 
 impl BlobPool {
-    fn new(blobs: Arc<BlobStore>) -> Result<BlobPool> {
+    fn new(blobs: Arc<BlobStore>, sealer: Option<Sealer>) -> Result<BlobPool> {
         let (jobs, queue) = sync_channel::<(u64, Arc<Vec<u8>>)>(IN_FLIGHT_MAX);
         let queue = Arc::new(Mutex::new(queue));
         let (done_tx, done) = channel();
         let mut threads = Vec::with_capacity(BLOB_WRITERS);
         for i in 0..BLOB_WRITERS {
-            let (queue, done_tx, blobs) = (queue.clone(), done_tx.clone(), blobs.clone());
+            let (queue, done_tx, blobs, sealer) = (queue.clone(), done_tx.clone(), blobs.clone(), sealer.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("roost-import-blob-{i}"))
                 // Runs until the job queue closes (pool dropped) or nobody
@@ -424,7 +435,13 @@ impl BlobPool {
                 .spawn(move || loop {
                     let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((seq, raw)) = job else { break };
-                    if done_tx.send((seq, blobs.put(&raw))).is_err() {
+                    let stored = match &sealer {
+                        Some(sealer) => {
+                            sealer.seal(&raw).map_err(anyhow::Error::from).and_then(|sealed| Ok(blobs.put(&sealed)?))
+                        }
+                        None => blobs.put(&raw).map_err(anyhow::Error::from),
+                    };
+                    if done_tx.send((seq, stored)).is_err() {
                         break;
                     }
                 })
@@ -465,6 +482,9 @@ impl Drop for BlobPool {
 struct Pipeline<'a> {
     store: &'a mut Store,
     pool: &'a mut BlobPool,
+    user: &'a UserName,
+    /// Set when the user's messages are sealed.
+    sealer: Option<&'a Sealer>,
     mailbox: MailboxId,
     name: &'a str,
     batch_size: usize,
@@ -490,7 +510,10 @@ impl Pipeline<'_> {
         let Some(entry) = self.in_flight.get_mut(&seq) else {
             anyhow::bail!("blob writer reported unknown job {seq}");
         };
-        assert!(entry.0.hash == hash, "blob store hashed {hash:?}, expected {:?}", entry.0.hash);
+        if self.sealer.is_none() {
+            assert!(entry.0.content == hash, "blob store hashed {hash:?}, expected {:?}", entry.0.content);
+        }
+        entry.0.blob = Some(hash);
         entry.1 = true;
         while let Some(first) = self.in_flight.first_entry() {
             if !first.get().1 {
@@ -525,9 +548,18 @@ impl Pipeline<'_> {
             .iter()
             .map(|p| AppendMessage { raw: &p.raw, flags: p.flags.clone(), internal_date: p.internal_date })
             .collect();
-        let mailbox = self.mailbox;
+        let (mailbox, user) = (self.mailbox, self.user);
+        let sealed: Vec<([u8; 32], BlobHash)> = match self.sealer {
+            Some(_) => self.ready.iter().filter_map(|p| Some((*p.content.as_bytes(), p.blob?))).collect(),
+            None => Vec::new(),
+        };
         self.store
-            .write(now_ms(), |w| w.append(mailbox, &messages))
+            .write(now_ms(), |w| {
+                for (content, blob) in &sealed {
+                    w.adopt_sealed_blob(user, content, *blob)?;
+                }
+                w.append(mailbox, &messages)
+            })
             .with_context(|| format!("cannot store {} messages in {}", messages.len(), self.name))?;
         progress.imported += self.ready.len() as u64;
         self.ready.clear();
@@ -537,8 +569,13 @@ impl Pipeline<'_> {
 }
 
 fn import_source(pipeline: &mut Pipeline<'_>, source: &Source, progress: &mut Progress) -> Result<()> {
-    let mut present: HashSet<(BlobHash, i64)> =
-        pipeline.store.entries(pipeline.mailbox)?.into_iter().map(|e| (e.blob, e.internal_date)).collect();
+    let contents = pipeline.store.sealed_contents(pipeline.user)?;
+    let mut present: HashSet<(BlobHash, i64)> = pipeline
+        .store
+        .entries(pipeline.mailbox)?
+        .into_iter()
+        .map(|e| (contents.get(&e.blob).copied().unwrap_or(e.blob), e.internal_date))
+        .collect();
     let mut handle = |item: Result<Incoming, Skipped>, pipeline: &mut Pipeline<'_>, progress: &mut Progress| {
         let msg = match item {
             Ok(m) => m,
@@ -552,14 +589,18 @@ fn import_source(pipeline: &mut Pipeline<'_>, source: &Source, progress: &mut Pr
             return Ok(());
         }
         let internal_date = msg.internal_date.or_else(|| date_header(&msg.raw)).or(msg.fallback_date).unwrap_or(0);
-        let hash = BlobHash::of(&msg.raw);
+        let content = match pipeline.sealer {
+            Some(sealer) => BlobHash::from_bytes(sealer.content_hash(&msg.raw)),
+            None => BlobHash::of(&msg.raw),
+        };
         // Also dedups within this run, so an interrupted run and a whole run
         // leave the same result.
-        if !present.insert((hash, internal_date)) {
+        if !present.insert((content, internal_date)) {
             progress.present += 1;
             return Ok(());
         }
-        pipeline.push(Pending { raw: Arc::new(msg.raw), flags: msg.flags, internal_date, hash }, progress)
+        pipeline
+            .push(Pending { raw: Arc::new(msg.raw), flags: msg.flags, internal_date, content, blob: None }, progress)
     };
     match &source.kind {
         SourceKind::Mbox(path) => {

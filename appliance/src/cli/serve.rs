@@ -78,7 +78,15 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         ctx.config.admin.listen = args.listen_admin.clone();
     }
     let _lock = lock_data_dir(&ctx.data_dir)?;
-    let store = open_store(&ctx.data_dir)?;
+    let mut store = open_store(&ctx.data_dir)?;
+    store.set_encryption(ctx.config.encryption());
+    for user in store.users_without_keys()? {
+        tracing::warn!(
+            user,
+            "user has no encryption key (created before encryption): their mail is stored in clear; \
+             `roost user passwd` creates the key for new mail (docs/security.md)"
+        );
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -155,7 +163,11 @@ fn prepare_demo(dir: &std::path::Path) -> Result<()> {
     let user = UserName::new(DEMO_USER).expect("demo user name is valid");
     if !store.user_exists(&user)? {
         let hash = auth::hash_password(DEMO_PASSWORD, &mut rand::rngs::OsRng);
-        store.write(now_ms(), |w| w.add_user(&user, &hash))?;
+        let (keys, _recovery) = roost_core::crypto::UserKeys::generate(DEMO_PASSWORD, &mut rand::rngs::OsRng);
+        store.write(now_ms(), |w| {
+            w.add_user(&user, &hash)?;
+            w.set_user_keys(&user, &hash, &keys)
+        })?;
     }
     Ok(())
 }

@@ -28,13 +28,14 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::Command;
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
+use roost_core::crypto::SessionKey;
 use roost_core::model::{MailboxId, UserName};
 use roost_core::store::{BlobStore, Effects, Store, StoreResult, Writer};
 
@@ -103,6 +104,9 @@ pub struct Session {
     /// Who.
     pub user: UserName,
     _slot: UserSlot,
+    /// The user's identity, unwrapped at login for this session only (None
+    /// for a user without a key record); zeroised when the session drops.
+    pub(crate) key: Option<Arc<SessionKey>>,
 }
 
 /// A multi-line exchange in progress.
@@ -131,12 +135,22 @@ pub struct Env<'a> {
     pub access: &'a Access,
     /// Shared ENVELOPE/BODYSTRUCTURE cache.
     pub summaries: &'a SummaryCache,
+    /// The logged-in session's key, set by `ImapConn` before each command
+    /// (drivers pass `None`).
+    pub key: Option<Arc<SessionKey>>,
+}
+
+impl Env<'_> {
+    /// A message's plaintext, opened with the session's key.
+    pub(crate) fn message(&self, blob: &roost_core::model::BlobHash) -> Result<Vec<u8>, roost_core::store::StoreError> {
+        self.store().message_plain(blob, self.key.as_deref())
+    }
 }
 
 impl<'a> Env<'a> {
     /// An environment whose writes commit directly under the store lock.
     pub fn new(store: &'a Mutex<Store>, now_ms: u64, access: &'a Access, summaries: &'a SummaryCache) -> Env<'a> {
-        Env { store, committer: None, blobs: None, now_ms, access, summaries }
+        Env { store, committer: None, blobs: None, now_ms, access, summaries, key: None }
     }
 
     /// Writes go through the daemon's committer (group commit with every
@@ -158,11 +172,15 @@ impl<'a> Env<'a> {
     /// Stores a message blob durably before its write, outside the store
     /// lock when a blob directory handle is set (the daemon); else the write
     /// stores it.
-    pub fn put_blob(&self, raw: &[u8]) -> StoreResult<()> {
-        if let Some(blobs) = self.blobs {
-            blobs.put(raw)?;
+    pub fn put_blob(&self, user: &UserName, raw: &[u8]) -> StoreResult<Option<roost_core::store::PrestoredMessage>> {
+        match self.blobs {
+            // Sealed to the user's key when encryption is on (docs/security.md).
+            Some(blobs) => {
+                let sealer = self.store().sealer(user)?;
+                Ok(Some(blobs.put_message(sealer.as_ref(), raw)?))
+            }
+            None => Ok(None),
         }
-        Ok(())
     }
 
     /// Runs `f` in a durable transaction; returns after the commit. Through
@@ -336,6 +354,7 @@ impl ImapConn {
     }
 
     fn handle_message(&mut self, env: &mut Env<'_>, bytes: Vec<u8>) {
+        env.key = self.session.as_ref().and_then(|s| s.key.clone());
         match self.flow.take() {
             Some(Flow::Idle { tag }) => {
                 // RFC 2177: the only thing a client may send while idling is DONE.
@@ -461,8 +480,8 @@ impl ImapConn {
         self.transport == Transport::Tls || self.config.peer.is_loopback()
     }
 
-    pub(crate) fn log_in(&mut self, user: UserName, slot: UserSlot) {
-        self.session = Some(Session { user, _slot: slot });
+    pub(crate) fn log_in(&mut self, user: UserName, slot: UserSlot, key: Option<SessionKey>) {
+        self.session = Some(Session { user, _slot: slot, key: key.map(Arc::new) });
     }
 
     /// The CAPABILITY list for the current state (RFC 9051 7.2.2).

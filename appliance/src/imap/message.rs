@@ -25,22 +25,33 @@ pub struct Summary {
     pub body: Vec<u8>,
 }
 
-/// Summaries by blob, shared by all connections. A message's bytes never
-/// change (content addressed), so entries never go stale; the cache is
+/// Summaries by reader and blob, shared by all connections. A message's bytes
+/// never change (content addressed), so entries never go stale; the cache is
 /// cleared when full rather than tracking recency, which keeps it simple and
-/// bounded.
+/// bounded. The reader (the session key's fingerprint, `None` for a user
+/// without a key) is part of the key so one user's session never gets a
+/// summary computed from another user's plaintext (issue 8); the cache lives
+/// in memory only.
 #[derive(Debug, Clone, Default)]
 pub struct SummaryCache {
-    inner: Arc<Mutex<HashMap<BlobHash, Arc<Summary>>>>,
+    inner: Arc<Mutex<HashMap<SummaryKey, Arc<Summary>>>>,
 }
+
+type SummaryKey = (Option<[u8; 32]>, BlobHash);
 
 /// Summaries kept at most: ~1-2 KiB each, so a few MiB.
 const SUMMARY_CACHE_LEN_MAX: usize = 4096;
 
 impl SummaryCache {
-    /// The summary of `raw` (stored as `blob`), computed once.
-    pub fn get(&self, blob: &BlobHash, raw: impl FnOnce() -> Option<Vec<u8>>) -> Option<Arc<Summary>> {
-        if let Some(summary) = self.lock().get(blob) {
+    /// The summary of `raw` (stored as `blob`, read by `reader`), computed once.
+    pub fn get(
+        &self,
+        reader: Option<&roost_core::crypto::SessionKey>,
+        blob: &BlobHash,
+        raw: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Arc<Summary>> {
+        let key = (reader.map(|k| k.id()), *blob);
+        if let Some(summary) = self.lock().get(&key) {
             return Some(summary.clone());
         }
         let summary = Arc::new(summarize(&raw()?));
@@ -48,11 +59,11 @@ impl SummaryCache {
         if map.len() >= SUMMARY_CACHE_LEN_MAX {
             map.clear();
         }
-        map.insert(*blob, summary.clone());
+        map.insert(key, summary.clone());
         Some(summary)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BlobHash, Arc<Summary>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SummaryKey, Arc<Summary>>> {
         // Plain data: usable after a panic elsewhere.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -134,12 +134,14 @@ impl Deliverer {
         let raw = Arc::new(raw);
         // Blob first, durable, outside the commit: an event never names a
         // blob that is not on disk, and a crash here leaves only an orphan.
+        // Sealed to the user's key when encryption is on (docs/security.md).
+        let sealer_user = target.user.clone();
+        let sealer = self.daemon.read(move |s| s.sealer(&sealer_user)).await?;
         let blobs = self.blobs.clone();
         let blob_raw = raw.clone();
-        tokio::task::spawn_blocking(move || blobs.put(&blob_raw))
+        let prestored = tokio::task::spawn_blocking(move || blobs.put_message(sealer.as_ref(), &blob_raw))
             .await
-            .map_err(|e| StoreError::Corrupt(format!("blob task failed: {e}")))?
-            .map_err(StoreError::from)?;
+            .map_err(|e| StoreError::Corrupt(format!("blob task failed: {e}")))??;
         let folder = if self.subaddress_folders { target.detail.clone().filter(|d| !d.is_empty()) } else { None };
         let user = target.user;
         let stored = self
@@ -150,6 +152,7 @@ impl Deliverer {
                         return Ok(Stored::Duplicate);
                     }
                 }
+                w.adopt_prestored(&user, &prestored)?;
                 // A tag naming no mailbox (or no valid name) goes to INBOX.
                 let mailbox = match folder.as_deref().map(|f| w.mailbox(&user, f)) {
                     Some(Ok(mailbox)) => mailbox,

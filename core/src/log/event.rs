@@ -38,6 +38,19 @@ pub enum EventOp {
         /// Argon2id PHC string.
         password_hash: String,
     },
+    /// A user's password and key record are set together (issue 8): at
+    /// creation, on a password change (the identity re-wrapped) and on
+    /// recovery. One last-writer-wins register with the password, so a
+    /// password and the wrap it opens never come from different writes.
+    UserKeys {
+        /// Login name.
+        user: UserName,
+        /// Argon2id PHC string of the new password.
+        password_hash: String,
+        /// Public key and wrapped identity; its fields carry their own
+        /// format tags (`kdf`), so it evolves without a new payload version.
+        keys: crate::crypto::UserKeys,
+    },
     /// A user and all their mailboxes are removed.
     UserRemove {
         /// Login name.

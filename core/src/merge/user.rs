@@ -6,7 +6,13 @@ use crate::model::UserName;
 use crate::store::{state, StoreResult};
 
 pub(crate) fn add(a: &mut Apply<'_>, user: &UserName, password_hash: &str) -> StoreResult<()> {
-    set_password_if_newer(a, user, password_hash)
+    let stamp = (a.event.hlc, a.event.id.origin);
+    if state::user_stamp(a.conn, user.as_str())?.is_some_and(|current| stamp <= current) {
+        return Ok(());
+    }
+    set_password_if_newer(a, user, password_hash)?;
+    // A (re-)created account starts without keys; its `user_keys` event follows.
+    state::user_keys_put(a.conn, user.as_str(), None)
 }
 
 pub(crate) fn password(a: &mut Apply<'_>, user: &UserName, password_hash: &str) -> StoreResult<()> {
@@ -16,6 +22,26 @@ pub(crate) fn password(a: &mut Apply<'_>, user: &UserName, password_hash: &str) 
         return Ok(());
     }
     set_password_if_newer(a, user, password_hash)
+}
+
+pub(crate) fn keys(
+    a: &mut Apply<'_>,
+    user: &UserName,
+    password_hash: &str,
+    keys: &crate::crypto::UserKeys,
+) -> StoreResult<()> {
+    // Like a password change: nothing for a user removed concurrently.
+    let Some(current) = state::user_stamp(a.conn, user.as_str())? else {
+        return Ok(());
+    };
+    let stamp = (a.event.hlc, a.event.id.origin);
+    if stamp <= current {
+        return Ok(());
+    }
+    state::user_put(a.conn, user.as_str(), password_hash, a.event.hlc, a.event.id.origin)?;
+    state::user_keys_put(a.conn, user.as_str(), Some(keys))?;
+    a.effects.users.insert(user.as_str().to_string());
+    Ok(())
 }
 
 fn set_password_if_newer(a: &mut Apply<'_>, user: &UserName, password_hash: &str) -> StoreResult<()> {

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::crypto::Sealer;
 use crate::model::BlobHash;
+use crate::store::StoreError;
 
 /// Where blobs live.
 #[derive(Debug)]
@@ -21,6 +23,15 @@ pub enum BlobStore {
     Dir(PathBuf),
     /// In memory, for the simulator and tests.
     Memory(Mutex<HashMap<BlobHash, Vec<u8>>>),
+}
+
+/// A message made durable before its event (see [`BlobStore::put_message`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PrestoredMessage {
+    /// The blob written.
+    pub blob: BlobHash,
+    /// The user's content hash when the blob is sealed.
+    pub sealed_content: Option<[u8; 32]>,
 }
 
 /// A blob operation failed.
@@ -355,6 +366,20 @@ impl BlobStore {
                 let len = file.metadata().map_err(io_err(&path))?.len();
                 Ok(BlobReader { len, source: ReadSource::File(file) })
             }
+        }
+    }
+
+    /// Stores a message ahead of the transaction that will name it (LMTP,
+    /// import: the fsync stays off the committer), sealed when `sealer` is
+    /// given. The write then calls [`crate::store::Writer::adopt_prestored`]
+    /// so its append uses this blob instead of storing the message again.
+    pub fn put_message(&self, sealer: Option<&Sealer>, raw: &[u8]) -> Result<PrestoredMessage, StoreError> {
+        match sealer {
+            Some(sealer) => {
+                let blob = self.put(&sealer.seal(raw)?)?;
+                Ok(PrestoredMessage { blob, sealed_content: Some(sealer.content_hash(raw)) })
+            }
+            None => Ok(PrestoredMessage { blob: self.put(raw)?, sealed_content: None }),
         }
     }
 

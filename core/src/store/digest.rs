@@ -14,7 +14,7 @@ use crate::store::{state, Store, StoreResult};
 /// The canonical query of each materialised table: replicated columns only,
 /// in a total order.
 const DIGEST_QUERIES: &[(&str, &str)] = &[
-    ("users", "SELECT name, password_hash, hlc, origin FROM users ORDER BY name"),
+    ("users", "SELECT name, password_hash, keys, hlc, origin FROM users ORDER BY name"),
     (
         "mailboxes",
         "SELECT id, user, name, name_hlc, name_origin, uid_validity, special_use, deleted FROM mailboxes ORDER BY id",

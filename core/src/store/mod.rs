@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
-pub use blobs::{BlobError, BlobReader, BlobStore, BlobWriter, StagedBlob};
+pub use blobs::{BlobError, BlobReader, BlobStore, BlobWriter, PrestoredMessage, StagedBlob};
 pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
@@ -121,6 +121,12 @@ pub enum StoreError {
     /// The operation is not implemented yet.
     #[error("not implemented: {0}")]
     Unsupported(&'static str),
+    /// A key operation failed (wrong secret, malformed record, damaged blob).
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    /// A message is sealed and the caller has no unlocked key for it.
+    #[error("message {0:?} is encrypted and no key is unlocked to read it")]
+    Sealed(crate::model::BlobHash),
     /// A stored row breaks an invariant.
     #[error("corrupt state: {0}")]
     Corrupt(String),
@@ -169,6 +175,10 @@ pub struct Store {
     /// sync layer sets about one round trip while peers are reachable, 0
     /// otherwise). Every write ends by exposing what has been held long enough.
     exposure_hold_ms: u64,
+    /// Whether new messages of users with a key record are sealed (config
+    /// `encryption`, default on; off only to measure its cost). Reading opens
+    /// sealed blobs either way.
+    encryption: bool,
 }
 
 impl Store {
@@ -183,7 +193,7 @@ impl Store {
         schema::migrate(&mut conn, &db_path)?;
         let identity = DeviceIdentity::new(secret, slot);
         state::insert_device(&conn, identity.id, slot, now_ms)?;
-        Ok(Store { conn, blobs, identity, path: Some(db_path), exposure_hold_ms: 0 })
+        Ok(Store { conn, blobs, identity, path: Some(db_path), exposure_hold_ms: 0, encryption: true })
     }
 
     /// Opens the store in `dir`, applying pending migrations.
@@ -204,7 +214,7 @@ impl Store {
         configure(&conn)?;
         let identity = DeviceIdentity::new(secret, slot);
         state::insert_device(&conn, identity.id, slot, now_ms)?;
-        Ok(Store { conn, blobs: BlobStore::memory(), identity, path: None, exposure_hold_ms: 0 })
+        Ok(Store { conn, blobs: BlobStore::memory(), identity, path: None, exposure_hold_ms: 0, encryption: true })
     }
 
     fn with_connection(
@@ -218,7 +228,7 @@ impl Store {
         if identity.id != db_id {
             return Err(StoreError::WrongDevice { key: identity.id.short(), db: db_id.short() });
         }
-        Ok(Store { conn, blobs, identity, path, exposure_hold_ms: 0 })
+        Ok(Store { conn, blobs, identity, path, exposure_hold_ms: 0, encryption: true })
     }
 
     /// Re-reads this device's slot: `roost pair join` (another process) may
@@ -234,6 +244,16 @@ impl Store {
     /// This device.
     pub fn identity(&self) -> &DeviceIdentity {
         &self.identity
+    }
+
+    /// Turns sealing of new messages on or off (config `encryption`).
+    pub fn set_encryption(&mut self, on: bool) {
+        self.encryption = on;
+    }
+
+    /// Whether new messages are sealed.
+    pub fn encryption(&self) -> bool {
+        self.encryption
     }
 
     /// The blob store.
@@ -255,7 +275,7 @@ impl Store {
     ) -> StoreResult<(T, Effects)> {
         self.refresh_slot()?;
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut writer = Writer::new(&tx, &self.identity, &self.blobs, now_ms)?;
+        let mut writer = Writer::new(&tx, &self.identity, &self.blobs, now_ms, self.encryption)?;
         let value = f(&mut writer)?;
         let mut effects = writer.finish()?;
         effects.merge(ingest::expose_held(&tx, now_ms, self.exposure_hold_ms, self.identity.slot())?);
@@ -282,7 +302,7 @@ impl Store {
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             let sp = tx.savepoint()?;
-            let mut writer = Writer::new(&sp, &self.identity, &self.blobs, now_ms)?;
+            let mut writer = Writer::new(&sp, &self.identity, &self.blobs, now_ms, self.encryption)?;
             let (keep, value) = job(&mut writer);
             let job_effects = writer.finish()?;
             if keep {

@@ -3,6 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use crate::auth;
+use crate::crypto::{self, CryptoError, Sealer, SessionKey, UserKeys};
 use crate::log::version_vector::VersionVector;
 use crate::model::{
     BlobHash, EntryId, Flag, ItemId, MailboxId, MailboxName, ModSeq, SpecialUse, Uid, UidValidity, UserName,
@@ -103,18 +104,77 @@ impl Store {
     /// Checks a login. An unknown user costs one hash verification too, so
     /// timing does not tell which users exist.
     pub fn check_login(&self, user: &str, password: &str) -> StoreResult<Option<UserName>> {
+        Ok(self.login(user, password)?.map(|(name, _)| name))
+    }
+
+    /// Checks a login and unwraps the user's identity for the session. Every
+    /// outcome costs one argon2id run with the same parameters: a user with
+    /// a key record is checked by unwrapping alone (the wrap is authenticated
+    /// encryption under the password-derived key), a user without one by the
+    /// password hash, an unknown user by the dummy hash. So a wrong password
+    /// and an unknown user answer alike and in the same time.
+    pub fn login(&self, user: &str, password: &str) -> StoreResult<Option<(UserName, Option<SessionKey>)>> {
         let Ok(name) = UserName::new(user) else {
             auth::verify_password(auth::dummy_hash(), password);
             return Ok(None);
         };
+        if let Some(keys) = state::user_keys(&self.conn, name.as_str())? {
+            return match keys.unlock(name.as_str(), password) {
+                Ok(key) => Ok(Some((name, Some(key)))),
+                Err(CryptoError::WrongSecret) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
         match state::user_password_hash(&self.conn, name.as_str())? {
-            Some(hash) if auth::verify_password(&hash, password) => Ok(Some(name)),
+            Some(hash) if auth::verify_password(&hash, password) => Ok(Some((name, None))),
             Some(_) => Ok(None),
             None => {
                 auth::verify_password(auth::dummy_hash(), password);
                 Ok(None)
             }
         }
+    }
+
+    /// What new messages of `user` are sealed with: `None` when encryption
+    /// is off or the user has no key record (they are then stored as they are).
+    pub fn sealer(&self, user: &UserName) -> StoreResult<Option<Sealer>> {
+        if !self.encryption() {
+            return Ok(None);
+        }
+        match state::user_keys(&self.conn, user.as_str())? {
+            Some(keys) => Ok(Some(keys.sealer(user.as_str())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The content hash (as a `BlobHash`) of each of `user`'s sealed blobs
+    /// stored on this device, by blob: how `roost import` recognises a
+    /// message it already stored when the bytes on disk are ciphertext.
+    pub fn sealed_contents(&self, user: &UserName) -> StoreResult<std::collections::HashMap<BlobHash, BlobHash>> {
+        let mut stmt = self.conn.prepare_cached("SELECT content_hash, blob FROM sealed_blobs WHERE user = ?1")?;
+        let rows = stmt.query_map([user.as_str()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let (content, blob) = row?;
+            let (Some(content), Some(blob)) = (BlobHash::from_slice(&content), BlobHash::from_slice(&blob)) else {
+                return Err(StoreError::Corrupt("sealed_blobs row with a hash that is not 32 bytes".into()));
+            };
+            out.insert(blob, content);
+        }
+        Ok(out)
+    }
+
+    /// Users without a key record (created before encryption): their mail
+    /// is stored in clear until `roost user passwd` creates their key.
+    pub fn users_without_keys(&self) -> StoreResult<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name FROM users WHERE keys IS NULL ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A user's key record, if they have one.
+    pub fn user_keys(&self, user: &UserName) -> StoreResult<Option<UserKeys>> {
+        state::user_keys(&self.conn, user.as_str())
     }
 
     fn mailbox_info(&self, row: MailboxRow, shown: String) -> StoreResult<MailboxInfo> {
@@ -234,9 +294,24 @@ impl Store {
         .collect()
     }
 
-    /// A message's raw bytes.
+    /// A message's blob as stored (ciphertext when sealed): what peers
+    /// replicate.
     pub fn message(&self, blob: &BlobHash) -> StoreResult<Vec<u8>> {
         Ok(self.blobs.get(blob)?)
+    }
+
+    /// A message's plaintext: a sealed blob is opened with `key` (the
+    /// session's unlocked identity); a plaintext blob (encryption off, or
+    /// stored before it existed) is returned as it is.
+    pub fn message_plain(&self, blob: &BlobHash, key: Option<&SessionKey>) -> StoreResult<Vec<u8>> {
+        let stored = self.blobs.get(blob)?;
+        if !crypto::is_sealed(&stored) {
+            return Ok(stored);
+        }
+        match key {
+            Some(key) => Ok(key.open(&stored)?),
+            None => Err(StoreError::Sealed(*blob)),
+        }
     }
 
     /// This device's version vector.

@@ -15,7 +15,8 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_peers.sql", include_str!("../../../migrations/0002_peers.sql")),
     ("0003_delivery_dedup.sql", include_str!("../../../migrations/0003_delivery_dedup.sql")),
     ("0004_replication.sql", include_str!("../../../migrations/0004_replication.sql")),
-    ("0007_conflicts.sql", include_str!("../../../migrations/0007_conflicts.sql")),
+    ("0005_encryption.sql", include_str!("../../../migrations/0005_encryption.sql")),
+    ("0006_conflicts.sql", include_str!("../../../migrations/0006_conflicts.sql")),
 ];
 
 /// One extra migration after the real ones, only in packages built for the

@@ -175,8 +175,56 @@ pub(crate) fn user_names(conn: &Connection) -> StoreResult<Vec<String>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A user's key record; `None` for a user without one (created before
+/// encryption, or with encryption off).
+pub(crate) fn user_keys(conn: &Connection, user: &str) -> StoreResult<Option<crate::crypto::UserKeys>> {
+    let json: Option<Option<String>> =
+        query_row(conn, "SELECT keys FROM users WHERE name = ?1", [user], |r| r.get(0)).optional()?;
+    json.flatten()
+        .map(|json| {
+            serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("key record of user {user} is not valid: {e}")))
+        })
+        .transpose()
+}
+
+pub(crate) fn user_keys_put(conn: &Connection, user: &str, keys: Option<&crate::crypto::UserKeys>) -> StoreResult<()> {
+    let json = keys.map(|k| serde_json::to_string(k).expect("a key record serialises"));
+    exec(conn, "UPDATE users SET keys = ?2 WHERE name = ?1", params![user, json])?;
+    Ok(())
+}
+
+/// The sealed blob already holding this content for this user (LOCAL).
+pub(crate) fn sealed_blob(conn: &Connection, user: &str, content_hash: &[u8; 32]) -> StoreResult<Option<BlobHash>> {
+    let raw: Option<Vec<u8>> = query_row(
+        conn,
+        "SELECT blob FROM sealed_blobs WHERE user = ?1 AND content_hash = ?2",
+        params![user, content_hash.as_slice()],
+        |r| r.get(0),
+    )
+    .optional()?;
+    raw.map(|b| BlobHash::from_slice(&b).ok_or_else(|| StoreError::Corrupt("sealed_blobs.blob is not 32 bytes".into())))
+        .transpose()
+}
+
+pub(crate) fn sealed_blob_put(
+    conn: &Connection,
+    user: &str,
+    content_hash: &[u8; 32],
+    blob: BlobHash,
+) -> StoreResult<()> {
+    exec(
+        conn,
+        "INSERT INTO sealed_blobs (user, content_hash, blob) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user, content_hash) DO UPDATE SET blob = excluded.blob",
+        params![user, content_hash.as_slice(), blob.as_bytes().as_slice()],
+    )?;
+    Ok(())
+}
+
 pub(crate) fn user_delete(conn: &Connection, user: &str) -> StoreResult<()> {
     exec(conn, "DELETE FROM users WHERE name = ?1", [user])?;
+    exec(conn, "DELETE FROM sealed_blobs WHERE user = ?1", [user])?;
     exec(conn, "DELETE FROM subscriptions WHERE user = ?1", [user])?;
     Ok(())
 }

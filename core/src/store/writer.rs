@@ -13,7 +13,7 @@ use crate::model::{
     BlobHash, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid, UidValidity,
     UserName, DEFAULT_MAILBOXES,
 };
-use crate::store::blobs::BlobStore;
+use crate::store::blobs::{BlobStore, PrestoredMessage};
 use crate::store::state::{self, EntryRow, MailboxRow};
 use crate::store::{DeviceIdentity, StoreError, StoreResult};
 
@@ -68,6 +68,12 @@ pub struct Writer<'t> {
     now_ms: u64,
     effects: Effects,
     rekeys: u64,
+    encrypt: bool,
+}
+
+/// A message's blob as stored.
+struct StoredMessage {
+    blob: BlobHash,
 }
 
 fn name_of(name: &str) -> StoreResult<MailboxName> {
@@ -80,8 +86,32 @@ impl<'t> Writer<'t> {
         identity: &'t DeviceIdentity,
         blobs: &'t BlobStore,
         now_ms: u64,
+        encrypt: bool,
     ) -> StoreResult<Self> {
-        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default(), rekeys: 0 })
+        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default(), rekeys: 0, encrypt })
+    }
+
+    /// Stores a message of `user` durably (fsync + rename, before the event
+    /// naming it commits): sealed to the user's public key when encryption is
+    /// on and the user has a key record, else as it is. The same content
+    /// stored again for the same user reuses its sealed blob.
+    fn store_message(&self, user: &str, raw: &[u8]) -> StoreResult<StoredMessage> {
+        if self.encrypt {
+            if let Some(keys) = state::user_keys(self.conn, user)? {
+                let sealer = keys.sealer(user)?;
+                let content = sealer.content_hash(raw);
+                if let Some(blob) = state::sealed_blob(self.conn, user, &content)? {
+                    if self.blobs.contains(&blob) {
+                        return Ok(StoredMessage { blob });
+                    }
+                }
+                let blob = self.blobs.put(&sealer.seal(raw)?)?;
+                state::sealed_blob_put(self.conn, user, &content, blob)?;
+                return Ok(StoredMessage { blob });
+            }
+        }
+        let blob = self.blobs.put(raw)?;
+        Ok(StoredMessage { blob })
     }
 
     pub(crate) fn conn(&self) -> &'t Connection {
@@ -214,6 +244,42 @@ impl<'t> Writer<'t> {
         self.require_user(user)?;
         self.emit(EventOp::UserPassword { user: user.clone(), password_hash: password_hash.to_string() })?;
         Ok(())
+    }
+
+    /// Sets a user's password together with their key record (creation,
+    /// password change, recovery): one event, one register.
+    pub fn set_user_keys(
+        &mut self,
+        user: &UserName,
+        password_hash: &str,
+        keys: &crate::crypto::UserKeys,
+    ) -> StoreResult<()> {
+        self.require_user(user)?;
+        self.emit(EventOp::UserKeys {
+            user: user.clone(),
+            password_hash: password_hash.to_string(),
+            keys: keys.clone(),
+        })?;
+        Ok(())
+    }
+
+    /// Records that `blob` (already durable) holds `user`'s message with this
+    /// content hash, so the next append of that message uses it instead of
+    /// sealing again: how `roost import` seals on parallel threads.
+    pub fn adopt_sealed_blob(&mut self, user: &UserName, content_hash: &[u8; 32], blob: BlobHash) -> StoreResult<()> {
+        if !self.blobs.contains(&blob) {
+            return Err(StoreError::Blob(crate::store::BlobError::Missing(blob)));
+        }
+        state::sealed_blob_put(self.conn, user.as_str(), content_hash, blob)
+    }
+
+    /// Lets the next append of the message `prestored` was made from use its
+    /// blob (a no-op for a plaintext blob: content addressing finds it).
+    pub fn adopt_prestored(&mut self, user: &UserName, prestored: &PrestoredMessage) -> StoreResult<()> {
+        match prestored.sealed_content {
+            Some(content) => self.adopt_sealed_blob(user, &content, prestored.blob),
+            None => Ok(()),
+        }
     }
 
     /// Removes a user and their mail.
@@ -392,7 +458,7 @@ impl<'t> Writer<'t> {
         let uids = self.assign_uids(&row, messages.len())?;
         let mut entries = Vec::with_capacity(messages.len());
         for (message, uid) in messages.iter().zip(&uids) {
-            let blob = self.blobs.put(message.raw)?;
+            let blob = self.store_message(&row.user, message.raw)?.blob;
             entries.push(NewEntry {
                 uid: *uid,
                 blob,
@@ -443,7 +509,7 @@ impl<'t> Writer<'t> {
         let uids = self.assign_uids(&row, messages.len())?;
         let mut entries = Vec::with_capacity(messages.len());
         for ((message, content), uid) in messages.iter().zip(&uids) {
-            let blob = self.blobs.put(message.raw)?;
+            let blob = self.store_message(&row.user, message.raw)?.blob;
             let message_id = crate::model::message_id_of(content);
             entries.push(DeliveredEntry {
                 key: MessageKey::derive(user.as_str(), &message_id, BlobHash::of(content)),

@@ -41,11 +41,16 @@ pub fn append(
     // The blob is written and fsynced before the write is queued and without
     // the store lock, so concurrent APPENDs sync their files in parallel and
     // share the commit (the write then finds the blob present).
-    env.put_blob(raw)?;
+    let prestored = env.put_blob(&user, raw)?;
     let raw = raw.to_vec();
     let mailbox = info.id;
-    let (uids, effects) =
-        env.write(move |w| w.append(mailbox, &[AppendMessage { raw: &raw, flags, internal_date }]))?;
+    let owner = user.clone();
+    let (uids, effects) = env.write(move |w| {
+        if let Some(prestored) = &prestored {
+            w.adopt_prestored(&owner, prestored)?;
+        }
+        w.append(mailbox, &[AppendMessage { raw: &raw, flags, internal_date }])
+    })?;
     conn.committed(effects);
     let uid = uids.first().map(|u| u.get()).ok_or_else(|| CmdError::No("[SERVERBUG] No UID assigned".into()))?;
     Ok(Done::ok(format!("[APPENDUID {} {uid}] APPEND completed", info.uid_validity.get())))

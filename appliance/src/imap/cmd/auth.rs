@@ -78,14 +78,14 @@ fn check(conn: &mut ImapConn, env: &mut Env<'_>, user: &[u8], password: &[u8]) -
         env.access.login_failed(peer, env.now_ms);
         return Err(CmdError::LoginFailed("[AUTHENTICATIONFAILED] Invalid credentials".into()));
     };
-    let Some(user) = env.store().check_login(user, password)? else {
+    let Some((user, key)) = env.store().login(user, password)? else {
         env.access.login_failed(peer, env.now_ms);
         return Err(CmdError::LoginFailed("[AUTHENTICATIONFAILED] Invalid credentials".into()));
     };
     let Some(slot) = env.access.open_session(user.as_str()) else {
         return Err(CmdError::No("[LIMIT] Too many connections for this user".into()));
     };
-    conn.log_in(user, slot);
+    conn.log_in(user, slot, key);
     Ok(Done::ok(format!("[CAPABILITY {}] Logged in", conn.capabilities())))
 }
 

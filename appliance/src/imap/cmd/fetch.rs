@@ -152,7 +152,7 @@ fn item_value(
 ) -> Result<(), CmdError> {
     let mut load = |env: &mut Env<'_>| -> Result<Vec<u8>, CmdError> {
         if raw.is_none() {
-            *raw = Some(env.store().message(&message.blob)?);
+            *raw = Some(env.message(&message.blob)?);
         }
         Ok(raw.clone().unwrap_or_default())
     };
@@ -169,7 +169,7 @@ fn item_value(
             let raw_bytes = load(env)?;
             let summary = env
                 .summaries
-                .get(&message.blob, || Some(raw_bytes))
+                .get(env.key.as_deref(), &message.blob, || Some(raw_bytes))
                 .ok_or_else(|| CmdError::No("[SERVERBUG] Message could not be read".into()))?;
             let (name, value) = match item {
                 MessageDataItemName::Envelope => ("ENVELOPE ", &summary.envelope),

@@ -23,6 +23,8 @@ struct Candidate<'a> {
     entry: &'a EntryInfo,
     raw: OnceCell<Vec<u8>>,
     text: OnceCell<(String, String)>,
+    /// The session's key, to open sealed messages.
+    key: Option<&'a roost_core::crypto::SessionKey>,
 }
 
 /// SEARCH / UID SEARCH.
@@ -65,7 +67,7 @@ pub fn search(
     // One lock for the whole scan; SEARCH writes nothing.
     let store = env.store();
     for (idx, entry) in selected.messages.iter().enumerate() {
-        let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new() };
+        let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new(), key: env.key.as_deref() };
         let mut all = true;
         for key in criteria {
             if !matches(&store, selected, &candidate, key)? {
@@ -153,7 +155,7 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
     let flag = |f: Flag| c.entry.flags.contains(&f);
     let raw = || -> Result<&Vec<u8>, CmdError> {
         if c.raw.get().is_none() {
-            let _ = c.raw.set(store.message(&c.entry.blob)?);
+            let _ = c.raw.set(store.message_plain(&c.entry.blob, c.key)?);
         }
         c.raw.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
     };

@@ -1,0 +1,370 @@
+//! Mail at rest (issue 8): each user has an age X25519 identity. Messages are
+//! sealed to its public key (no password needed to store mail); the identity
+//! itself is stored only wrapped, once under a key derived from the user's
+//! password (argon2id, parameters recorded beside it) and once under a random
+//! recovery key the user keeps offline. A login unwraps it into a
+//! [`SessionKey`] that lives in memory for that session only.
+//!
+//! The record ([`UserKeys`]) replicates to paired devices in `user_keys`
+//! events, so the user can log in on any device. docs/security.md says what
+//! this protects and what it does not.
+
+use std::fmt;
+use std::str::FromStr;
+
+use age::secrecy::ExposeSecret;
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+/// First bytes of every age file: how a sealed blob is told from a plaintext
+/// blob written before encryption existed (RFC 5322 messages start with a
+/// header field, which has a colon before any newline; this line has none).
+pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
+
+/// Domain separation for the recovery-key wrapping key.
+const RECOVERY_CONTEXT: &str = "roost 2026 recovery key wraps the user's age identity v1";
+
+/// A key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// The password or recovery key does not unwrap the identity. Callers
+    /// answer exactly as for an unknown user.
+    #[error("the password or recovery key does not match")]
+    WrongSecret,
+    /// A stored key record is malformed.
+    #[error("key record of user {user} is malformed: {reason}")]
+    BadRecord {
+        /// Whose record.
+        user: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A recovery key was typed wrong (not 64 hex digits).
+    #[error("a recovery key is 64 hexadecimal digits (dashes and spaces ignored)")]
+    BadRecoveryKey,
+    /// Sealing failed (age).
+    #[error("cannot encrypt a message: {0}")]
+    Seal(String),
+    /// A sealed blob does not decrypt with this identity, or is damaged.
+    #[error("cannot decrypt a message: {0}")]
+    Open(String),
+}
+
+/// Argon2id parameters and salt, recorded beside what they wrapped so a later
+/// build with other defaults still unwraps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kdf", rename_all = "snake_case")]
+pub enum WrapKdf {
+    /// A password through argon2id.
+    Argon2id {
+        /// Memory in KiB.
+        m_kib: u32,
+        /// Passes.
+        t: u32,
+        /// Lanes.
+        p: u32,
+        /// Salt, hex.
+        salt: String,
+    },
+    /// A 256-bit random recovery key through BLAKE3 key derivation (no
+    /// stretching needed: it is not guessable).
+    Recovery,
+}
+
+/// The identity, encrypted (XChaCha20-Poly1305) under a derived key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedIdentity {
+    /// How the wrapping key is derived.
+    #[serde(flatten)]
+    pub kdf: WrapKdf,
+    /// 24-byte nonce, hex.
+    pub nonce: String,
+    /// The identity's `AGE-SECRET-KEY-1...` string, encrypted, hex.
+    pub ciphertext: String,
+}
+
+/// A user's key record, as replicated: everything a device needs to store
+/// mail for the user and to let the user log in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserKeys {
+    /// The age recipient (`age1...`) messages are sealed to.
+    pub public_key: String,
+    /// The identity under the current password.
+    pub by_password: WrappedIdentity,
+    /// The identity under the recovery key; survives password changes.
+    pub by_recovery: WrappedIdentity,
+    /// Key of the per-user content hash (keyed BLAKE3) that dedups a user's
+    /// blobs and identifies a delivered message across devices, hex. Not a
+    /// secret from whoever holds the disk; it keeps one user's dedup from
+    /// matching another's.
+    pub content_hash_key: String,
+}
+
+/// The recovery key shown once at `roost user add`.
+pub struct RecoveryKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Display for RecoveryKey {
+    /// Eight dash-separated groups of eight hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = Zeroizing::new(hex::encode(*self.0));
+        for (i, group) in hex.as_bytes().chunks(8).enumerate() {
+            if i > 0 {
+                f.write_str("-")?;
+            }
+            f.write_str(std::str::from_utf8(group).map_err(|_| fmt::Error)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RecoveryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecoveryKey(..)")
+    }
+}
+
+impl FromStr for RecoveryKey {
+    type Err = CryptoError;
+    fn from_str(s: &str) -> Result<Self, CryptoError> {
+        let digits: Zeroizing<String> = Zeroizing::new(s.chars().filter(|c| !c.is_whitespace() && *c != '-').collect());
+        let mut key = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(digits.as_bytes(), &mut *key).map_err(|_| CryptoError::BadRecoveryKey)?;
+        Ok(RecoveryKey(key))
+    }
+}
+
+/// An unwrapped identity: lives in memory for one session, zeroised on drop
+/// (age's identity holds an x25519 `StaticSecret`, which zeroises itself).
+pub struct SessionKey {
+    identity: age::x25519::Identity,
+    id: [u8; 32],
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    /// Decrypts a sealed blob.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        age::decrypt(&self.identity, sealed).map_err(|e| CryptoError::Open(e.to_string()))
+    }
+
+    /// A fingerprint of this identity (BLAKE3 of its public key), to key
+    /// in-memory caches per reader.
+    pub fn id(&self) -> [u8; 32] {
+        self.id
+    }
+
+    /// The public key this identity opens.
+    pub fn public_key(&self) -> String {
+        self.identity.to_public().to_string()
+    }
+}
+
+/// What a device needs to seal mail for a user: no secret.
+#[derive(Clone)]
+pub struct Sealer {
+    recipient: age::x25519::Recipient,
+    content_hash_key: [u8; 32],
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sealer({})", self.recipient)
+    }
+}
+
+impl Sealer {
+    /// Encrypts a message to the user (age, X25519 recipient).
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        age::encrypt(&self.recipient, plaintext).map_err(|e| CryptoError::Seal(e.to_string()))
+    }
+
+    /// The per-user keyed hash of a message: equal for equal bytes of one
+    /// user, unrelated across users.
+    pub fn content_hash(&self, plaintext: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.content_hash_key, plaintext).as_bytes()
+    }
+}
+
+/// Whether stored bytes are an age file rather than a plaintext message.
+pub fn is_sealed(bytes: &[u8]) -> bool {
+    bytes.starts_with(AGE_MAGIC)
+}
+
+/// Argon2id parameters for new wraps: the argon2 crate's defaults, RFC 9106's
+/// second recommendation (19 MiB, 2 passes, 1 lane), as `auth.rs` uses.
+fn default_argon2() -> (u32, u32, u32) {
+    (Params::DEFAULT_M_COST, Params::DEFAULT_T_COST, Params::DEFAULT_P_COST)
+}
+
+fn derive_password_key(password: &str, m_kib: u32, t: u32, p: u32, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, String> {
+    let params = Params::new(m_kib, t, p, Some(32)).map_err(|e| format!("argon2 parameters: {e}"))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(password.as_bytes(), salt, &mut *key)
+        .map_err(|e| format!("argon2: {e}"))?;
+    Ok(key)
+}
+
+fn recovery_wrap_key(recovery: &RecoveryKey) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(blake3::derive_key(RECOVERY_CONTEXT, &*recovery.0))
+}
+
+fn wrap(kdf: WrapKdf, key: &[u8; 32], secret: &[u8], rng: &mut (impl RngCore + CryptoRng)) -> WrappedIdentity {
+    let mut nonce = [0u8; 24];
+    rng.fill_bytes(&mut nonce);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    // Encryption with a valid key and nonce fails only for inputs over 256 GiB.
+    let ciphertext = cipher.encrypt(XNonce::from_slice(&nonce), secret).expect("an identity string encrypts");
+    WrappedIdentity { kdf, nonce: hex::encode(nonce), ciphertext: hex::encode(ciphertext) }
+}
+
+fn unwrap_with(user: &str, wrapped: &WrappedIdentity, key: &[u8; 32]) -> Result<SessionKey, CryptoError> {
+    let bad = |reason: &str| CryptoError::BadRecord { user: user.to_string(), reason: reason.to_string() };
+    let nonce = hex::decode(&wrapped.nonce).map_err(|_| bad("nonce is not hex"))?;
+    if nonce.len() != 24 {
+        return Err(bad("nonce is not 24 bytes"));
+    }
+    let ciphertext = hex::decode(&wrapped.ciphertext).map_err(|_| bad("ciphertext is not hex"))?;
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let secret = Zeroizing::new(
+        cipher.decrypt(XNonce::from_slice(&nonce), ciphertext.as_slice()).map_err(|_| CryptoError::WrongSecret)?,
+    );
+    let text = std::str::from_utf8(&secret).map_err(|_| bad("identity is not text"))?;
+    let identity = age::x25519::Identity::from_str(text).map_err(|_| bad("identity is not an age X25519 key"))?;
+    let id = *blake3::hash(identity.to_public().to_string().as_bytes()).as_bytes();
+    Ok(SessionKey { identity, id })
+}
+
+fn wrap_password(password: &str, secret: &[u8], rng: &mut (impl RngCore + CryptoRng)) -> WrappedIdentity {
+    let (m_kib, t, p) = default_argon2();
+    let mut salt = [0u8; 16];
+    rng.fill_bytes(&mut salt);
+    let key = derive_password_key(password, m_kib, t, p, &salt)
+        .expect("argon2id with the default parameters derives a key from any password");
+    wrap(WrapKdf::Argon2id { m_kib, t, p, salt: hex::encode(salt) }, &key, secret, rng)
+}
+
+impl UserKeys {
+    /// A new identity for a user, wrapped under `password` and under a new
+    /// recovery key, which is returned to be shown once.
+    pub fn generate(password: &str, rng: &mut (impl RngCore + CryptoRng)) -> (UserKeys, RecoveryKey) {
+        let identity = age::x25519::Identity::generate();
+        let secret = identity.to_string();
+        let mut recovery = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut *recovery);
+        let recovery = RecoveryKey(recovery);
+        let mut content_hash_key = [0u8; 32];
+        rng.fill_bytes(&mut content_hash_key);
+        let keys = UserKeys {
+            public_key: identity.to_public().to_string(),
+            by_password: wrap_password(password, secret.expose_secret().as_bytes(), rng),
+            by_recovery: wrap(WrapKdf::Recovery, &recovery_wrap_key(&recovery), secret.expose_secret().as_bytes(), rng),
+            content_hash_key: hex::encode(content_hash_key),
+        };
+        content_hash_key.zeroize();
+        (keys, recovery)
+    }
+
+    /// Unwraps the identity with the user's password.
+    pub fn unlock(&self, user: &str, password: &str) -> Result<SessionKey, CryptoError> {
+        let WrapKdf::Argon2id { m_kib, t, p, salt } = &self.by_password.kdf else {
+            return Err(CryptoError::BadRecord { user: user.into(), reason: "password wrap without argon2id".into() });
+        };
+        let salt = hex::decode(salt)
+            .map_err(|_| CryptoError::BadRecord { user: user.into(), reason: "salt is not hex".into() })?;
+        let key = derive_password_key(password, *m_kib, *t, *p, &salt)
+            .map_err(|reason| CryptoError::BadRecord { user: user.into(), reason })?;
+        unwrap_with(user, &self.by_password, &key)
+    }
+
+    /// Unwraps the identity with the recovery key.
+    pub fn recover(&self, user: &str, recovery: &RecoveryKey) -> Result<SessionKey, CryptoError> {
+        unwrap_with(user, &self.by_recovery, &recovery_wrap_key(recovery))
+    }
+
+    /// The same record with the identity wrapped under a new password: the
+    /// old password no longer unwraps it; the recovery wrap stays.
+    pub fn rewrap(
+        &self,
+        key: &SessionKey,
+        new_password: &str,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<UserKeys, CryptoError> {
+        if key.public_key() != self.public_key {
+            return Err(CryptoError::WrongSecret);
+        }
+        let secret = key.identity.to_string();
+        Ok(UserKeys {
+            by_password: wrap_password(new_password, secret.expose_secret().as_bytes(), rng),
+            ..self.clone()
+        })
+    }
+
+    /// What sealing needs, checked.
+    pub fn sealer(&self, user: &str) -> Result<Sealer, CryptoError> {
+        let bad = |reason: &str| CryptoError::BadRecord { user: user.to_string(), reason: reason.to_string() };
+        let recipient = age::x25519::Recipient::from_str(&self.public_key).map_err(|_| bad("bad public key"))?;
+        let mut content_hash_key = [0u8; 32];
+        hex::decode_to_slice(&self.content_hash_key, &mut content_hash_key).map_err(|_| bad("bad content hash key"))?;
+        Ok(Sealer { recipient, content_hash_key })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_and_wraps() {
+        let mut rng = rand::rngs::OsRng;
+        let (keys, recovery) = UserKeys::generate("correct horse", &mut rng);
+        let sealer = keys.sealer("alice").unwrap();
+        let sealed = sealer.seal(b"Subject: secret\r\n\r\nbody").unwrap();
+        assert!(is_sealed(&sealed));
+        assert!(!is_sealed(b"Subject: secret\r\n\r\nbody"));
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+
+        let session = keys.unlock("alice", "correct horse").unwrap();
+        assert_eq!(session.open(&sealed).unwrap(), b"Subject: secret\r\n\r\nbody");
+        assert!(matches!(keys.unlock("alice", "wrong horse"), Err(CryptoError::WrongSecret)));
+
+        // The recovery key round-trips through its printed form.
+        let printed = recovery.to_string();
+        assert_eq!(printed.len(), 64 + 7);
+        let parsed: RecoveryKey = printed.parse().unwrap();
+        let recovered = keys.recover("alice", &parsed).unwrap();
+        assert_eq!(recovered.open(&sealed).unwrap(), b"Subject: secret\r\n\r\nbody");
+        assert!("12-34".parse::<RecoveryKey>().is_err());
+
+        // A password change: the new password works, the old one does not,
+        // the recovery key still does, and old mail still opens.
+        let rewrapped = keys.rewrap(&recovered, "battery staple", &mut rng).unwrap();
+        assert!(matches!(rewrapped.unlock("alice", "correct horse"), Err(CryptoError::WrongSecret)));
+        let after = rewrapped.unlock("alice", "battery staple").unwrap();
+        assert_eq!(after.open(&sealed).unwrap(), b"Subject: secret\r\n\r\nbody");
+        assert!(rewrapped.recover("alice", &parsed).is_ok());
+        assert_eq!(rewrapped.public_key, keys.public_key);
+    }
+
+    #[test]
+    fn content_hash_is_per_user() {
+        let mut rng = rand::rngs::OsRng;
+        let (a, _) = UserKeys::generate("password a", &mut rng);
+        let (b, _) = UserKeys::generate("password b", &mut rng);
+        let (sa, sb) = (a.sealer("a").unwrap(), b.sealer("b").unwrap());
+        assert_eq!(sa.content_hash(b"m"), sa.content_hash(b"m"));
+        assert_ne!(sa.content_hash(b"m"), sb.content_hash(b"m"));
+        // Another user's identity does not open a's mail.
+        let sealed = sa.seal(b"m").unwrap();
+        assert!(b.unlock("b", "password b").unwrap().open(&sealed).is_err());
+    }
+}

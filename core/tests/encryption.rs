@@ -1,0 +1,144 @@
+//! Mail at rest (issue 8) at the store level: sealed blobs, the key record
+//! replicating with the password, password change and recovery across
+//! devices, per-user dedup, and the encryption switch.
+
+mod merge_support;
+
+use merge_support::{alice, msg, Cluster};
+use roost_core::auth;
+use roost_core::crypto::{self, RecoveryKey, UserKeys};
+use roost_core::model::UserName;
+use roost_core::store::{AppendMessage, StoreError};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A cluster whose alice has a key record (made on device 0, synced).
+fn keyed_cluster(n: usize) -> (Cluster, RecoveryKey) {
+    let mut c = Cluster::new(n);
+    let (keys, recovery) = UserKeys::generate(PASSWORD, &mut rand::rngs::OsRng);
+    let hash = auth::hash_password(PASSWORD, &mut rand::rngs::OsRng);
+    c.write(0, |w| w.set_user_keys(&alice(), &hash, &keys));
+    c.sync_all();
+    (c, recovery)
+}
+
+#[test]
+fn appended_and_delivered_mail_is_sealed_and_opens_only_with_the_session_key() {
+    let (mut c, _) = keyed_cluster(2);
+    c.append(0, "INBOX", "secret-subject-append", vec![]);
+    c.deliver(0, "INBOX", "secret-subject-deliver");
+    c.sync_all();
+    for d in 0..2 {
+        let entries = c.entries(d, "INBOX");
+        assert_eq!(entries.len(), 2);
+        let key = c.devices[d].login("alice", PASSWORD).unwrap().unwrap().1.expect("alice has a key");
+        for e in &entries {
+            let stored = c.devices[d].message(&e.blob).unwrap();
+            assert!(crypto::is_sealed(&stored));
+            assert!(!stored.windows(14).any(|w| w == b"secret-subject"), "plaintext in a stored blob");
+            assert!(matches!(c.devices[d].message_plain(&e.blob, None), Err(StoreError::Sealed(_))));
+            let plain = c.devices[d].message_plain(&e.blob, Some(&key)).unwrap();
+            assert!(plain.windows(14).any(|w| w == b"secret-subject"));
+            assert_eq!(plain.len() as u64, e.size, "RFC822.SIZE is the plaintext size");
+        }
+    }
+    c.assert_converged();
+}
+
+#[test]
+fn wrong_password_and_unknown_user_both_fail_alike() {
+    let (c, _) = keyed_cluster(1);
+    let store = &c.devices[0];
+    assert!(store.login("alice", "wrong password!").unwrap().is_none());
+    assert!(store.login("nobody", PASSWORD).unwrap().is_none());
+    assert!(store.login("bad name with spaces", PASSWORD).unwrap().is_none());
+    assert!(store.login("alice", PASSWORD).unwrap().is_some());
+}
+
+#[test]
+fn wrong_password_costs_what_an_unknown_user_costs() {
+    // The timing class, not a benchmark: each outcome runs one argon2id with
+    // the same parameters, so medians stay within a small factor (a missing
+    // hash run would be a factor of 50 or more: the rest is microseconds).
+    let (c, _) = keyed_cluster(1);
+    let store = &c.devices[0];
+    let median = |user: &str, password: &str| {
+        let mut times: Vec<_> = (0..5)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let _ = store.login(user, password).unwrap();
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[2].as_secs_f64()
+    };
+    let (wrong, unknown, right) =
+        (median("alice", "wrong password!"), median("nobody", "wrong password!"), median("alice", PASSWORD));
+    for (what, t) in [("unknown user", unknown), ("right password", right)] {
+        let ratio = t / wrong;
+        assert!((0.33..3.0).contains(&ratio), "{what} takes {t:.4} s, a wrong password {wrong:.4} s");
+    }
+}
+
+#[test]
+fn password_change_on_one_device_then_login_on_another_with_the_new_password_only() {
+    let (mut c, recovery) = keyed_cluster(2);
+    c.append(0, "INBOX", "before-change", vec![]);
+    c.sync_all();
+    // Device 0: change the password (re-wrap with the unlocked identity).
+    let keys = c.devices[0].user_keys(&alice()).unwrap().unwrap();
+    let session = keys.unlock("alice", PASSWORD).unwrap();
+    let new_keys = keys.rewrap(&session, "a brand new passphrase", &mut rand::rngs::OsRng).unwrap();
+    let hash = auth::hash_password("a brand new passphrase", &mut rand::rngs::OsRng);
+    c.write(0, |w| w.set_user_keys(&alice(), &hash, &new_keys));
+    c.sync_all();
+    // Device 1 knows only the new password, and old mail still opens.
+    assert!(c.devices[1].login("alice", PASSWORD).unwrap().is_none());
+    let key = c.devices[1].login("alice", "a brand new passphrase").unwrap().unwrap().1.unwrap();
+    let blob = c.entries(1, "INBOX")[0].blob;
+    assert!(c.devices[1].message_plain(&blob, Some(&key)).unwrap().starts_with(b"Message-ID: <before-change@test>"));
+    // The recovery key still works after the change, on either device.
+    let keys = c.devices[1].user_keys(&alice()).unwrap().unwrap();
+    let recovered = keys.recover("alice", &recovery).unwrap();
+    assert_eq!(recovered.public_key(), keys.public_key);
+    c.assert_converged();
+}
+
+#[test]
+fn same_message_twice_for_one_user_shares_its_blob_but_not_across_users() {
+    let (mut c, _) = keyed_cluster(1);
+    let bob = UserName::new("bob").unwrap();
+    let (keys, _) = UserKeys::generate("bob's passphrase", &mut rand::rngs::OsRng);
+    c.write(0, |w| {
+        w.add_user(&bob, "$argon2id$test")?;
+        w.set_user_keys(&bob, "$argon2id$test", &keys)
+    });
+    let raw = msg("shared");
+    let message = AppendMessage { raw: &raw, flags: vec![], internal_date: 0 };
+    let alice_inbox = c.mailbox(0, "INBOX").id;
+    let bob_inbox = c.devices[0].mailbox_by_name(&bob, "INBOX").unwrap().unwrap().id;
+    c.write(0, |w| w.append(alice_inbox, &[message.clone(), message.clone()]));
+    c.write(0, |w| w.append(bob_inbox, std::slice::from_ref(&message)));
+    let alice_blobs: Vec<_> = c.entries(0, "INBOX").iter().map(|e| e.blob).collect();
+    assert_eq!(alice_blobs.len(), 2);
+    assert_eq!(alice_blobs[0], alice_blobs[1], "one user's duplicate reuses the sealed blob");
+    let bob_blob = c.devices[0].entries(bob_inbox).unwrap()[0].blob;
+    assert_ne!(bob_blob, alice_blobs[0], "another user's copy is a different ciphertext");
+}
+
+#[test]
+fn encryption_off_stores_plaintext_and_a_user_without_keys_still_logs_in() {
+    let (mut c, _) = keyed_cluster(1);
+    c.devices[0].set_encryption(false);
+    c.append(0, "INBOX", "stored-clear", vec![]);
+    let blob = c.entries(0, "INBOX")[0].blob;
+    assert!(!crypto::is_sealed(&c.devices[0].message(&blob).unwrap()));
+    assert!(c.devices[0].message_plain(&blob, None).is_ok());
+    // A user from before encryption (no key record) logs in by password hash.
+    let carol = UserName::new("carol").unwrap();
+    let hash = auth::hash_password("carol's passphrase", &mut rand::rngs::OsRng);
+    c.write(0, |w| w.add_user(&carol, &hash));
+    let (name, key) = c.devices[0].login("carol", "carol's passphrase").unwrap().unwrap();
+    assert_eq!((name, key.is_none()), (carol, true));
+}

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backup;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod lmtp;
 pub mod logging;
 pub mod mailio;
 pub mod netlab;
+pub mod ops;
 pub mod serve;
 pub mod sync;
 pub mod systemd;

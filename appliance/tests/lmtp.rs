@@ -238,3 +238,75 @@ async fn user_removed_after_rcpt_gets_a_permanent_failure_others_deliver() {
     assert!(alice.starts_with("250 2.0.0 <alice@x>"), "{alice}");
     assert_eq!(messages(&server.daemon, "alice").await.len(), 1);
 }
+
+/// A second device of the same owner: a fresh data dir in slot 1 that has
+/// every event of `first` (as after pairing), with its own LMTP listener.
+async fn start_second_device(first: &Server) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut store = roost::cli::init::init_data_dir(&data).unwrap();
+    store.set_slot(roost_core::model::DeviceSlot::new(1).unwrap()).unwrap();
+    let history =
+        first.daemon.read(|s| s.events_missing(&roost_core::log::VersionVector::new(), usize::MAX)).await.unwrap();
+    store.ingest(2, &history).unwrap();
+    let mut config = Config::default();
+    config.lmtp.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    let daemon = Daemon::new(store, config.clone(), data);
+    let listeners = spawn_listeners(daemon.clone(), &config).unwrap();
+    Server { _dir: dir, daemon, listeners }
+}
+
+/// What the sync layer does, without the network: `to` gets the blobs, then
+/// the events it misses from `from`, in causal order.
+async fn sync_events(from: &Server, to: &Server) {
+    let have = to.daemon.read(|s| s.version_vector()).await.unwrap();
+    let events = from.daemon.read(move |s| s.events_missing(&have, usize::MAX)).await.unwrap();
+    let blobs = roost_core::store::BlobStore::open_dir(&to.daemon.data_dir.join(roost_core::store::BLOB_DIR)).unwrap();
+    for blob in events.iter().flat_map(|e| e.op.blobs()) {
+        let raw = from.daemon.read(move |s| s.message(&blob)).await.unwrap();
+        blobs.put(&raw).unwrap();
+    }
+    to.daemon
+        .write(move |w| {
+            for event in &events {
+                w.apply_remote(event)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_over_lmtp_to_two_devices_is_stored_once_after_sync() {
+    // Two MX hosts hand one message to two devices of alice. Each device
+    // stores it with its own Received: line (different bytes), yet both
+    // deliveries name one entry (keyed by the message as the MTA sent it):
+    // after the devices exchange events, alice has the message once, on both.
+    let a = start(false);
+    let b = start_second_device(&a).await;
+    for server in [&a, &b] {
+        let mut c = tcp(server).await;
+        c.cmd("LHLO mta").await;
+        c.cmd("MAIL FROM:<s@example.org>").await;
+        assert!(c.cmd("RCPT TO:<alice@example.org>").await.starts_with("250"));
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        c.send(&format!("{MESSAGE}.\r\n")).await;
+        let reply = c.reply().await;
+        assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    }
+    sync_events(&a, &b).await;
+    sync_events(&b, &a).await;
+    let on_a = messages(&a.daemon, "alice").await;
+    let on_b = messages(&b.daemon, "alice").await;
+    assert_eq!(on_a.len(), 1, "{on_a:?}");
+    assert_eq!(on_a, on_b);
+    assert!(on_a[0].1.contains("Subject: hi\r\n\r\nhello\r\n"), "{}", on_a[0].1);
+    let digest_a = a.daemon.read(|s| s.state_digest()).await.unwrap();
+    let digest_b = b.daemon.read(|s| s.state_digest()).await.unwrap();
+    assert_eq!(digest_a, digest_b, "{:?}", digest_a.differences(&digest_b));
+    for server in [&a, &b] {
+        let report = server.daemon.read(|s| s.verify()).await.unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+}

@@ -3,8 +3,9 @@
 
 mod merge_support;
 
-use merge_support::{msg, Cluster};
+use merge_support::{alice, msg, Cluster};
 use roost_core::model::BlobHash;
+use roost_core::store::AppendMessage;
 
 #[test]
 fn the_same_message_delivered_on_two_devices_is_stored_once() {
@@ -23,6 +24,33 @@ fn the_same_message_delivered_on_two_devices_is_stored_once() {
         assert!(u0.max(u1) <= copies[0].uid);
     }
     assert_eq!(c.devices[0].stats().unwrap().messages, 2);
+}
+
+#[test]
+fn one_message_with_a_different_trace_header_on_each_device_is_stored_once() {
+    // LMTP prepends a Received: line naming the device and the time, so the
+    // two devices store different bytes of one message. `deliver_keyed` keys
+    // the entry by the message as the MTA sent it: still one entry, with the
+    // bytes of the smaller delivering event on every device.
+    let mut c = Cluster::new(2);
+    let content = msg("hello");
+    for d in 0..2 {
+        let mut raw = format!("Received: by device-{d}\r\n").into_bytes();
+        raw.extend_from_slice(&content);
+        let inbox = c.mailbox(d, "INBOX").id;
+        c.write(d, |w| {
+            let message = AppendMessage { raw: &raw, flags: vec![], internal_date: 1_600_000_000 };
+            w.deliver_keyed(&alice(), inbox, &[(&message, &content)])
+        });
+    }
+    c.sync_all();
+    c.assert_converged();
+    for d in 0..2 {
+        let entries = c.entries(d, "INBOX");
+        assert_eq!(entries.len(), 1, "device {d}");
+        let raw = c.devices[d].message(&entries[0].blob).unwrap();
+        assert!(raw.ends_with(&content) && raw.starts_with(b"Received: by device-"));
+    }
 }
 
 #[test]

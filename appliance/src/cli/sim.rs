@@ -29,17 +29,23 @@ pub struct SimArgs {
     /// Random steps per run.
     #[arg(long, default_value_t = 150)]
     pub steps: usize,
-    /// Longest advance of the virtual clock per step, in ms (default 400:
-    /// a stress profile; larger means less concurrency between devices).
+    /// Longest advance of the virtual clock per step, in ms (default 400 in
+    /// the stress profile, 20000 in the field one; larger means less
+    /// concurrency between devices).
     #[arg(long)]
     pub step_ms: Option<u64>,
+    /// `stress` (default: far busier and more faulty than any user, finds
+    /// bugs) or `field` (devices mostly connected, an operation every ~10 s:
+    /// the re-key rate users would see).
+    #[arg(long, default_value = "stress", value_parser = ["stress", "field"])]
+    pub profile: String,
     /// Worker threads (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }
 
 fn config(args: &SimArgs, seed: u64) -> SimConfig {
-    let mut config = SimConfig::for_seed(seed);
+    let mut config = if args.profile == "field" { SimConfig::field(seed) } else { SimConfig::for_seed(seed) };
     if let Some(devices) = args.devices {
         config.devices = devices as usize;
     }
@@ -52,8 +58,8 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
 
 fn replay_line(args: &SimArgs, report: &SimReport) -> String {
     format!(
-        "roost sim --seed {} --devices {} --steps {}   (or: ROOST_SIM_SEED={} cargo test -p roost-core --test sim, default devices/steps)",
-        report.seed, report.devices, args.steps, report.seed
+        "roost sim --seed {} --devices {} --steps {} --profile {}   (or: ROOST_SIM_SEED={} cargo test -p roost-core --test sim, default devices/steps, stress profile)",
+        report.seed, report.devices, args.steps, args.profile, report.seed
     )
 }
 

@@ -129,6 +129,7 @@ impl Deliverer {
         };
         let now_secs = (now_ms / 1000) as i64;
         let mut raw = trace_headers(rcpt, &delivery.client_name, &self.hostname, now_secs);
+        let trace_len = raw.len();
         raw.extend_from_slice(&delivery.data);
         let raw = Arc::new(raw);
         // Blob first, durable, outside the commit: an event never names a
@@ -154,7 +155,11 @@ impl Deliverer {
                     Some(Ok(mailbox)) => mailbox,
                     _ => w.mailbox(&user, "INBOX")?,
                 };
-                w.append(mailbox, &[AppendMessage { raw: &raw, flags: Vec::new(), internal_date: now_secs }])?;
+                // A Deliver event, keyed by the message as the MTA sent it (not
+                // our trace header): the same message delivered to another
+                // device of this user too becomes one entry once they sync.
+                let message = AppendMessage { raw: &raw, flags: Vec::new(), internal_date: now_secs };
+                w.deliver_keyed(&user, mailbox, &[(&message, &raw[trace_len..])])?;
                 Ok(Stored::New)
             })
             .await;

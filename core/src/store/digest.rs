@@ -97,7 +97,7 @@ pub(crate) fn digest(conn: &Connection) -> StoreResult<StateDigest> {
 fn digest_of(conn: &Connection, queries: &[(&'static str, &str)]) -> StoreResult<StateDigest> {
     let mut tables = Vec::with_capacity(queries.len());
     for (table, sql) in queries {
-        let mut stmt = conn.prepare(sql)?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let columns = stmt.column_count();
         let mut rows = stmt.query([])?;
         let mut h = blake3::Hasher::new();
@@ -168,8 +168,8 @@ impl Store {
         let live = digest(&read)?;
         let live_local = digest_of(&read, LOCAL_DIGEST_QUERIES)?;
         let mut problems = crate::merge::invariants::check(&read)?;
-        let mut scratch = Connection::open_in_memory()?;
-        crate::store::schema::migrate(&mut scratch, std::path::Path::new(":memory:"))?;
+        let mut scratch = crate::store::schema::migrated_in_memory()?;
+        scratch.set_prepared_statement_cache_capacity(crate::store::PREPARED_STATEMENTS_MAX);
         let slot = self.identity.slot();
         state::insert_device(&scratch, self.identity.id(), slot, 0)?;
         let tx = scratch.transaction()?;

@@ -249,17 +249,23 @@ impl Store {
     pub fn events_missing(&self, have: &VersionVector, limit: usize) -> StoreResult<Vec<crate::log::Event>> {
         let mine = state::version_vector(&self.conn)?;
         let mut rows: Vec<(i64, crate::log::Event)> = Vec::new();
+        // No `LIMIT ?`: SQLite (with STAT4, as bundled) re-prepares a statement
+        // whenever a parameter its plan read is re-bound, which a bound LIMIT
+        // is. The rows come in index order, so stopping after `limit` is as cheap.
         let mut stmt = self.conn.prepare_cached(
             "SELECT applied_idx, seq, hlc, deps, payload, signature FROM events
-             WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+             WHERE origin = ?1 AND seq > ?2 ORDER BY seq",
         )?;
         for (origin, seq) in mine.iter() {
             let from = have.get(origin);
             if from >= *seq {
                 continue;
             }
-            let mut q = stmt.query(params![origin.as_bytes().as_slice(), from as i64, limit as i64])?;
-            while let Some(r) = q.next()? {
+            let mut q = stmt.query(params![origin.as_bytes().as_slice(), from as i64])?;
+            let mut taken = 0;
+            while taken < limit {
+                let Some(r) = q.next()? else { break };
+                taken += 1;
                 let signature: Vec<u8> = r.get(5)?;
                 let signature: [u8; 64] =
                     signature.try_into().map_err(|_| StoreError::Corrupt("event signature is not 64 bytes".into()))?;

@@ -15,6 +15,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_peers.sql", include_str!("../../../migrations/0002_peers.sql")),
     ("0003_delivery_dedup.sql", include_str!("../../../migrations/0003_delivery_dedup.sql")),
     ("0004_replication.sql", include_str!("../../../migrations/0004_replication.sql")),
+    ("0007_conflicts.sql", include_str!("../../../migrations/0007_conflicts.sql")),
 ];
 
 /// One extra migration after the real ones, only in packages built for the
@@ -44,6 +45,33 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
     Ok(())
 }
 
+/// A new in-memory database at the latest schema (simulator devices, tests,
+/// `verify`'s scratch replay). Copies a per-thread template that was migrated
+/// once, with SQLite's backup API: running every migration's SQL again for
+/// each of the thousands of stores a simulator soak creates cost more than
+/// the runs themselves.
+pub(crate) fn migrated_in_memory() -> StoreResult<Connection> {
+    thread_local! {
+        static TEMPLATE: std::cell::RefCell<Option<Connection>> = const { std::cell::RefCell::new(None) };
+    }
+    TEMPLATE.with(|cell| {
+        let mut template = cell.borrow_mut();
+        if template.is_none() {
+            let mut conn = Connection::open_in_memory()?;
+            migrate(&mut conn, Path::new(":memory:"))?;
+            *template = Some(conn);
+        }
+        let source = template.as_ref().expect("template set above");
+        let mut conn = Connection::open_in_memory()?;
+        // -1: every page in one step; nothing else writes either database.
+        let step = rusqlite::backup::Backup::new(source, &mut conn)?.step(-1)?;
+        if step != rusqlite::backup::StepResult::Done {
+            return Err(StoreError::Corrupt(format!("copying the schema template stopped early: {step:?}")));
+        }
+        Ok(conn)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +90,21 @@ mod tests {
         for (i, name) in embedded.iter().enumerate() {
             assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name} out of sequence");
         }
+    }
+
+    #[test]
+    fn the_in_memory_template_is_at_the_latest_schema() {
+        let copy = migrated_in_memory().unwrap();
+        let mut direct = Connection::open_in_memory().unwrap();
+        migrate(&mut direct, Path::new(":memory:")).unwrap();
+        let schema = |conn: &Connection| -> Vec<String> {
+            let mut stmt = conn.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        };
+        assert_eq!(schema(&copy), schema(&direct));
+        let version =
+            |conn: &Connection| conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(version(&copy), MIGRATIONS.len() as i64);
     }
 
     #[test]

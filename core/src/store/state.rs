@@ -115,8 +115,10 @@ pub(crate) fn version_vector(conn: &Connection) -> StoreResult<VersionVector> {
 }
 
 pub(crate) fn max_seq(conn: &Connection, origin: DeviceId) -> StoreResult<u64> {
-    let seq: Option<i64> = conn
-        .query_row("SELECT seq FROM version_vector WHERE origin = ?1", [origin.as_bytes().as_slice()], |r| r.get(0))
+    let seq: Option<i64> =
+        query_row(conn, "SELECT seq FROM version_vector WHERE origin = ?1", [origin.as_bytes().as_slice()], |r| {
+            r.get(0)
+        })
         .optional()?;
     Ok(seq.unwrap_or(0) as u64)
 }
@@ -146,9 +148,9 @@ pub(crate) fn user_password_hash(conn: &Connection, user: &str) -> StoreResult<O
 
 /// The stamp `(hlc, origin)` of the user's password register.
 pub(crate) fn user_stamp(conn: &Connection, user: &str) -> StoreResult<Option<(Hlc, DeviceId)>> {
-    let row: Option<(i64, Vec<u8>)> = conn
-        .query_row("SELECT hlc, origin FROM users WHERE name = ?1", [user], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let row: Option<(i64, Vec<u8>)> =
+        query_row(conn, "SELECT hlc, origin FROM users WHERE name = ?1", [user], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
     row.map(|(hlc, origin)| Ok((Hlc::from_raw(hlc as u64), device_id(origin)?))).transpose()
 }
 
@@ -220,9 +222,13 @@ fn mailbox_row(raw: RawMailbox) -> StoreResult<MailboxRow> {
 }
 
 pub(crate) fn mailbox_get(conn: &Connection, id: MailboxId) -> StoreResult<Option<MailboxRow>> {
-    let raw = conn
-        .query_row(&format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?1"), [id.raw()], mailbox_from_row)
-        .optional()?;
+    let raw = query_row(
+        conn,
+        &format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?1"),
+        [id.raw()],
+        mailbox_from_row,
+    )
+    .optional()?;
     raw.map(mailbox_row).transpose()
 }
 
@@ -345,9 +351,9 @@ pub(crate) fn mailbox_instances_remove_observed(
 
 /// The highest UID of the mailbox IMAP may have shown on this device.
 pub(crate) fn mailbox_exposed(conn: &Connection, id: MailboxId) -> StoreResult<u32> {
-    let v: Option<i64> = conn
-        .query_row("SELECT uid_exposed FROM mailbox_local WHERE mailbox_id = ?1", [id.raw()], |r| r.get(0))
-        .optional()?;
+    let v: Option<i64> =
+        query_row(conn, "SELECT uid_exposed FROM mailbox_local WHERE mailbox_id = ?1", [id.raw()], |r| r.get(0))
+            .optional()?;
     Ok(v.unwrap_or(0) as u32)
 }
 
@@ -391,8 +397,7 @@ pub(crate) fn exposable(conn: &Connection, now_ms: u64, hold_ms: u64) -> StoreRe
 // --- removed entries and extra adds -----------------------------------------
 
 pub(crate) fn entry_removed(conn: &Connection, id: EntryId) -> StoreResult<bool> {
-    Ok(conn
-        .query_row("SELECT 1 FROM removed_entries WHERE entry_id = ?1", [id.raw()], |_| Ok(()))
+    Ok(query_row(conn, "SELECT 1 FROM removed_entries WHERE entry_id = ?1", [id.raw()], |_| Ok(()))
         .optional()?
         .is_some())
 }
@@ -430,8 +435,8 @@ pub(crate) fn entry_set_origin_fields(
 
 /// `(uid_max, highest_modseq)` of a mailbox on this device.
 pub(crate) fn mailbox_local(conn: &Connection, id: MailboxId) -> StoreResult<(u32, u64)> {
-    let row: Option<(i64, i64)> = conn
-        .query_row("SELECT uid_max, highest_modseq FROM mailbox_local WHERE mailbox_id = ?1", [id.raw()], |r| {
+    let row: Option<(i64, i64)> =
+        query_row(conn, "SELECT uid_max, highest_modseq FROM mailbox_local WHERE mailbox_id = ?1", [id.raw()], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
@@ -454,13 +459,13 @@ pub(crate) fn mailbox_touch(conn: &Connection, id: MailboxId, uid: Option<Uid>, 
 // --- subscriptions ----------------------------------------------------------
 
 pub(crate) fn subscription(conn: &Connection, user: &str, name: &str) -> StoreResult<Option<(Hlc, DeviceId, bool)>> {
-    let row: Option<(i64, Vec<u8>, bool)> = conn
-        .query_row(
-            "SELECT hlc, origin, subscribed FROM subscriptions WHERE user = ?1 AND name = ?2",
-            [user, name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+    let row: Option<(i64, Vec<u8>, bool)> = query_row(
+        conn,
+        "SELECT hlc, origin, subscribed FROM subscriptions WHERE user = ?1 AND name = ?2",
+        [user, name],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?;
     row.map(|(hlc, origin, subscribed)| Ok((Hlc::from_raw(hlc as u64), device_id(origin)?, subscribed))).transpose()
 }
 
@@ -538,13 +543,13 @@ fn entry_row(raw: RawEntry) -> StoreResult<EntryRow> {
 }
 
 pub(crate) fn entry_get(conn: &Connection, id: EntryId) -> StoreResult<Option<EntryRow>> {
-    let raw = conn
-        .query_row(
-            &format!("SELECT {ENTRY_COLUMNS} FROM mailbox_entries WHERE entry_id = ?1"),
-            [id.raw()],
-            entry_from_row,
-        )
-        .optional()?;
+    let raw = query_row(
+        conn,
+        &format!("SELECT {ENTRY_COLUMNS} FROM mailbox_entries WHERE entry_id = ?1"),
+        [id.raw()],
+        entry_from_row,
+    )
+    .optional()?;
     raw.map(entry_row).transpose()
 }
 
@@ -597,13 +602,13 @@ pub(crate) fn item_touch(conn: &Connection, item: ItemId, modseq: ModSeq) -> Sto
 
 /// The live entry holding `uid` in the mailbox, if any.
 pub(crate) fn entry_with_uid(conn: &Connection, mailbox: MailboxId, uid: Uid) -> StoreResult<Option<EntryRow>> {
-    let raw = conn
-        .query_row(
-            &format!("SELECT {ENTRY_COLUMNS} FROM mailbox_entries WHERE mailbox_id = ?1 AND uid = ?2"),
-            params![mailbox.raw(), uid.get()],
-            entry_from_row,
-        )
-        .optional()?;
+    let raw = query_row(
+        conn,
+        &format!("SELECT {ENTRY_COLUMNS} FROM mailbox_entries WHERE mailbox_id = ?1 AND uid = ?2"),
+        params![mailbox.raw(), uid.get()],
+        entry_from_row,
+    )
+    .optional()?;
     raw.map(entry_row).transpose()
 }
 
@@ -630,14 +635,14 @@ pub(crate) fn flags_of(conn: &Connection, item: ItemId) -> StoreResult<Vec<Flag>
 /// flag was unset before. A newer instance from the same origin replaces an
 /// older one: it dominates it causally.
 pub(crate) fn flag_add(conn: &Connection, item: ItemId, flag: &Flag, tag: EventId) -> StoreResult<bool> {
-    let was_set = conn
-        .query_row(
-            "SELECT 1 FROM item_flags WHERE item_id = ?1 AND flag = ?2 LIMIT 1",
-            params![item.raw(), flag.as_str()],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
+    let was_set = query_row(
+        conn,
+        "SELECT 1 FROM item_flags WHERE item_id = ?1 AND flag = ?2 LIMIT 1",
+        params![item.raw(), flag.as_str()],
+        |_| Ok(()),
+    )
+    .optional()?
+    .is_some();
     exec(
         conn,
         "INSERT INTO item_flags (item_id, flag, tag_origin, tag_seq) VALUES (?1, ?2, ?3, ?4)
@@ -722,13 +727,13 @@ pub(crate) fn pending_count(conn: &Connection) -> StoreResult<u64> {
 /// The pending event `id`, if held (verified when it was stored).
 pub(crate) fn pending_get(conn: &Connection, id: EventId) -> StoreResult<Option<Event>> {
     type PendingRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
-    let row: Option<PendingRow> = conn
-        .query_row(
-            "SELECT hlc, deps, payload, signature FROM pending_events WHERE origin = ?1 AND seq = ?2",
-            params![id.origin.as_bytes().as_slice(), id.seq as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
+    let row: Option<PendingRow> = query_row(
+        conn,
+        "SELECT hlc, deps, payload, signature FROM pending_events WHERE origin = ?1 AND seq = ?2",
+        params![id.origin.as_bytes().as_slice(), id.seq as i64],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .optional()?;
     let Some((hlc, deps, payload, signature)) = row else {
         return Ok(None);
     };

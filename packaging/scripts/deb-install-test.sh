@@ -127,12 +127,12 @@ EOF
 }
 
 t=$SECONDS
-# The packaged sync port 7947 may be taken on a shared build machine; the
-# last table of the packaged config is [sync], so this admin-style edit moves
-# it to a free port (and the upgrade below must keep the edit).
-tail -n 20 /etc/roost/roost.toml | grep -q '^\[sync\]$' || fail "[sync] is no longer the last table of roost.toml"
+# The packaged sync port 7947 may be taken on a shared build machine; this
+# admin-style edit moves it to a free port, inside [sync] (the packaged file
+# has tables after it, such as [admin]), and the upgrade below must keep it.
+grep -q '^\[sync\]$' /etc/roost/roost.toml || fail "roost.toml has no [sync] table"
 sync_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])')
-echo "listen = [\"0.0.0.0:$sync_port\"]" >>/etc/roost/roost.toml
+sed -i "/^\[sync\]\$/a listen = [\"0.0.0.0:$sync_port\"]" /etc/roost/roost.toml
 start_daemon
 step "roost doctor on the running packaged service"
 roost_cmd doctor || fail "doctor finds problems on a fresh install"

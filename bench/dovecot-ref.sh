@@ -298,6 +298,11 @@ auth_mechanisms = plain login
 service imap {
   process_limit = $plimit
 }
+# Benchmarks open tens of connections as one user from one address; the
+# default of 10 would refuse them.
+protocol imap {
+  mail_max_userip_connections = $plimit
+}
 
 # --- LMTP inet listener ------------------------------------------------
 service lmtp {

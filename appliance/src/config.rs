@@ -24,6 +24,23 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     /// Device-to-device sync.
     pub sync: SyncConfig,
+    /// Admin HTTP API and web UI.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// TCP addresses of the admin API and web UI; empty turns them off.
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        // Loopback only: reaching it from elsewhere is a deliberate choice.
+        AdminConfig { listen: vec![SocketAddr::from(([127, 0, 0, 1], 7080))] }
+    }
 }
 
 /// `[sync]`
@@ -76,6 +93,17 @@ pub struct ImapConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Simultaneous connections per client address (unset: the default of
+    /// `imap::limits::Limits`, as for every limit below).
+    pub max_connections_per_address: Option<usize>,
+    /// Simultaneous connections per user.
+    pub max_connections_per_user: Option<usize>,
+    /// Longest command line (the text between literals), in bytes.
+    pub max_line_bytes: Option<usize>,
+    /// Largest literal (an APPENDed message), in bytes.
+    pub max_literal_bytes: Option<usize>,
+    /// Delay before answering a failed login, in milliseconds.
+    pub login_failure_delay_ms: Option<u64>,
 }
 
 impl Default for ImapConfig {
@@ -85,6 +113,11 @@ impl Default for ImapConfig {
             listen_tls: vec![SocketAddr::from(([127, 0, 0, 1], 1993))],
             tls_cert: None,
             tls_key: None,
+            max_connections_per_address: None,
+            max_connections_per_user: None,
+            max_line_bytes: None,
+            max_literal_bytes: None,
+            login_failure_delay_ms: None,
         }
     }
 }
@@ -130,6 +163,7 @@ impl Config {
         if config.imap.tls_cert.is_some() != config.imap.tls_key.is_some() {
             return Err(format_err!("[imap] tls_cert and tls_key must be set together"));
         }
+        crate::imap::limits::Limits::from_config(&config.imap)?;
         if config.lmtp.max_message_bytes == 0 {
             return Err(format_err!("[lmtp] max_message_bytes must be above 0"));
         }
@@ -188,6 +222,19 @@ mod tests {
     fn bad_value_names_the_line() {
         let err = Config::parse("[imap]\nlisten = [\"not an address\"]\n").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn imap_limits_are_read_and_checked() {
+        let config = Config::parse("[imap]\nmax_connections_per_address = 60\nlogin_failure_delay_ms = 0\n").unwrap();
+        let limits = crate::imap::limits::Limits::from_config(&config.imap).unwrap();
+        assert_eq!(limits.connections_per_address_max, 60);
+        assert_eq!(limits.login_failure_delay, std::time::Duration::ZERO);
+        assert_eq!(limits.connections_per_user_max, crate::imap::limits::Limits::default().connections_per_user_max);
+        let err = Config::parse("[imap]\nmax_line_bytes = 100\n").unwrap_err().to_string();
+        assert!(err.contains("max_line_bytes"), "{err}");
+        let err = Config::parse("[imap]\nmax_connections_per_user = 0\n").unwrap_err().to_string();
+        assert!(err.contains("max_connections_per_user"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod device;
@@ -12,6 +13,7 @@ pub mod lmtp;
 pub mod logging;
 pub mod mailio;
 pub mod netlab;
+pub mod ops;
 pub mod serve;
 pub mod sync;
 pub mod systemd;

@@ -57,6 +57,9 @@ enum Command {
     Completions(cli::completions::CompletionsArgs),
     /// Print the man page (roff) to stdout.
     Man,
+    /// The admin API: print its token.
+    #[command(subcommand)]
+    Admin(cli::admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Doctor(a) => cli::doctor::run(&global, a),
         Command::Completions(a) => cli::completions::run_completions(Args::command(), a),
         Command::Man => cli::completions::run_man(Args::command()),
+        Command::Admin(c) => cli::admin::run(&global, c),
     };
     match res {
         Ok(code) => code,

@@ -40,7 +40,8 @@ const WRITE_QUEUE_CAPACITY: usize = 1024;
 /// A write request: runs in the committer's transaction, returns whether to
 /// keep its changes and a completion called with the commit's outcome.
 type WriteJob = Box<dyn FnOnce(&mut Writer<'_>) -> (bool, Completion) + Send>;
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// The completion gets the whole batch's effects (a superset of its own).
+type Completion = Box<dyn FnOnce(Result<&Arc<Effects>, String>) + Send>;
 
 /// What protocol tasks share.
 #[derive(Debug)]
@@ -54,6 +55,18 @@ pub struct Daemon {
     pub config: Config,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Group commits made and writes they carried (tests check that
+    /// concurrent writers share commits).
+    pub commit_counts: Arc<CommitCounts>,
+}
+
+/// Counters of the committer thread.
+#[derive(Debug, Default)]
+pub struct CommitCounts {
+    /// Transactions committed.
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Writes in them.
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 impl Daemon {
@@ -65,11 +78,13 @@ impl Daemon {
         let store = Arc::new(Mutex::new(store));
         let committer_store = store.clone();
         let committer_changes = changes.clone();
+        let commit_counts = Arc::new(CommitCounts::default());
+        let committer_counts = commit_counts.clone();
         std::thread::Builder::new()
             .name("roost-committer".into())
-            .spawn(move || run_committer(committer_store, queue, committer_changes))
+            .spawn(move || run_committer(committer_store, queue, committer_changes, &committer_counts))
             .expect("cannot start the committer thread");
-        Arc::new(Daemon { store, writes, changes, config, data_dir })
+        Arc::new(Daemon { store, writes, changes, config, data_dir, commit_counts })
     }
 
     /// Runs `f` in a durable transaction (group-committed with concurrent
@@ -85,7 +100,7 @@ impl Daemon {
             Ok(value) => {
                 let done: Completion = Box::new(move |commit| {
                     let _ = reply.send(match commit {
-                        Ok(()) => Ok(value),
+                        Ok(_) => Ok(value),
                         Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
                     });
                 });
@@ -105,6 +120,38 @@ impl Daemon {
             .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
             .map_err(|_| StoreError::Corrupt("the committer has stopped".into()))?;
         answer.await.map_err(|_| StoreError::Corrupt("the committer dropped a write".into()))?
+    }
+
+    /// [`Daemon::write`] for a caller on a blocking thread (an IMAP session,
+    /// whose state machine is synchronous): queues `f` for the committer and
+    /// waits for the commit. Must not be called with the store lock held (the
+    /// committer needs it). Returns the batch's effects, which the committer
+    /// has already published on the change feed.
+    pub fn write_blocking<T, F>(&self, f: F) -> StoreResult<(T, Arc<Effects>)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = std::sync::mpsc::sync_channel::<StoreResult<(T, Arc<Effects>)>>(1);
+        let job: WriteJob = Box::new(move |w| match f(w) {
+            Ok(value) => {
+                let done: Completion = Box::new(move |commit| {
+                    let _ = reply.send(match commit {
+                        Ok(effects) => Ok((value, effects.clone())),
+                        Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+                    });
+                });
+                (true, done)
+            }
+            Err(e) => {
+                let done: Completion = Box::new(move |_| {
+                    let _ = reply.send(Err(e));
+                });
+                (false, done)
+            }
+        });
+        self.writes.send(job).map_err(|_| StoreError::Corrupt("the committer has stopped".into()))?;
+        answer.recv().map_err(|_| StoreError::Corrupt("the committer dropped a write".into()))?
     }
 
     /// Runs a read on a blocking thread.
@@ -181,8 +228,8 @@ impl Daemon {
     }
 
     /// The store and change feed, for the IMAP sessions: their state machine
-    /// is synchronous (sans-IO), so it writes on its blocking thread under the
-    /// store lock and publishes its effects itself.
+    /// is synchronous (sans-IO) and runs on a blocking thread, reading under
+    /// the store lock and writing through [`Daemon::write_blocking`].
     pub fn imap_parts(&self) -> (Arc<Mutex<Store>>, broadcast::Sender<Arc<Effects>>) {
         (self.store.clone(), self.changes.clone())
     }
@@ -195,6 +242,7 @@ fn run_committer(
     store: Arc<Mutex<Store>>,
     queue: std::sync::mpsc::Receiver<WriteJob>,
     changes: broadcast::Sender<Arc<Effects>>,
+    counts: &CommitCounts,
 ) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
@@ -215,12 +263,15 @@ fn run_committer(
         let res = res.unwrap_or_else(|_| Err(roost_core::store::StoreError::Corrupt("a write panicked".into())));
         match res {
             Ok((completions, effects)) => {
+                counts.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counts.writes.fetch_add(completions.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let effects = Arc::new(effects);
                 for done in completions {
-                    done(Ok(()));
+                    done(Ok(&effects));
                 }
                 if !effects.events.is_empty() {
                     // No receivers is fine: nobody is connected.
-                    let _ = changes.send(Arc::new(effects));
+                    let _ = changes.send(effects);
                 }
             }
             Err(e) => {

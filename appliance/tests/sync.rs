@@ -3,11 +3,14 @@
 //! one device reaching the other both ways, catch-up after a daemon was down,
 //! relaying A -> B -> C, and refusal of unpaired and removed devices.
 //!
-//! Changes are made by this test process writing to a device's store directly
-//! (SQLite allows it while the daemon runs); the daemon's sender notices them
-//! by its poll, the same path as `roost user add` while the daemon runs.
+//! Most changes are made by this test process writing to a device's store
+//! directly (SQLite allows it while the daemon runs); the daemon's sender
+//! notices them by its poll, the same path as `roost user add` while the daemon
+//! runs. `imap_idle_on_one_daemon_sees_changes_made_over_imap_on_the_other`
+//! goes through the daemons' IMAP servers with a real client instead.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -233,4 +236,170 @@ fn relay_through_a_middle_device_and_refusals() {
     wait_for("b to refuse c", || b.log().matches("not paired").count() > refusals_before);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(subjects(&c), ["Subject: relayed"], "a removed peer must not get new events");
+}
+
+/// The plaintext IMAP address the daemon's last start logged (it binds port 0).
+fn imap_addr(device: &Device) -> SocketAddr {
+    let mut found = None;
+    wait_for("the daemon to log its IMAP address", || {
+        found = device
+            .log()
+            .lines()
+            .rev()
+            .map(strip_ansi)
+            .find(|l| l.contains("IMAP listening") && l.contains("Plain"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")?.parse().ok()));
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip up to and including the final letter of the escape sequence.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+const PASSWORD: &str = "secret";
+
+async fn imap_login(addr: SocketAddr) -> async_imap::Session<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut client = async_imap::Client::new(stream);
+    client.read_response().await.unwrap().unwrap(); // greeting
+    client.login("alice", PASSWORD).await.map_err(|(e, _)| e).unwrap()
+}
+
+/// Waits in IDLE until a pushed response's parsed form contains `needle`;
+/// returns every response seen, for the failure message.
+async fn idle_until(
+    idle: &mut async_imap::extensions::idle::Handle<tokio::net::TcpStream>,
+    needle: &str,
+) -> Vec<String> {
+    use async_imap::extensions::idle::IdleResponse;
+    let mut seen = Vec::new();
+    loop {
+        let (wait, _stop) = idle.wait_with_timeout(Duration::from_secs(20));
+        match wait.await.unwrap() {
+            IdleResponse::NewData(data) => {
+                let text = format!("{:?}", data.parsed());
+                let done = text.contains(needle);
+                seen.push(text);
+                if done {
+                    return seen;
+                }
+            }
+            other => panic!("waiting for {needle} in IDLE: got {other:?} after {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn imap_idle_on_one_daemon_sees_changes_made_over_imap_on_the_other() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    let b = Device::new(root.path(), "b");
+    pair(&a, &b);
+    let hash = roost_core::auth::hash_password(PASSWORD, &mut rand::rngs::OsRng);
+    a.store().write(roost::cli::now_ms(), |w| w.add_user(&alice(), &hash)).unwrap();
+    wait_for("b to get the user", || b.store().user_exists(&alice()).unwrap());
+    let (a_imap, b_imap) = (imap_addr(&a), imap_addr(&b));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut on_b = imap_login(b_imap).await;
+        on_b.select("INBOX").await.unwrap();
+        let mut idle_b = on_b.idle();
+        idle_b.init().await.unwrap();
+
+        // APPEND on A: B's IDLE client hears EXISTS.
+        let mut on_a = imap_login(a_imap).await;
+        let started = Instant::now();
+        on_a.append("INBOX", None, None, "Subject: over sync\r\n\r\nhi\r\n").await.unwrap();
+        idle_until(&mut idle_b, "Exists(1)").await;
+        println!("APPEND on a to EXISTS in b's IDLE: {:?}", started.elapsed());
+
+        // A flag set on A: FETCH with the flag on B.
+        on_a.select("INBOX").await.unwrap();
+        on_a.run_command_and_check_ok("STORE 1 +FLAGS (\\Flagged)").await.unwrap();
+        let seen = idle_until(&mut idle_b, "Flagged").await;
+        assert!(seen.last().unwrap().contains("Fetch"), "{seen:?}");
+
+        // An expunge on A: EXPUNGE on B (this client did not enable QRESYNC).
+        on_a.run_command_and_check_ok("STORE 1 +FLAGS (\\Deleted)").await.unwrap();
+        on_a.run_command_and_check_ok("EXPUNGE").await.unwrap();
+        idle_until(&mut idle_b, "Expunge(1)").await;
+        let mut on_b = idle_b.done().await.unwrap();
+
+        // The other way: A idles, B appends and flags.
+        let mut idle_a = on_a.idle();
+        idle_a.init().await.unwrap();
+        on_b.append("INBOX", None, None, "Subject: from b\r\n\r\nhi\r\n").await.unwrap();
+        idle_until(&mut idle_a, "Exists(1)").await;
+        on_b.run_command_and_check_ok("STORE 1 +FLAGS (\\Seen)").await.unwrap();
+        let seen = idle_until(&mut idle_a, "Seen").await;
+        assert!(seen.last().unwrap().contains("Fetch"), "{seen:?}");
+        let mut on_a = idle_a.done().await.unwrap();
+        on_a.logout().await.unwrap();
+        on_b.logout().await.unwrap();
+    });
+    wait_for("a and b to converge", || digest(&a) == digest(&b));
+}
+
+/// Peak resident memory (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_large_message_streams_between_daemons_without_being_held_in_memory() {
+    const SIZE: usize = 40 * 1024 * 1024;
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    let b = Device::new(root.path(), "b");
+    pair(&a, &b);
+    a.store().write(roost::cli::now_ms(), |w| w.add_user(&alice(), "hash")).unwrap();
+    append(&a, "small first");
+    wait_for("b to get the first message", || subjects(&b).len() == 1);
+    let (a_pid, b_pid) = (a.daemon.as_ref().unwrap().id(), b.daemon.as_ref().unwrap().id());
+    let (a_before, b_before) = (peak_rss(a_pid), peak_rss(b_pid));
+
+    let mut raw = b"Subject: large\r\n\r\n".to_vec();
+    let line = b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n";
+    while raw.len() < SIZE {
+        raw.extend_from_slice(line);
+    }
+    let (hash, size) = (roost_core::model::BlobHash::of(&raw), raw.len());
+    a.store()
+        .write(roost::cli::now_ms(), |w| {
+            let inbox = w.mailbox(&alice(), "INBOX")?;
+            w.append(inbox, &[AppendMessage { raw: &raw, flags: vec![], internal_date: 1 }])
+        })
+        .unwrap();
+    drop(raw);
+    wait_for("b to get the large message", || subjects(&b).len() == 2);
+    assert_eq!(b.store().message(&hash).unwrap().len(), size);
+    let (a_grew, b_grew) = (peak_rss(a_pid) - a_before, peak_rss(b_pid) - b_before);
+    println!(
+        "peak RSS growth while a 40 MiB message replicated: sender {} KiB, receiver {} KiB",
+        a_grew / 1024,
+        b_grew / 1024
+    );
+    // Whole in memory it would be 40 MiB at least (more with copies).
+    assert!(b_grew < 16 << 20, "the receiver's peak RSS grew by {b_grew} bytes");
+    assert!(a_grew < 16 << 20, "the sender's peak RSS grew by {a_grew} bytes");
+    wait_for("a and b to converge", || digest(&a) == digest(&b));
 }

@@ -24,6 +24,7 @@ pub fn run(global: &Global, _args: InitArgs) -> Result<ExitCode> {
     let dir = &ctx.data_dir;
     init_data_dir(dir)?;
     println!("initialised Roost data directory {}", dir.display());
+    println!("admin token: run `roost admin token` (the web UI and the admin API ask for it)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -39,6 +40,7 @@ pub fn init_data_dir(dir: &std::path::Path) -> Result<Store> {
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let res = (|| {
         let secret = device::create_key(dir)?;
+        crate::admin::create_token(dir)?;
         let slot = DeviceSlot::new(0).expect("slot 0 is valid");
         Store::init(dir, secret, slot, now_ms())
             .with_context(|| format!("cannot create the store in {}", dir.display()))
@@ -46,7 +48,9 @@ pub fn init_data_dir(dir: &std::path::Path) -> Result<Store> {
     if res.is_err() {
         // Leave nothing half-written behind.
         let tls = [crate::imap::tls::SELF_SIGNED_CERT_FILE, crate::imap::tls::SELF_SIGNED_KEY_FILE];
-        for name in [DB_FILE, "roost.db-wal", "roost.db-shm", device::KEY_FILE].into_iter().chain(tls) {
+        for name in
+            [DB_FILE, "roost.db-wal", "roost.db-shm", device::KEY_FILE, crate::admin::TOKEN_FILE].into_iter().chain(tls)
+        {
             let _ = fs::remove_file(dir.join(name));
         }
     }

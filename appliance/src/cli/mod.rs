@@ -1,6 +1,7 @@
 //! Subcommands, one file each. Each `run` returns the process exit code or an
 //! error that `main` prints as `roost: <context>: <cause>`.
 
+pub mod admin;
 pub mod completions;
 pub mod doctor;
 pub mod export;

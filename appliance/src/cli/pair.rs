@@ -4,17 +4,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, format_err, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use rand::RngCore;
-
-use roost_core::model::DeviceId;
 
 use crate::cli::{now_ms, open_store, status::human_bytes, Global};
-use crate::sync::ticket::{qr_for_terminal, PairTicket, SECRET_BYTES};
-
-/// How long a ticket is valid by default.
-const TICKET_MINUTES_DEFAULT: u64 = 30;
+use crate::ops::{self, TICKET_MINUTES_DEFAULT};
+use crate::sync::ticket::qr_for_terminal;
 
 /// `roost pair ...`
 #[derive(Debug, Subcommand)]
@@ -61,12 +56,7 @@ pub fn run(global: &Global, command: PairCommand) -> Result<ExitCode> {
     match command {
         PairCommand::Invite(args) => {
             let addrs = crate::sync::read_addrs_file(&ctx.data_dir)?;
-            let mut secret = [0u8; SECRET_BYTES];
-            rand::rngs::OsRng.fill_bytes(&mut secret);
-            let expires_ms = now_ms() + args.expires_minutes * 60_000;
-            store.add_invite(&secret, expires_ms)?;
-            let ticket =
-                PairTicket { id: store.identity().id(), addrs, secret: hex::encode(secret), expires_ms }.encode();
+            let ticket = ops::create_invite(&store, addrs, args.expires_minutes, now_ms())?.encode();
             if !args.no_qr {
                 println!("{}", qr_for_terminal(&ticket)?);
             }
@@ -77,11 +67,11 @@ pub fn run(global: &Global, command: PairCommand) -> Result<ExitCode> {
             println!("{ticket}");
         }
         PairCommand::Join(args) => {
-            let ticket = PairTicket::decode(&args.ticket)?;
             let my_addrs = crate::sync::read_addrs_file(&ctx.data_dir).unwrap_or_default();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let name = runtime.block_on(crate::sync::pairing::join(&mut store, &ctx.data_dir, &ticket, my_addrs))?;
-            println!("paired with {name} ({})", ticket.id);
+            let (id, name) =
+                runtime.block_on(ops::join(&mut store, &ctx.data_dir, &args.ticket, my_addrs, now_ms()))?;
+            println!("paired with {name} ({id})");
         }
         PairCommand::List => {
             for peer in store.peers()? {
@@ -105,19 +95,7 @@ pub fn run(global: &Global, command: PairCommand) -> Result<ExitCode> {
             }
         }
         PairCommand::Remove(args) => {
-            let wanted = args.device.to_ascii_lowercase();
-            let matches: Vec<DeviceId> = store
-                .peers()?
-                .into_iter()
-                .filter(|p| p.removed_ms.is_none() && p.device_id.to_string().starts_with(&wanted))
-                .map(|p| p.device_id)
-                .collect();
-            let device = match matches.as_slice() {
-                [one] => *one,
-                [] => bail!("no paired device matches {}", args.device),
-                _ => return Err(format_err!("{} matches {} devices: give more of the id", args.device, matches.len())),
-            };
-            store.remove_peer(device, now_ms())?;
+            let device = ops::remove_peer(&store, &args.device, now_ms())?;
             println!("removed {device}: it is refused from now on");
         }
     }

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// differs from the bound one (a port forward), replacing the config's.
     #[arg(long, value_name = "ADDR")]
     pub advertise_sync: Vec<SocketAddr>,
+    /// Admin API and web UI listen address, replacing the config's (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_admin: Vec<SocketAddr>,
 }
 
 /// Runs `roost serve`.
@@ -71,6 +74,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     } else if args.demo {
         ctx.config.sync.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     }
+    if !args.listen_admin.is_empty() {
+        ctx.config.admin.listen = args.listen_admin.clone();
+    }
     let _lock = lock_data_dir(&ctx.data_dir)?;
     let store = open_store(&ctx.data_dir)?;
     let runtime =
@@ -80,7 +86,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         let _lmtp = crate::lmtp::spawn_listeners(daemon.clone(), &ctx.config)?;
         tracing::info!(data_dir = %ctx.data_dir.display(), "roost serving");
         daemon.spawn_external_change_watcher();
-        let _sync = crate::sync::start(
+        let sync = crate::sync::start(
             daemon.clone(),
             crate::sync::SyncOptions {
                 listen: ctx.config.sync.listen.clone(),
@@ -88,6 +94,12 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
             },
         )
         .await?;
+        if !ctx.config.admin.listen.is_empty() {
+            // Mail keeps flowing without the admin API: a port in use is logged, not fatal.
+            if let Err(e) = crate::admin::start(daemon.clone(), Some(sync.clone()), &ctx.config.admin.listen).await {
+                tracing::error!(error = %format!("{e:#}"), "admin API not started");
+            }
+        }
         if args.demo {
             print_demo_help(&daemon);
         }

@@ -14,28 +14,26 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     let identity = store.identity();
     println!("data directory  {}", ctx.data_dir.display());
     println!("device          {} (slot {})", identity.id(), identity.slot().get());
-    let my_vv = store.version_vector()?;
-    let peers: Vec<_> = store.peers()?.into_iter().filter(|p| p.removed_ms.is_none()).collect();
+    let now = crate::cli::now_ms();
+    let peers = crate::ops::peer_views(&store, None, now)?;
     if peers.is_empty() {
         println!("peers           none paired");
     }
     for peer in &peers {
-        let seen = match peer.stats.last_seen_ms {
-            // A session refreshes this every second while frames flow.
-            Some(ms) if crate::cli::now_ms().saturating_sub(ms) < 5_000 => "connected".to_string(),
-            Some(ms) => format!("last seen {} s ago", crate::cli::now_ms().saturating_sub(ms) / 1000),
+        let seen = match peer.last_seen_ms {
+            _ if peer.connected => "connected".to_string(),
+            Some(ms) => format!("last seen {} s ago", now.saturating_sub(ms) / 1000),
             None => "never connected".to_string(),
         };
-        let they_lack: u64 = my_vv.iter().map(|(o, s)| s.saturating_sub(peer.stats.acked.get(o))).sum();
-        let we_lack: u64 = peer.stats.acked.iter().map(|(o, s)| s.saturating_sub(my_vv.get(o))).sum();
+        let (they_lack, we_lack) = (peer.events_they_lack, peer.events_we_lack);
         println!(
             "peer            {} {} ({}): {seen}; it lacks {they_lack} events, we lack {we_lack}; lag {}; sent {}, received {}",
             peer.name,
             peer.device_id.short(),
             peer.addrs.join(", "),
-            peer.stats.lag_ms.map_or("unknown".to_string(), |ms| format!("{ms} ms")),
-            human_bytes(peer.stats.bytes_sent),
-            human_bytes(peer.stats.bytes_received),
+            peer.lag_ms.map_or("unknown".to_string(), |ms| format!("{ms} ms")),
+            human_bytes(peer.bytes_sent),
+            human_bytes(peer.bytes_received),
         );
     }
     println!("users           {}", stats.users);

@@ -5,10 +5,9 @@
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
-use anyhow::{bail, format_err, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use roost_core::auth;
 use roost_core::model::UserName;
 
 use crate::cli::{now_ms, open_store, Global};
@@ -81,7 +80,7 @@ pub fn run(global: &Global, command: UserCommand) -> Result<ExitCode> {
 }
 
 fn parse_name(name: &str) -> Result<UserName> {
-    UserName::new(name).map_err(|e| format_err!("invalid user name {name:?}: {e}"))
+    Ok(crate::ops::parse_user_name(name)?)
 }
 
 /// Reads a new password, checks the policy and returns its hash.
@@ -100,6 +99,5 @@ fn read_new_password(user: &UserName, from_stdin: bool) -> Result<String> {
     } else {
         bail!("no terminal to ask for the password on: pass --password-stdin and write it to standard input");
     };
-    auth::check_password_strength(user.as_str(), &password).map_err(|e| format_err!("password refused: {e}"))?;
-    Ok(auth::hash_password(&password, &mut rand::rngs::OsRng))
+    Ok(crate::ops::hash_new_password(user, &password)?)
 }

@@ -28,6 +28,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
 
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::Command;
@@ -35,7 +36,7 @@ use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
 use roost_core::model::{MailboxId, UserName};
-use roost_core::store::{Effects, Store};
+use roost_core::store::{BlobStore, Effects, Store, StoreResult, Writer};
 
 use crate::imap::access::{Access, UserSlot};
 use crate::imap::cmd::{self, CmdError, Done};
@@ -44,6 +45,7 @@ use crate::imap::framing::{Frame, Framer};
 use crate::imap::limits::Limits;
 use crate::imap::message::SummaryCache;
 use crate::imap::selected::{ExpungePolicy, Selected, SyncOutcome};
+use crate::serve::Daemon;
 
 /// How the connection reached us; decides whether plaintext logins are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,14 +117,68 @@ enum Flow {
 /// Context a command runs in: the store and the clock, and shared limits.
 #[derive(Debug)]
 pub struct Env<'a> {
-    /// The device's store (the daemon's lock is held).
-    pub store: &'a mut Store,
+    /// The device's store. Locked per read ([`Env::store`]), not for the
+    /// whole command: a write through the committer needs the lock itself.
+    store: &'a Mutex<Store>,
+    /// The daemon's group committer. Without one (sans-IO tests, tools) a
+    /// write commits directly under the lock.
+    committer: Option<&'a Daemon>,
+    /// A handle on the store's blob directory usable without the lock.
+    blobs: Option<&'a BlobStore>,
     /// Wall clock, ms since the epoch.
     pub now_ms: u64,
     /// Shared per-address and per-user bookkeeping.
     pub access: &'a Access,
     /// Shared ENVELOPE/BODYSTRUCTURE cache.
     pub summaries: &'a SummaryCache,
+}
+
+impl<'a> Env<'a> {
+    /// An environment whose writes commit directly under the store lock.
+    pub fn new(store: &'a Mutex<Store>, now_ms: u64, access: &'a Access, summaries: &'a SummaryCache) -> Env<'a> {
+        Env { store, committer: None, blobs: None, now_ms, access, summaries }
+    }
+
+    /// Writes go through the daemon's committer (group commit with every
+    /// other session's and LMTP's writes).
+    pub fn with_committer(mut self, daemon: Option<&'a Daemon>, blobs: Option<&'a BlobStore>) -> Env<'a> {
+        self.committer = daemon;
+        self.blobs = blobs;
+        self
+    }
+
+    /// The locked store. Keep the guard to one statement or one read-only
+    /// block: holding it across [`Env::write`] would deadlock the committer.
+    pub fn store(&self) -> MutexGuard<'a, Store> {
+        // A panic in another session cannot leave a transaction open (it
+        // rolls back on drop), so a poisoned lock still guards a sound store.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a message blob durably before its write, outside the store
+    /// lock when a blob directory handle is set (the daemon); else the write
+    /// stores it.
+    pub fn put_blob(&self, raw: &[u8]) -> StoreResult<()> {
+        if let Some(blobs) = self.blobs {
+            blobs.put(raw)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in a durable transaction; returns after the commit. Through
+    /// the committer, the effects returned are the whole batch's and are
+    /// already on the change feed ([`ImapConn::committed`] then only updates
+    /// this session).
+    pub fn write<T, F>(&self, f: F) -> StoreResult<(T, Effects)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        match self.committer {
+            Some(daemon) => daemon.write_blocking(f).map(|(value, effects)| (value, (*effects).clone())),
+            None => self.store().write(self.now_ms, f),
+        }
+    }
 }
 
 /// The protocol state machine. See the module doc for the driving contract.
@@ -365,7 +421,7 @@ impl ImapConn {
     fn sync_selected(&mut self, env: &mut Env<'_>, policy: ExpungePolicy) {
         let enabled = self.enabled;
         let Some(selected) = &mut self.selected else { return };
-        match selected.sync(env.store, enabled, policy, &mut self.out) {
+        match selected.sync(&env.store(), enabled, policy, &mut self.out) {
             Ok(SyncOutcome::Current) => {}
             Ok(SyncOutcome::MailboxGone) => {
                 self.selected = None;

@@ -216,16 +216,20 @@ async fn run_conn(mut conn: ImapConn, state: &Arc<ImapState>) -> anyhow::Result<
     let shared = state.clone();
     let mut conn = tokio::task::spawn_blocking(move || {
         // A panic while holding the lock drops the open SQLite transaction,
-        // which rolls back, so the store is consistent: keep serving.
-        let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        let mut env = Env { store: &mut store, now_ms: now_ms(), access: &shared.access, summaries: &shared.summaries };
+        // which rolls back, so the store is consistent: keep serving (Env::store).
+        let mut env = Env::new(&shared.store, now_ms(), &shared.access, &shared.summaries)
+            .with_committer(shared.committer.as_deref(), shared.blobs.as_deref());
         conn.run(&mut env);
         conn
     })
     .await
     .map_err(|e| if e.is_panic() { std::panic::resume_unwind(e.into_panic()) } else { anyhow::format_err!("{e}") })?;
-    for effects in conn.take_effects() {
-        state.notify(effects);
+    // The committer has published its writes' effects already.
+    let effects = conn.take_effects();
+    if state.committer.is_none() {
+        for effects in effects {
+            state.notify(effects);
+        }
     }
     Ok(conn)
 }

@@ -33,6 +33,9 @@ pub struct ListOptions {
     pub return_special_use: bool,
     /// Return option STATUS with its items (upper-case).
     pub return_status: Option<Vec<String>>,
+    /// Patterns after the first of `LIST ref (pat1 pat2 ...)` (RFC 5258 3);
+    /// the first stays on the line for imap-codec. Unquoted, not yet decoded.
+    pub more_patterns: Vec<String>,
 }
 
 /// The tag of a message, if its first token is a valid tag.
@@ -169,7 +172,85 @@ fn list_options(args: &str) -> Result<(String, Option<ListOptions>), &'static st
         extended = true;
         args = format!("{}\r\n", &args[..at]);
     }
+    if let Some((line, patterns)) = pattern_list(&args)? {
+        args = line;
+        options.more_patterns = patterns;
+        extended = true;
+    }
     Ok((args, extended.then_some(options)))
+}
+
+/// `ref (pat1 pat2 ...)` (RFC 5258 3): the line with only `pat1` and the
+/// other patterns; None when the pattern is a single one.
+fn pattern_list(args: &str) -> Result<Option<(String, Vec<String>)>, &'static str> {
+    let reference_end = if let Some(quoted) = args.strip_prefix('"') {
+        1 + quoted_end(quoted).ok_or("Unterminated LIST reference")?
+    } else {
+        args.find(' ').unwrap_or(args.len())
+    };
+    let (reference, rest) = args.split_at(reference_end);
+    let Some(list) = rest.strip_prefix(' ').filter(|r| r.starts_with('(')) else { return Ok(None) };
+    let (inside, after) = parens(list).ok_or("Unbalanced LIST pattern list")?;
+    if !after.trim_end_matches(['\r', '\n']).is_empty() {
+        return Err("Unexpected text after LIST patterns");
+    }
+    let mut patterns = Vec::new();
+    let mut rest = inside.trim_start();
+    while !rest.is_empty() {
+        let (pattern, len) = if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted_end(quoted).ok_or("Unterminated LIST pattern")?;
+            (unquote(&quoted[..end - 1]), end + 1)
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            (rest[..end].to_string(), end)
+        };
+        if pattern.contains(['{', '(', ')']) {
+            return Err("Unsupported LIST pattern in a pattern list");
+        }
+        patterns.push(pattern);
+        rest = rest[len..].trim_start();
+    }
+    if patterns.is_empty() {
+        return Err("Empty LIST pattern list");
+    }
+    let first = patterns.remove(0);
+    let mut line = format!("{reference} \"");
+    for c in first.chars() {
+        if matches!(c, '"' | '\\') {
+            line.push('\\');
+        }
+        line.push(c);
+    }
+    line.push_str("\"\r\n");
+    Ok(Some((line, patterns)))
+}
+
+/// In the text after an opening quote: the index just past the closing quote.
+fn quoted_end(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn unquote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut escaped = false;
+    for c in s.chars() {
+        if c == '\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out.push(c);
+    }
+    out
 }
 
 fn search_return(args: &str) -> Result<(String, Option<Vec<String>>), &'static str> {
@@ -221,6 +302,21 @@ mod tests {
         let (line, extras) = ex("a LIST \"\" %\r\n");
         assert_eq!((line.as_str(), extras.list), ("a LIST \"\" %\r\n", None));
         assert!(extract(b"a LIST (BOGUS) \"\" *\r\n").is_err());
+    }
+
+    #[test]
+    fn list_pattern_lists_are_taken_out() {
+        let (line, extras) = ex("a LIST \"\" (\"INBOX\" Sent \"Dra\\\"fts\")\r\n");
+        assert_eq!(line, "a LIST \"\" \"INBOX\"\r\n");
+        assert_eq!(extras.list.unwrap().more_patterns, vec!["Sent", "Dra\"fts"]);
+        let (line, extras) = ex("a LIST (SUBSCRIBED) \"a b\" (x y) RETURN (CHILDREN)\r\n");
+        assert_eq!(line, "a LIST \"a b\" \"x\"\r\n");
+        let list = extras.list.unwrap();
+        assert!(list.select_subscribed);
+        assert_eq!(list.more_patterns, vec!["y"]);
+        assert!(extract(b"a LIST \"\" (x\r\n").is_err());
+        assert!(extract(b"a LIST \"\" ()\r\n").is_err());
+        assert!(extract(b"a LIST \"\" (\"x) y\r\n").is_err());
     }
 
     #[test]

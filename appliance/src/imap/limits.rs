@@ -46,7 +46,7 @@ impl Default for Limits {
         let limits = Limits {
             line_bytes_max: 64 * 1024,
             literal_bytes_max: 50 * 1024 * 1024,
-            command_bytes_max: 50 * 1024 * 1024 + 128 * 1024,
+            command_bytes_max: 50 * 1024 * 1024 + COMMAND_TEXT_BYTES,
             autologout: Duration::from_secs(30 * 60),
             idle_max: Duration::from_secs(30 * 60),
             login_failure_delay: Duration::from_secs(2),
@@ -61,7 +61,46 @@ impl Default for Limits {
     }
 }
 
+/// Smallest `max_line_bytes` accepted from the config: RFC 7162 4 asks for
+/// at least 8192 octets.
+const LINE_BYTES_MIN: usize = 8192;
+
+/// Room for command text around the largest literal (see `command_bytes_max`).
+const COMMAND_TEXT_BYTES: usize = 128 * 1024;
+
 impl Limits {
+    /// The defaults with the config file's `[imap]` overrides; an error names
+    /// the key whose value is out of range.
+    pub fn from_config(config: &crate::config::ImapConfig) -> anyhow::Result<Limits> {
+        let mut limits = Limits::default();
+        if let Some(n) = config.max_connections_per_address {
+            anyhow::ensure!(n > 0, "[imap] max_connections_per_address must be above 0");
+            limits.connections_per_address_max = n;
+        }
+        if let Some(n) = config.max_connections_per_user {
+            anyhow::ensure!(n > 0, "[imap] max_connections_per_user must be above 0");
+            limits.connections_per_user_max = n;
+        }
+        if let Some(n) = config.max_line_bytes {
+            anyhow::ensure!(
+                (LINE_BYTES_MIN..COMMAND_TEXT_BYTES).contains(&n),
+                "[imap] max_line_bytes must be at least {LINE_BYTES_MIN} (RFC 7162) and below {COMMAND_TEXT_BYTES}"
+            );
+            limits.line_bytes_max = n;
+        }
+        if let Some(n) = config.max_literal_bytes {
+            anyhow::ensure!(n > 0, "[imap] max_literal_bytes must be above 0");
+            limits.literal_bytes_max = n;
+            limits.command_bytes_max = n.saturating_add(COMMAND_TEXT_BYTES);
+        }
+        if let Some(ms) = config.login_failure_delay_ms {
+            anyhow::ensure!(ms <= 60_000, "[imap] login_failure_delay_ms must be at most 60000");
+            limits.login_failure_delay = Duration::from_millis(ms);
+        }
+        limits.check();
+        Ok(limits)
+    }
+
     /// Asserts the relations between the bounds the framing relies on.
     pub fn check(&self) {
         assert!(self.line_bytes_max < self.command_bytes_max, "line max {} >= command max", self.line_bytes_max);

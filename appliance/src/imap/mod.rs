@@ -63,6 +63,11 @@ pub struct ImapState {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Connection tasks that panicked (metrics; tests assert zero).
     pub panics: AtomicUsize,
+    /// The daemon, whose committer thread group-commits IMAP writes with
+    /// every other write. None (tests, tools): each write commits alone.
+    pub committer: Option<Arc<crate::serve::Daemon>>,
+    /// The daemon's blob directory, so APPEND stores a blob without the lock.
+    pub blobs: Option<Arc<roost_core::store::BlobStore>>,
 }
 
 impl ImapState {
@@ -88,7 +93,27 @@ impl ImapState {
             summaries: SummaryCache::default(),
             tls,
             panics: AtomicUsize::new(0),
+            committer: None,
+            blobs: None,
         }
+    }
+
+    /// Shared state around a daemon: its store and change feed, and its
+    /// committer for writes (group commit) with the blob directory beside it.
+    pub fn for_daemon(
+        daemon: Arc<crate::serve::Daemon>,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<ImapState> {
+        let (store, changes) = daemon.imap_parts();
+        let mut state = ImapState::with_changes(store, changes, limits, tls);
+        let blob_dir = daemon.data_dir.join(roost_core::store::BLOB_DIR);
+        state.blobs = Some(Arc::new(
+            roost_core::store::BlobStore::open_dir(&blob_dir)
+                .with_context(|| format!("cannot open the blob store {}", blob_dir.display()))?,
+        ));
+        state.committer = Some(daemon);
+        Ok(state)
     }
 
     /// Tells every session (and other daemon parts) about a committed write.
@@ -107,8 +132,8 @@ pub async fn start_listeners(
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let imap = &daemon.config.imap;
     let tls = tls::load_or_create(&daemon.data_dir, imap.tls_cert.as_deref(), imap.tls_key.as_deref())?;
-    let (store, changes) = daemon.imap_parts();
-    let state = Arc::new(ImapState::with_changes(store, changes, Limits::default(), Some(tls)));
+    let limits = Limits::from_config(imap)?;
+    let state = Arc::new(ImapState::for_daemon(daemon.clone(), limits, Some(tls))?);
     let mut bound = Vec::new();
     for (addrs, kind) in [(&imap.listen, ListenerKind::Plain), (&imap.listen_tls, ListenerKind::ImplicitTls)] {
         for addr in addrs {

@@ -17,7 +17,7 @@ use crate::imap::limits::Limits;
 use crate::imap::message::SummaryCache;
 
 struct Shared {
-    store: Store,
+    store: std::sync::Mutex<Store>,
     access: Access,
     summaries: SummaryCache,
     /// Every committed change, in order; each harness applies the ones it has
@@ -67,7 +67,7 @@ impl Harness {
         let alice = UserName::new("alice").unwrap();
         store.write(T0_MS, |w| w.add_user(&alice, hash)).unwrap();
         let shared = Shared {
-            store,
+            store: std::sync::Mutex::new(store),
             access: Access::new(Limits::default()),
             summaries: SummaryCache::default(),
             changes: Vec::new(),
@@ -118,7 +118,7 @@ impl Harness {
         // The clock moves on between commands, as it does for real.
         shared.now_ms += 1000;
         let Shared { store, access, summaries, now_ms, .. } = &mut *shared;
-        let mut env = Env { store, now_ms: *now_ms, access, summaries };
+        let mut env = Env::new(store, *now_ms, access, summaries);
         self.conn.run(&mut env);
         for effects in self.conn.take_effects() {
             shared.changes.push(effects.mailboxes);
@@ -173,6 +173,8 @@ impl Harness {
         let now_ms = shared.now_ms;
         let (_, effects) = shared
             .store
+            .get_mut()
+            .unwrap()
             .write(now_ms, |w| {
                 let id = w.mailbox(&alice, mailbox)?;
                 w.append(
@@ -188,6 +190,7 @@ impl Harness {
     pub fn highest_modseq(&self, mailbox: &str) -> u64 {
         let shared = self.shared.borrow();
         let alice = UserName::new("alice").unwrap();
-        shared.store.mailbox_by_name(&alice, mailbox).unwrap().unwrap().highest_modseq
+        let info = shared.store.lock().unwrap().mailbox_by_name(&alice, mailbox).unwrap().unwrap();
+        info.highest_modseq
     }
 }

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use roost_core::log::{Event, VersionVector};
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::peers::PeerStats;
+use roost_core::store::{BlobStore, StagedBlob, BLOB_DIR};
 
 use crate::cli::now_ms;
 use crate::serve::Daemon;
@@ -45,8 +46,14 @@ const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// frame stay far below `FRAME_BYTES_MAX` even base64-encoded.
 const INLINE_BLOB_BYTES_MAX: u64 = 64 * 1024;
 
-/// Largest blob accepted from a peer (the LMTP size limit's order of magnitude).
-const BLOB_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Largest blob accepted from a peer: the sync protocol's message size limit.
+/// Above LMTP's 50 MiB so that anything a device accepted replicates; a
+/// larger offer ends the session before a byte of it is stored.
+pub const BLOB_BYTES_MAX: u64 = 128 * 1024 * 1024;
+
+/// Bytes of a large blob held in memory at once while it streams between the
+/// QUIC stream and its file, on either side.
+pub const BLOB_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Runs a session until the connection ends or the peer misbehaves.
 pub async fn run(
@@ -80,13 +87,16 @@ pub async fn run(
         None => bail!("peer closed the control stream before Hello"),
     };
     tracing::info!(peer = %peer.short(), events_peer_has = peer_vv.total(), "sync session started");
+    // Blob I/O goes around the store's lock: fsyncs and large files must not
+    // stall IMAP. The same directory as the store's (as LMTP does).
+    let blobs = Arc::new(BlobStore::open_dir(&daemon.data_dir.join(BLOB_DIR))?);
     let stats = Arc::new(std::sync::Mutex::new(PeerStats { acked: peer_vv.clone(), ..PeerStats::default() }));
 
     // Acks travel on the control stream too, queued to the sender.
     let (acks, ack_queue) = tokio::sync::mpsc::channel(ACK_QUEUE);
-    let sender = send_loop(daemon.clone(), send, peer, peer_vv, ack_queue, stats.clone());
-    let receiver = receive_loop(daemon.clone(), conn.clone(), recv, peer, acks, stats.clone());
-    let blob_server = serve_blobs(daemon.clone(), conn.clone());
+    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, peer_vv, ack_queue, stats.clone());
+    let receiver = receive_loop(daemon.clone(), blobs.clone(), conn.clone(), recv, peer, acks, stats.clone());
+    let blob_server = serve_blobs(blobs, conn.clone());
     let flusher = {
         let (daemon, stats) = (daemon.clone(), stats.clone());
         tokio::spawn(async move {
@@ -115,6 +125,7 @@ async fn record_stats(daemon: &Daemon, peer: DeviceId, stats: &std::sync::Mutex<
 
 async fn send_loop(
     daemon: Arc<Daemon>,
+    blobs: Arc<BlobStore>,
     mut send: iroh::endpoint::SendStream,
     peer: DeviceId,
     peer_vv: VersionVector,
@@ -160,28 +171,34 @@ async fn send_loop(
         }
         let events = batch.iter().map(WireEvent::from_event).collect();
         let hashes: Vec<BlobHash> = batch.iter().flat_map(|e| e.op.blobs()).collect();
-        let blobs = daemon
-            .read(move |s| {
-                let mut inline = Vec::new();
-                let mut budget = FRAME_BYTES_MAX as u64 / 2;
-                for hash in hashes {
-                    let Ok(raw) = s.message(&hash) else { continue };
-                    let size = raw.len() as u64;
-                    if size <= INLINE_BLOB_BYTES_MAX && size * 2 < budget {
+        let store = blobs.clone();
+        let inline = tokio::task::spawn_blocking(move || {
+            let mut inline = Vec::new();
+            let mut budget = FRAME_BYTES_MAX as u64 / 2;
+            for hash in hashes {
+                // A blob we lack (yet) is the peer's to fetch elsewhere; one
+                // too large is fetched over its own stream.
+                let Ok(mut reader) = store.open(&hash) else { continue };
+                let size = reader.len();
+                if size <= INLINE_BLOB_BYTES_MAX && size * 2 < budget {
+                    let mut raw = Vec::with_capacity(size as usize);
+                    if std::io::Read::read_to_end(&mut reader, &mut raw).is_ok() {
                         budget -= size * 2;
                         inline.push(InlineBlob { hash, data: data_encoding::BASE64.encode(&raw) });
                     }
                 }
-                Ok(inline)
-            })
-            .await?;
-        let n = write_frame(&mut send, &Message::Events { events, blobs }).await?;
+            }
+            inline
+        })
+        .await?;
+        let n = write_frame(&mut send, &Message::Events { events, blobs: inline }).await?;
         stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
     }
 }
 
 async fn receive_loop(
     daemon: Arc<Daemon>,
+    blobs: Arc<BlobStore>,
     conn: iroh::endpoint::Connection,
     mut recv: iroh::endpoint::RecvStream,
     peer: DeviceId,
@@ -203,13 +220,17 @@ async fn receive_loop(
             Message::Ack { vv } => {
                 stats.lock().unwrap_or_else(|e| e.into_inner()).acked = vv;
             }
-            Message::Events { events, blobs } => {
-                store_inline_blobs(&daemon, blobs).await?;
+            Message::Events { events, blobs: inline } => {
+                let mut staged = stage_inline_blobs(&blobs, inline).await?;
                 let mut decoded = Vec::with_capacity(events.len());
                 for wire in events {
                     decoded.push(wire.into_event().map_err(|e| format_err!("peer {} sent {e}", peer.short()))?);
                 }
-                fetch_missing_blobs(&daemon, &conn, &decoded).await?;
+                staged.extend(fetch_missing_blobs(&blobs, &conn, &decoded, &staged).await?);
+                // Every blob of the batch becomes durable in one round of
+                // overlapping fsyncs, before the events naming them commit.
+                let store = blobs.clone();
+                tokio::task::spawn_blocking(move || store.commit(staged)).await??;
                 let newest_ms = decoded.iter().map(|e| e.hlc.ms()).max();
                 // The store holds events whose dependencies are missing and
                 // applies them when they arrive (from this peer or another).
@@ -233,81 +254,135 @@ async fn receive_loop(
     }
 }
 
-async fn store_inline_blobs(daemon: &Daemon, blobs: Vec<InlineBlob>) -> Result<()> {
-    if blobs.is_empty() {
-        return Ok(());
+/// Decodes and hash-checks the blobs that came inside an events frame and
+/// writes them to temporary files (durable only at `BlobStore::commit`).
+async fn stage_inline_blobs(blobs: &Arc<BlobStore>, inline: Vec<InlineBlob>) -> Result<Vec<StagedBlob>> {
+    if inline.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut checked = Vec::with_capacity(blobs.len());
-    for blob in blobs {
-        let raw = data_encoding::BASE64
-            .decode(blob.data.as_bytes())
-            .map_err(|e| format_err!("inline blob {} is not base64: {e}", blob.hash.to_hex()))?;
-        if BlobHash::of(&raw) != blob.hash {
-            bail!("blob {} from the peer does not match its hash", blob.hash.to_hex());
-        }
-        checked.push(raw);
-    }
-    daemon
-        .read(move |s| {
-            for raw in &checked {
-                s.blobs().put(raw)?;
+    let blobs = blobs.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut staged = Vec::with_capacity(inline.len());
+        for blob in inline {
+            let raw = data_encoding::BASE64
+                .decode(blob.data.as_bytes())
+                .map_err(|e| format_err!("inline blob {} is not base64: {e}", blob.hash.to_hex()))?;
+            if BlobHash::of(&raw) != blob.hash {
+                bail!("blob {} from the peer does not match its hash", blob.hash.to_hex());
             }
-            Ok(())
-        })
-        .await?;
-    Ok(())
+            staged.push(blobs.stage(&raw)?);
+        }
+        Ok(staged)
+    })
+    .await?
 }
 
-async fn fetch_missing_blobs(daemon: &Daemon, conn: &iroh::endpoint::Connection, events: &[Event]) -> Result<()> {
-    let wanted: BTreeSet<BlobHash> = events.iter().flat_map(|e| e.op.blobs()).collect();
-    let wanted: Vec<BlobHash> = wanted.into_iter().collect();
+/// Fetches the blobs the events name that are neither stored nor staged, over
+/// one request stream, each streamed to a temporary file.
+async fn fetch_missing_blobs(
+    blobs: &Arc<BlobStore>,
+    conn: &iroh::endpoint::Connection,
+    events: &[Event],
+    staged: &[StagedBlob],
+) -> Result<Vec<StagedBlob>> {
+    let mut wanted: BTreeSet<BlobHash> = events.iter().flat_map(|e| e.op.blobs()).collect();
+    for blob in staged {
+        wanted.remove(&blob.hash());
+    }
     let missing = {
-        let wanted = wanted.clone();
-        daemon.read(move |s| Ok(wanted.into_iter().filter(|h| !s.blobs().contains(h)).collect::<Vec<_>>())).await?
+        let blobs = blobs.clone();
+        tokio::task::spawn_blocking(move || wanted.into_iter().filter(|h| !blobs.contains(h)).collect::<Vec<_>>())
+            .await?
     };
     if missing.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let (mut send, mut recv) = conn.open_bi().await?;
     write_frame(&mut send, &BlobRequest { hashes: missing.clone() }).await?;
     send.finish()?;
+    let mut fetched = Vec::with_capacity(missing.len());
     for hash in missing {
         let len = recv.read_u64().await.context("blob stream ended")?;
         if len == u64::MAX {
             bail!("peer does not have blob {}", hash.to_hex());
         }
-        if BLOB_BYTES_MAX < len {
-            bail!("peer offered a blob of {len} bytes, above the {BLOB_BYTES_MAX}-byte limit");
-        }
-        let mut raw = vec![0u8; len as usize];
-        recv.read_exact(&mut raw).await.context("blob stream ended mid-blob")?;
-        if BlobHash::of(&raw) != hash {
-            bail!("blob {} from the peer does not match its hash", hash.to_hex());
-        }
-        daemon.read(move |s| s.blobs().put(&raw).map_err(Into::into)).await?;
+        fetched.push(receive_blob(&mut recv, blobs, hash, len).await?);
+    }
+    Ok(fetched)
+}
+
+/// Streams one blob of `len` bytes from `recv` into a temporary file while
+/// hashing it, holding at most `BLOB_CHUNK_BYTES` in memory, and checks it
+/// against `hash`. A blob above `BLOB_BYTES_MAX` is refused before reading.
+pub async fn receive_blob<R: tokio::io::AsyncRead + Unpin>(
+    recv: &mut R,
+    blobs: &Arc<BlobStore>,
+    hash: BlobHash,
+    len: u64,
+) -> Result<StagedBlob> {
+    if BLOB_BYTES_MAX < len {
+        bail!("peer offered a blob of {len} bytes, above the {BLOB_BYTES_MAX}-byte limit");
+    }
+    let store = blobs.clone();
+    let mut writer = tokio::task::spawn_blocking(move || store.writer()).await??;
+    let mut chunk = vec![0u8; BLOB_CHUNK_BYTES.min(len as usize)];
+    let mut remaining = len;
+    while 0 < remaining {
+        let n = remaining.min(chunk.len() as u64) as usize;
+        recv.read_exact(&mut chunk[..n]).await.context("blob stream ended mid-blob")?;
+        remaining -= n as u64;
+        (writer, chunk) = tokio::task::spawn_blocking(move || {
+            writer.write(&chunk[..n])?;
+            Ok::<_, roost_core::store::BlobError>((writer, chunk))
+        })
+        .await??;
+    }
+    let staged = tokio::task::spawn_blocking(move || writer.finish(&hash)).await?;
+    staged.map_err(|e| format_err!("blob {} from the peer does not match its hash ({e})", hash.to_hex()))
+}
+
+/// Sends one stored blob (length, then bytes) read from its file in chunks.
+pub async fn send_blob<W: tokio::io::AsyncWrite + Unpin>(
+    send: &mut W,
+    blobs: &Arc<BlobStore>,
+    hash: BlobHash,
+) -> Result<()> {
+    let store = blobs.clone();
+    let Ok(mut reader) = tokio::task::spawn_blocking(move || store.open(&hash)).await? else {
+        send.write_u64(u64::MAX).await?;
+        return Ok(());
+    };
+    let len = reader.len();
+    send.write_u64(len).await?;
+    let mut chunk = vec![0u8; BLOB_CHUNK_BYTES.min(len as usize)];
+    let mut remaining = len;
+    while 0 < remaining {
+        let n = remaining.min(chunk.len() as u64) as usize;
+        (reader, chunk) = tokio::task::spawn_blocking(move || {
+            std::io::Read::read_exact(&mut reader, &mut chunk[..n])?;
+            Ok::<_, std::io::Error>((reader, chunk))
+        })
+        .await?
+        .with_context(|| format!("cannot read blob {}", hash.to_hex()))?;
+        send.write_all(&chunk[..n]).await?;
+        remaining -= n as u64;
     }
     Ok(())
 }
 
-async fn serve_blobs(daemon: Arc<Daemon>, conn: iroh::endpoint::Connection) -> Result<()> {
+async fn serve_blobs(blobs: Arc<BlobStore>, conn: iroh::endpoint::Connection) -> Result<()> {
     // Runs for the life of the session; each request is its own stream.
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
             Err(_) => return Ok(()), // Connection closed.
         };
-        let daemon = daemon.clone();
+        let blobs = blobs.clone();
         tokio::spawn(async move {
             let res: Result<()> = async {
                 let Some((request, _)) = read_frame::<_, BlobRequest>(&mut recv).await? else { return Ok(()) };
                 for hash in request.hashes {
-                    match daemon.read(move |s| s.message(&hash)).await {
-                        Ok(raw) => {
-                            send.write_u64(raw.len() as u64).await?;
-                            send.write_all(&raw).await?;
-                        }
-                        Err(_) => send.write_u64(u64::MAX).await?,
-                    }
+                    send_blob(&mut send, &blobs, hash).await?;
                 }
                 send.finish()?;
                 Ok(())
@@ -317,5 +392,60 @@ async fn serve_blobs(daemon: Arc<Daemon>, conn: iroh::endpoint::Connection) -> R
                 tracing::debug!(error = %format!("{e:#}"), "blob request failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A 40 MiB blob goes through a pipe that holds one chunk at a time: the
+    /// receiver stores it without ever having it whole (its buffer is
+    /// `BLOB_CHUNK_BYTES`; the daemon-level figure is in tests/sync.rs).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_blob_streams_through_a_bounded_pipe_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sender_store = Arc::new(BlobStore::open_dir(&dir.path().join("a")).unwrap());
+        let receiver_store = Arc::new(BlobStore::open_dir(&dir.path().join("b")).unwrap());
+        let raw: Vec<u8> = (0..40 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        let hash = sender_store.put(&raw).unwrap();
+        drop(raw);
+        let (mut near, mut far) = tokio::io::duplex(BLOB_CHUNK_BYTES);
+        let sending = {
+            let store = sender_store.clone();
+            tokio::spawn(async move {
+                send_blob(&mut near, &store, hash).await.unwrap();
+                near.shutdown().await.unwrap();
+            })
+        };
+        let len = far.read_u64().await.unwrap();
+        assert_eq!(len, 40 * 1024 * 1024);
+        let staged = receive_blob(&mut far, &receiver_store, hash, len).await.unwrap();
+        sending.await.unwrap();
+        assert!(!receiver_store.contains(&hash), "visible before its commit");
+        receiver_store.commit(vec![staged]).unwrap();
+        assert_eq!(receiver_store.get(&hash).unwrap(), sender_store.get(&hash).unwrap());
+        // A blob the sender lacks is announced as such, not sent.
+        let mut out = Vec::new();
+        send_blob(&mut out, &sender_store, BlobHash::of(b"absent")).await.unwrap();
+        assert_eq!(out, u64::MAX.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_or_mismatched_blob_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlobStore::open_dir(dir.path()).unwrap());
+        let hash = BlobHash::of(b"announced");
+        let mut endless = tokio::io::repeat(b'x');
+        let err = receive_blob(&mut endless, &store, hash, BLOB_BYTES_MAX + 1).await.unwrap_err();
+        assert!(format!("{err:#}").contains("above the"), "{err:#}");
+        let mut lie: &[u8] = b"something else";
+        let err = receive_blob(&mut lie, &store, hash, 14).await.unwrap_err();
+        assert!(format!("{err:#}").contains("does not match its hash"), "{err:#}");
+        let mut short: &[u8] = b"cut";
+        assert!(receive_blob(&mut short, &store, hash, 9).await.is_err());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(store.usage().unwrap(), (0, 0));
     }
 }

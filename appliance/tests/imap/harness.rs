@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use roost::imap::limits::Limits;
 use roost::imap::{serve, serve_tls, tls, ImapState};
+use roost::serve::Daemon;
 use roost_core::auth::hash_password;
 use roost_core::model::{DeviceSlot, UserName};
 use roost_core::store::Store;
@@ -26,6 +27,8 @@ pub struct Server {
     pub tls_addr: SocketAddr,
     /// Shared state (to inspect counters).
     pub state: Arc<ImapState>,
+    /// The daemon whose committer thread commits the sessions' writes.
+    pub daemon: Arc<Daemon>,
     /// The server's self-signed certificate (for TLS clients to trust).
     pub cert_pem: String,
     stop: Vec<oneshot::Sender<()>>,
@@ -55,7 +58,10 @@ impl Server {
         let (cert, key) = tls::self_signed_pem(&["localhost".to_string()]).unwrap();
         let tls_config = tls::from_pem(&cert, &key).unwrap();
         let cert = cert.clone();
-        let state = Arc::new(ImapState::new(Arc::new(Mutex::new(store)), limits, Some(tls_config)));
+        // The production path: writes go through the daemon's committer.
+        let config = roost::config::Config::parse("").unwrap();
+        let daemon = Daemon::new(store, config, dir.path().to_path_buf());
+        let state = Arc::new(ImapState::for_daemon(daemon.clone(), limits, Some(tls_config)).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -70,7 +76,7 @@ impl Server {
                 let _ = rx_tls.await;
             })),
         ];
-        Server { addr, tls_addr, state, cert_pem: cert, stop: vec![stop_plain, stop_tls], tasks, _dir: dir }
+        Server { addr, tls_addr, state, daemon, cert_pem: cert, stop: vec![stop_plain, stop_tls], tasks, _dir: dir }
     }
 
     /// An async-imap session logged in as `user`.

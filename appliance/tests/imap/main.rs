@@ -10,6 +10,7 @@ mod bad_input;
 mod clients;
 mod condstore;
 mod fetch;
+mod group_commit;
 mod idle;
 mod timeouts;
 mod uidplus;

@@ -10,6 +10,7 @@
 use crate::log::event::{DeliveredEntry, NewEntry};
 use crate::merge::Apply;
 use crate::model::{BlobHash, EntryId, ItemId, MailboxId, Uid};
+use crate::store::conflicts::{self, ConflictKind};
 use crate::store::state::{self, EntryRow};
 use crate::store::{StoreError, StoreResult};
 
@@ -65,6 +66,16 @@ pub(crate) fn place(
     if row.deleted {
         state::mailbox_set_deleted(a.conn, mailbox, false)?;
         a.effects.users.insert(row.user.clone());
+        let delete = conflicts::latest_delete_of(a.conn, mailbox)?;
+        conflicts::record(
+            a.conn,
+            ConflictKind::DeleteVsArrival,
+            a.now_ms,
+            mailbox,
+            a.event.id,
+            delete,
+            "mail arrived in a mailbox deleted concurrently: the mailbox is back with the new mail",
+        )?;
     }
     state::message_put(a.conn, blob, size)?;
     if state::entry_removed(a.conn, entry)? {
@@ -112,6 +123,16 @@ fn merge_duplicate(
     } else {
         state::entry_add_extra(a.conn, existing.entry_id, a.event.id)?;
     }
+    let kept = existing.uid.max(uid);
+    conflicts::record(
+        a.conn,
+        ConflictKind::DuplicateMerged,
+        a.now_ms,
+        mailbox,
+        a.event.id,
+        Some(existing.added),
+        &format!("the same message delivered on two devices is stored once, at UID {}", kept.get()),
+    )?;
     if existing.uid < uid {
         set_uid(a, mailbox, &existing, uid)?;
     }

@@ -13,6 +13,7 @@
 
 use crate::merge::Apply;
 use crate::model::{MailboxId, MailboxName, SpecialUse, UidValidity, UserName};
+use crate::store::conflicts::{self, ConflictKind};
 use crate::store::state::{self, MailboxRow};
 use crate::store::{StoreError, StoreResult};
 
@@ -58,6 +59,7 @@ pub(crate) fn create(
             state::mailbox_insert(a.conn, &row)?;
         }
     }
+    note_name_clash(a, user.as_str(), mailbox)?;
     state::mailbox_instance_add(a.conn, mailbox, a.event.id)?;
     a.effects.mailboxes.insert(mailbox);
     Ok(())
@@ -71,6 +73,7 @@ pub(crate) fn rename(a: &mut Apply<'_>, mailbox: MailboxId, name: &MailboxName) 
         return Ok(()); // An older rename: the register keeps the newer name.
     }
     state::mailbox_set_name(a.conn, mailbox, name.as_str(), a.event.hlc, a.event.id.origin)?;
+    note_name_clash(a, &row.user, mailbox)?;
     a.effects.users.insert(row.user);
     a.effects.mailboxes.insert(mailbox);
     Ok(())
@@ -84,9 +87,19 @@ pub(crate) fn delete(a: &mut Apply<'_>, mailbox: MailboxId) -> StoreResult<()> {
         if observed_entry(a, &entry)? {
             state::entry_delete(a.conn, entry.entry_id)?;
             state::tombstone_put(a.conn, mailbox, entry.uid, entry.entry_id, a.modseq)?;
+        } else {
+            // Added concurrently with the delete: it wins, and its
+            // placement's instance keeps the mailbox.
+            conflicts::record(
+                a.conn,
+                ConflictKind::DeleteVsArrival,
+                a.now_ms,
+                mailbox,
+                a.event.id,
+                Some(entry.added),
+                "the delete removed the messages it had seen; mail added concurrently stays, and so does the mailbox",
+            )?;
         }
-        // Otherwise added concurrently with the delete: it wins, and its
-        // placement's instance keeps the mailbox.
     }
     let remaining = state::mailbox_instances_remove_observed(a.conn, mailbox, &a.event.deps)?;
     if remaining == 0 && !row.deleted {
@@ -99,6 +112,33 @@ pub(crate) fn delete(a: &mut Apply<'_>, mailbox: MailboxId) -> StoreResult<()> {
     state::mailbox_touch(a.conn, mailbox, None, a.modseq)?;
     a.effects.users.insert(row.user);
     a.effects.mailboxes.insert(mailbox);
+    Ok(())
+}
+
+/// Records a clash when another live mailbox of `user` now has the name
+/// `mailbox` has (concurrent create and rename; `state::mailboxes_displayed`
+/// shows one of them with a suffix).
+fn note_name_clash(a: &Apply<'_>, user: &str, mailbox: MailboxId) -> StoreResult<()> {
+    let Some(this) = state::mailbox_get(a.conn, mailbox)? else {
+        return Ok(());
+    };
+    if this.deleted {
+        return Ok(());
+    }
+    for other in state::mailboxes_of(a.conn, user)? {
+        if other.id != mailbox && other.name == this.name {
+            let other_event = conflicts::event_at(a.conn, other.name_origin, other.name_hlc)?;
+            conflicts::record(
+                a.conn,
+                ConflictKind::NameClash,
+                a.now_ms,
+                mailbox,
+                a.event.id,
+                other_event,
+                &format!("both mailboxes named {:?} are kept; the later-named one is shown with a ~suffix", this.name),
+            )?;
+        }
+    }
     Ok(())
 }
 

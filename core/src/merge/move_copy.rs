@@ -11,6 +11,7 @@ use crate::log::event::{CopiedEntry, MovedEntry};
 use crate::merge::append::{place, remove_entry, set_uid};
 use crate::merge::Apply;
 use crate::model::{EntryId, ItemId, MailboxId, Uid};
+use crate::store::conflicts::{self, ConflictKind};
 use crate::store::{state, StoreResult};
 
 pub(crate) fn copy(a: &mut Apply<'_>, mailbox: MailboxId, entries: &[CopiedEntry]) -> StoreResult<()> {
@@ -37,6 +38,17 @@ pub(crate) fn move_entries(
         remove_entry(a, source, moved.from)?;
         let entry = EntryId::derive(a.event.id, index as u32);
         place(a, mailbox, entry, moved.item, moved.uid, moved.blob, moved.size, moved.internal_date)?;
+        for (elsewhere, placed_by) in conflicts::other_entries_of_item(a.conn, moved.item, entry)? {
+            conflicts::record(
+                a.conn,
+                ConflictKind::ConcurrentMove,
+                a.now_ms,
+                mailbox,
+                a.event.id,
+                Some(placed_by),
+                &format!("moved to two mailboxes at once: kept in both (the other is mailbox {})", elsewhere.raw()),
+            )?;
+        }
     }
     Ok(())
 }

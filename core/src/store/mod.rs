@@ -7,6 +7,7 @@
 //! applied by `merge::apply_event`, and the transaction commits (fsync, WAL with
 //! `synchronous=FULL`) before `write` returns. Nothing is acknowledged earlier.
 
+pub(crate) mod conflicts;
 mod digest;
 mod ingest;
 pub mod peers;
@@ -20,7 +21,8 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
-pub use blobs::{BlobError, BlobStore};
+pub use blobs::{BlobError, BlobReader, BlobStore, BlobWriter, StagedBlob};
+pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};

@@ -15,6 +15,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_peers.sql", include_str!("../../../migrations/0002_peers.sql")),
     ("0003_delivery_dedup.sql", include_str!("../../../migrations/0003_delivery_dedup.sql")),
     ("0004_replication.sql", include_str!("../../../migrations/0004_replication.sql")),
+    ("0007_conflicts.sql", include_str!("../../../migrations/0007_conflicts.sql")),
 ];
 
 /// One extra migration after the real ones, only in packages built for the

@@ -132,14 +132,14 @@ impl<'t> Writer<'t> {
             self.effects.rekey_candidates.clear();
             return Err(err);
         }
-        self.rekey_candidates()?;
+        self.rekey_candidates(event.id)?;
         Ok(RemoteApply::Applied)
     }
 
     /// Emits a `Rekey` for each entry a remote event left at or below the
     /// exposure watermark. Replay never gets here: it applies the `Rekey`
     /// events from the log instead.
-    fn rekey_candidates(&mut self) -> StoreResult<()> {
+    fn rekey_candidates(&mut self, cause: EventId) -> StoreResult<()> {
         let candidates = std::mem::take(&mut self.effects.rekey_candidates);
         for (mailbox, entry) in candidates {
             let Some(row) = state::entry_get(self.conn, entry)? else {
@@ -153,8 +153,21 @@ impl<'t> Writer<'t> {
             let uid = Uid::next_for_slot(uid_max, self.identity.slot())
                 .ok_or_else(|| StoreError::UidSpaceExhausted(format!("{mailbox:?}")))?;
             assert!(exposed < uid.get(), "re-key to {} not above exposed {exposed}", uid.get());
-            self.emit(EventOp::Rekey { mailbox, entry, uid })?;
+            let rekey = self.emit(EventOp::Rekey { mailbox, entry, uid })?;
             self.rekeys += 1;
+            crate::store::conflicts::record(
+                self.conn,
+                crate::store::ConflictKind::UidRekey,
+                self.now_ms,
+                mailbox,
+                rekey,
+                Some(cause),
+                &format!(
+                    "arrived at UID {}, at or below UIDs IMAP clients here may have seen; given UID {}",
+                    row.uid.get(),
+                    uid.get()
+                ),
+            )?;
         }
         // A local Rekey never lands below the watermark, so nothing new is noted.
         assert!(self.effects.rekey_candidates.is_empty(), "a local re-key asked for another");

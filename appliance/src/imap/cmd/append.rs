@@ -35,11 +35,17 @@ pub fn append(
         None => (env.now_ms / 1000) as i64,
     };
     // RFC 9051 6.3.12: a missing mailbox gets NO [TRYCREATE].
-    let Some(info) = env.store.mailbox_by_name(&user, &name)? else {
+    let Some(info) = env.store().mailbox_by_name(&user, &name)? else {
         return Err(CmdError::No(format!("[TRYCREATE] No mailbox {name}")));
     };
-    let message = AppendMessage { raw, flags, internal_date };
-    let (uids, effects) = env.store.write(env.now_ms, |w| w.append(info.id, std::slice::from_ref(&message)))?;
+    // The blob is written and fsynced before the write is queued and without
+    // the store lock, so concurrent APPENDs sync their files in parallel and
+    // share the commit (the write then finds the blob present).
+    env.put_blob(raw)?;
+    let raw = raw.to_vec();
+    let mailbox = info.id;
+    let (uids, effects) =
+        env.write(move |w| w.append(mailbox, &[AppendMessage { raw: &raw, flags, internal_date }]))?;
     conn.committed(effects);
     let uid = uids.first().map(|u| u.get()).ok_or_else(|| CmdError::No("[SERVERBUG] No UID assigned".into()))?;
     Ok(Done::ok(format!("[APPENDUID {} {uid}] APPEND completed", info.uid_validity.get())))

@@ -78,7 +78,7 @@ fn check(conn: &mut ImapConn, env: &mut Env<'_>, user: &[u8], password: &[u8]) -
         env.access.login_failed(peer, env.now_ms);
         return Err(CmdError::LoginFailed("[AUTHENTICATIONFAILED] Invalid credentials".into()));
     };
-    let Some(user) = env.store.check_login(user, password)? else {
+    let Some(user) = env.store().check_login(user, password)? else {
         env.access.login_failed(peer, env.now_ms);
         return Err(CmdError::LoginFailed("[AUTHENTICATIONFAILED] Invalid credentials".into()));
     };

@@ -34,7 +34,7 @@ pub fn copy_move(
         return Err(CmdError::No("[READ-ONLY] Mailbox is read-only".into()));
     }
     let indices = selected.resolve(set, by_uid)?;
-    let Some(target) = env.store.mailbox_by_name(&user, &name)? else {
+    let Some(target) = env.store().mailbox_by_name(&user, &name)? else {
         return Err(CmdError::No(format!("[TRYCREATE] No mailbox {name}")));
     };
     let source = selected.info.id;
@@ -43,9 +43,10 @@ pub fn copy_move(
     if entries.is_empty() {
         return Ok(Done::ok(format!("{verb} completed; no messages")));
     }
-    let (pairs, effects) = env.store.write(env.now_ms, |w| match kind {
-        Kind::Copy => w.copy(source, &entries, target.id),
-        Kind::Move => w.move_entries(source, &entries, target.id),
+    let target_id = target.id;
+    let (pairs, effects) = env.write(move |w| match kind {
+        Kind::Copy => w.copy(source, &entries, target_id),
+        Kind::Move => w.move_entries(source, &entries, target_id),
     })?;
     conn.committed(effects);
     let old: Vec<u32> = pairs.iter().map(|(from, _)| from.get()).collect();

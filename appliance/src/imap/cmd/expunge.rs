@@ -26,7 +26,7 @@ pub fn expunge(conn: &mut ImapConn, env: &mut Env<'_>, set: Option<&SequenceSet>
         .collect();
     if !entries.is_empty() {
         let mailbox = selected.info.id;
-        let ((), effects) = env.store.write(env.now_ms, |w| w.expunge(mailbox, &entries))?;
+        let ((), effects) = env.write(move |w| w.expunge(mailbox, &entries))?;
         conn.committed(effects);
     }
     Ok(Done::ok("EXPUNGE completed"))

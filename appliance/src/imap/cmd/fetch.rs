@@ -66,7 +66,7 @@ pub fn fetch(
     if let (true, Some(since)) = (vanished, changed_since) {
         let uid_max = selected.info.uid_next.saturating_sub(1);
         let gone: Vec<u32> = env
-            .store
+            .store()
             .vanished_since(selected.info.id, since)?
             .into_iter()
             .map(|(uid, _)| uid.get())
@@ -131,8 +131,8 @@ fn mark_seen(
     }
     let mailbox = selected.info.id;
     let change = FlagChange { mode: StoreMode::Add, flags: vec![Flag::seen()] };
-    let (_, effects) = env.store.write(env.now_ms, |w| w.store_flags(mailbox, &unseen, &change))?;
-    let current = env.store.entries(mailbox)?;
+    let (_, effects) = env.write(move |w| w.store_flags(mailbox, &unseen, &change))?;
+    let current = env.store().entries(mailbox)?;
     for idx in indices {
         let message = &mut selected.messages[*idx];
         if let Ok(pos) = current.binary_search_by_key(&message.uid, |m| m.uid) {
@@ -152,7 +152,7 @@ fn item_value(
 ) -> Result<(), CmdError> {
     let mut load = |env: &mut Env<'_>| -> Result<Vec<u8>, CmdError> {
         if raw.is_none() {
-            *raw = Some(env.store.message(&message.blob)?);
+            *raw = Some(env.store().message(&message.blob)?);
         }
         Ok(raw.clone().unwrap_or_default())
     };

@@ -50,25 +50,33 @@ pub fn list(
         ListMailbox::String(s) => s.as_ref(),
     };
     let pattern = std::str::from_utf8(pattern_raw).map_err(|_| CmdError::Bad("Pattern is not UTF-8".into()))?;
-    let pattern = if conn.enabled.utf8 || !pattern.is_ascii() {
-        pattern.to_string()
-    } else {
-        names::decode_mutf7(pattern).ok_or_else(|| CmdError::Bad("Invalid modified UTF-7 in pattern".into()))?
+    let decode = |pattern: &str| {
+        if conn.enabled.utf8 || !pattern.is_ascii() {
+            Ok(pattern.to_string())
+        } else {
+            names::decode_mutf7(pattern).ok_or_else(|| CmdError::Bad("Invalid modified UTF-7 in pattern".into()))
+        }
     };
+    let pattern = decode(pattern)?;
+    let more_patterns = options.as_ref().map(|o| o.more_patterns.as_slice()).unwrap_or_default();
+    let mut full_patterns = Vec::with_capacity(1 + more_patterns.len());
+    for more in more_patterns {
+        full_patterns.push(format!("{reference}{}", decode(more)?));
+    }
     let command = if kind == Kind::List { "LIST" } else { "LSUB" };
-    if pattern.is_empty() && kind == Kind::List {
+    if pattern.is_empty() && full_patterns.is_empty() && kind == Kind::List {
         // RFC 9051 6.3.9: an empty pattern asks for the delimiter.
         conn.untagged("LIST (\\Noselect) \"/\" \"\"");
         return Ok(Done::ok("LIST completed"));
     }
-    let full = format!("{reference}{pattern}");
+    full_patterns.insert(0, format!("{reference}{pattern}"));
     let options = options.unwrap_or_default();
-    let mailboxes = env.store.mailboxes(&user)?;
-    let subscriptions = env.store.subscriptions(&user)?;
+    let mailboxes = env.store().mailboxes(&user)?;
+    let subscriptions = env.store().subscriptions(&user)?;
     let rows = rows(&mailboxes, &subscriptions);
     let mut out = Vec::new();
     for (name, row) in &rows {
-        if !names::matches(&full, name) {
+        if !full_patterns.iter().any(|full| names::matches(full, name)) {
             continue;
         }
         let show = match kind {
@@ -99,7 +107,7 @@ pub fn list(
         wire::string(&mut out, wire_name(conn, name).as_bytes());
         out.extend_from_slice(b"\r\n");
         if let (Some(items), Some(info)) = (&options.return_status, row.info) {
-            out.extend(status_line(conn, env.store, info, items)?);
+            out.extend(status_line(conn, &env.store(), info, items)?);
         }
     }
     conn.raw(&out);
@@ -159,5 +167,20 @@ mod tests {
         assert!(out.contains("* LIST (\\HasNoChildren \\Subscribed) \"/\" \"INBOX\""), "{out}");
         assert!(out.contains("* STATUS \"INBOX\" (MESSAGES 1)"), "{out}");
         h.transact("c LIST (NOPE) \"\" *", "BAD");
+    }
+
+    #[test]
+    fn list_with_several_patterns() {
+        let mut h = Harness::logged_in();
+        h.transact("a CREATE Work/Reports", "OK");
+        let out = h.transact("b LIST \"\" (INBOX \"Work/*\" Sent)", "OK");
+        assert!(out.contains("\"INBOX\"\r\n"), "{out}");
+        assert!(out.contains("\"Work/Reports\"\r\n"), "{out}");
+        assert!(out.contains("\"Sent\"\r\n"), "{out}");
+        assert!(!out.contains("\"Trash\"") && !out.contains("\"Work\"\r\n"), "{out}");
+        // A mailbox matching two patterns is listed once.
+        let out = h.transact("c LIST \"\" (INBOX IN*)", "OK");
+        assert_eq!(out.matches("\"INBOX\"").count(), 1, "{out}");
+        h.transact("d LIST \"\" (INBOX", "BAD");
     }
 }

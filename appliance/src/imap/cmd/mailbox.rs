@@ -25,7 +25,8 @@ pub fn create(conn: &mut ImapConn, env: &mut Env<'_>, mailbox: &Mailbox<'_>) -> 
     if name.eq_ignore_ascii_case("INBOX") {
         return Err(CmdError::No("[ALREADYEXISTS] INBOX always exists".into()));
     }
-    let (_, effects) = env.store.write(env.now_ms, |w| w.create_mailbox(&user, name, None))?;
+    let name = name.to_owned();
+    let (_, effects) = env.write(move |w| w.create_mailbox(&user, &name, None))?;
     conn.committed(effects);
     Ok(Done::ok("CREATE completed"))
 }
@@ -37,7 +38,7 @@ pub fn delete(conn: &mut ImapConn, env: &mut Env<'_>, mailbox: &Mailbox<'_>) -> 
     // Deleting the selected mailbox deselects it first, so this session is
     // not told BYE for its own DELETE.
     let selected_here = conn.selected.as_ref().is_some_and(|s| s.info.name == name);
-    let ((), effects) = env.store.write(env.now_ms, |w| w.delete_mailbox(&user, &name))?;
+    let ((), effects) = env.write(move |w| w.delete_mailbox(&user, &name))?;
     if selected_here {
         conn.selected = None;
     }
@@ -50,7 +51,7 @@ pub fn rename(conn: &mut ImapConn, env: &mut Env<'_>, from: &Mailbox<'_>, to: &M
     let user = user(conn)?;
     let from = mailbox_name(conn, from)?;
     let to = mailbox_name(conn, to)?;
-    let ((), effects) = env.store.write(env.now_ms, |w| w.rename_mailbox(&user, &from, &to))?;
+    let ((), effects) = env.write(move |w| w.rename_mailbox(&user, &from, &to))?;
     conn.committed(effects);
     Ok(Done::ok("RENAME completed"))
 }
@@ -66,7 +67,7 @@ pub fn subscribe(
     let user = user(conn)?;
     let name = mailbox_name(conn, mailbox)?;
     let on = subscription == Subscription::On;
-    let ((), effects) = env.store.write(env.now_ms, |w| w.subscribe(&user, &name, on))?;
+    let ((), effects) = env.write(move |w| w.subscribe(&user, &name, on))?;
     conn.committed(effects);
     Ok(Done::ok(if on { "SUBSCRIBE completed" } else { "UNSUBSCRIBE completed" }))
 }

@@ -62,11 +62,13 @@ pub fn search(
         check_sequence_sets(selected, key)?;
     }
     let mut hits = Vec::new();
+    // One lock for the whole scan; SEARCH writes nothing.
+    let store = env.store();
     for (idx, entry) in selected.messages.iter().enumerate() {
         let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new() };
         let mut all = true;
         for key in criteria {
-            if !matches(env.store, selected, &candidate, key)? {
+            if !matches(&store, selected, &candidate, key)? {
                 all = false;
                 break;
             }

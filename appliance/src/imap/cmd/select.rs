@@ -52,17 +52,17 @@ pub fn select(
     if conn.selected.take().is_some() && conn.enabled.qresync {
         conn.untagged("OK [CLOSED] Previous mailbox closed");
     }
-    let info = match env.store.mailbox_by_name(&user, &name) {
+    let info = match env.store().mailbox_by_name(&user, &name) {
         Ok(Some(info)) => info,
         Ok(None) => return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}"))),
         Err(e) => return Err(e.into()),
     };
-    let selected = Selected::open(env.store, info, read_only)?;
+    let selected = Selected::open(&env.store(), info, read_only)?;
     let mut out = Vec::new();
     report(conn, &selected, &mut out);
     if let Some(q) = qresync {
         if q.uid_validity == selected.info.uid_validity.get() {
-            resync(conn, env.store, &selected, &q, &mut out)?;
+            resync(conn, &env.store(), &selected, &q, &mut out)?;
         }
     }
     conn.raw(&out);
@@ -137,7 +137,8 @@ pub fn close(conn: &mut ImapConn, env: &mut Env<'_>) -> Result<Done, CmdError> {
         let deleted: Vec<_> =
             selected.messages.iter().filter(|m| m.flags.contains(&Flag::deleted())).map(|m| m.entry_id).collect();
         if !deleted.is_empty() {
-            let ((), effects) = env.store.write(env.now_ms, |w| w.expunge(selected.info.id, &deleted))?;
+            let mailbox = selected.info.id;
+            let ((), effects) = env.write(move |w| w.expunge(mailbox, &deleted))?;
             conn.committed(effects);
         }
     }

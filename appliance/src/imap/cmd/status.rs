@@ -20,11 +20,11 @@ pub fn status(
 ) -> Result<Done, CmdError> {
     let user = user(conn)?;
     let name = mailbox_name(conn, mailbox)?;
-    let Some(info) = env.store.mailbox_by_name(&user, &name)? else {
+    let Some(info) = env.store().mailbox_by_name(&user, &name)? else {
         return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}")));
     };
     let names: Vec<String> = items.iter().map(|i| item_name(i).to_string()).collect();
-    let line = status_line(conn, env.store, &info, &names)?;
+    let line = status_line(conn, &env.store(), &info, &names)?;
     conn.raw(&line);
     Ok(Done::ok("STATUS completed"))
 }

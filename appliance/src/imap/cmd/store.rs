@@ -60,8 +60,8 @@ pub fn store(conn: &mut ImapConn, env: &mut Env<'_>, args: StoreArgs<'_>) -> Res
     let entries: Vec<_> = targets.iter().map(|i| selected.messages[*i].entry_id).collect();
     let mailbox = selected.info.id;
     let change = FlagChange { mode, flags };
-    let (_, effects) = env.store.write(env.now_ms, |w| w.store_flags(mailbox, &entries, &change))?;
-    let current = env.store.entries(mailbox)?;
+    let (_, effects) = env.write(move |w| w.store_flags(mailbox, &entries, &change))?;
+    let current = env.store().entries(mailbox)?;
     let mut out = Vec::new();
     for idx in &targets {
         let message = &mut selected.messages[*idx];

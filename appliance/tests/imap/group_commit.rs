@@ -1,0 +1,58 @@
+//! Writes of concurrent sessions go through the daemon's committer and share
+//! commits, while each OK still follows its own commit.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use crate::harness::Server;
+
+const CLIENTS: usize = 10;
+const APPENDS: usize = 10;
+
+#[tokio::test]
+async fn concurrent_appends_and_stores_share_commits() {
+    let server = Server::start().await;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let mut raw = server.raw_login().await;
+        tasks.push(tokio::spawn(async move {
+            let mut uids = Vec::new();
+            for i in 0..APPENDS {
+                let body = format!("Subject: client {c} message {i}\r\n\r\nbody\r\n");
+                let lines =
+                    raw.transact(&format!("a{i} APPEND INBOX {{{}+}}\r\n{body}", body.len()), "OK [APPENDUID").await;
+                let code = lines.last().unwrap().split(']').next().unwrap().to_string();
+                uids.push(code.rsplit(' ').next().unwrap().parse::<u32>().unwrap());
+            }
+            raw.transact("s SELECT INBOX", "OK").await;
+            for uid in &uids {
+                raw.transact(&format!("f{uid} UID STORE {uid} +FLAGS.SILENT (\\Flagged)"), "OK").await;
+            }
+            raw.transact("z LOGOUT", "OK").await;
+            uids
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for task in tasks {
+        for uid in task.await.unwrap() {
+            assert!(all.insert(uid), "UID {uid} assigned twice");
+        }
+    }
+    assert_eq!(all.len(), CLIENTS * APPENDS);
+
+    // Everything acknowledged is there, with its flag.
+    let mut raw = server.raw_login().await;
+    let lines = raw.transact("a SELECT INBOX", "OK").await;
+    assert!(lines.contains(&format!("* {} EXISTS", CLIENTS * APPENDS)), "{lines:#?}");
+    let lines = raw.transact("b SEARCH FLAGGED", "OK").await;
+    let found = lines.iter().find(|l| l.starts_with("* SEARCH")).unwrap().split(' ').count() - 2;
+    assert_eq!(found, CLIENTS * APPENDS, "{lines:#?}");
+    raw.transact("z LOGOUT", "OK").await;
+
+    let counts = &server.daemon.commit_counts;
+    let (batches, writes) = (counts.batches.load(Ordering::Relaxed), counts.writes.load(Ordering::Relaxed));
+    // 100 APPENDs + 100 STOREs from 10 clients at once: some commits carried several.
+    assert!(writes >= 2 * (CLIENTS * APPENDS) as u64, "{writes} writes went through the committer");
+    assert!(batches < writes, "{batches} commits for {writes} writes: none shared");
+    server.stop().await;
+}

@@ -14,6 +14,7 @@ use std::path::Path;
 use rand::RngCore;
 
 use roost_core::auth;
+use roost_core::crypto::{RecoveryKey, UserKeys};
 use roost_core::log::EventOp;
 use roost_core::log::VersionVector;
 use roost_core::model::{DeviceId, MailboxId, UserName};
@@ -67,6 +68,45 @@ pub fn hash_new_password(user: &UserName, password: &str) -> OpResult<String> {
     auth::check_password_strength(user.as_str(), password)
         .map_err(|e| OpError::Invalid(format!("password refused: {e}")))?;
     Ok(auth::hash_password(password, &mut rand::rngs::OsRng))
+}
+
+/// A new user's password hash and age identity (wrapped under the password
+/// and under a recovery key, returned to be shown once): what `user add`
+/// writes, so mail delivered to the user is sealed from the start.
+pub fn new_user_secrets(user: &UserName, password: &str) -> OpResult<(String, UserKeys, RecoveryKey)> {
+    let hash = hash_new_password(user, password)?;
+    let (keys, recovery) = UserKeys::generate(password, &mut rand::rngs::OsRng);
+    Ok((hash, keys, recovery))
+}
+
+/// The hash and identity record after a password change. A user with an
+/// identity must give the current password (it unwraps the identity, which is
+/// re-wrapped under the new one); a user from before encryption gets an
+/// identity now, and its recovery key is returned to be shown once.
+pub fn changed_password_secrets(
+    user: &UserName,
+    keys: Option<UserKeys>,
+    current: Option<&str>,
+    new_password: &str,
+) -> OpResult<(String, UserKeys, Option<RecoveryKey>)> {
+    let hash = hash_new_password(user, new_password)?;
+    let Some(keys) = keys else {
+        let (keys, recovery) = UserKeys::generate(new_password, &mut rand::rngs::OsRng);
+        return Ok((hash, keys, Some(recovery)));
+    };
+    let current = current.ok_or_else(|| {
+        OpError::Invalid(format!(
+            "the mail of {user} is encrypted with its password: give the current password too (`current`), \
+             or reset it with the recovery key (`roost user recover`)"
+        ))
+    })?;
+    let key = keys
+        .unlock(user.as_str(), current)
+        .map_err(|_| OpError::Refused(format!("the current password of {user} is wrong")))?;
+    let keys = keys
+        .rewrap(&key, new_password, &mut rand::rngs::OsRng)
+        .map_err(|e| OpError::Internal(anyhow::anyhow!("re-wrapping the identity of {user}: {e}")))?;
+    Ok((hash, keys, None))
 }
 
 // --- pairing -----------------------------------------------------------------

@@ -251,7 +251,31 @@ fn setup_users_events_and_client_setup() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("alice") && listed.contains("bob"), "{listed}");
 
-    a.ok("PUT", "/api/users/bob/password", Some(json!({"password": "a new long passphrase"})));
+    // Bob's mail is sealed to a new identity from the start: the answer that
+    // created it is the only one that shows its recovery key.
+    assert!(bob["recovery_key"].as_str().is_some_and(|k| k.len() > 20), "{bob}");
+    assert!(!a.ok("GET", "/api/users", None).to_string().contains("recovery_key"), "recovery key shown again");
+    // Changing the password re-wraps that identity: the current password is needed.
+    a.fails(
+        "PUT",
+        "/api/users/bob/password",
+        Some(json!({"password": "a new long passphrase"})),
+        400,
+        "current password",
+    );
+    a.fails(
+        "PUT",
+        "/api/users/bob/password",
+        Some(json!({"password": "a new long passphrase", "current": "not bobs passphrase"})),
+        422,
+        "current password of bob is wrong",
+    );
+    let changed = a.ok(
+        "PUT",
+        "/api/users/bob/password",
+        Some(json!({"password": "a new long passphrase", "current": "bobs long passphrase"})),
+    );
+    assert!(changed.get("recovery_key").is_none(), "a re-wrap keeps the recovery key: {changed}");
     a.fails(
         "PUT",
         "/api/users/carol/password",
@@ -267,7 +291,8 @@ fn setup_users_events_and_client_setup() {
 
     let events = a.ok("GET", "/api/events?user=bob", None);
     let kinds: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds.first(), Some(&"user-password"), "newest first: {kinds:?}");
+    // A password change of a user with an identity re-wraps it: one user-keys event.
+    assert_eq!(kinds.first(), Some(&"user-keys"), "newest first: {kinds:?}");
     assert!(kinds.contains(&"user-add") && kinds.contains(&"mailbox-create"), "{kinds:?}");
     assert!(!events.to_string().contains("argon2"), "no password hash in the event log view");
     let inbox = a.ok("GET", "/api/events?user=alice&mailbox=INBOX", None);

@@ -56,6 +56,11 @@ function el(tag, attrs, ...children) {
 }
 
 function flash(message) { $("#flash").textContent = message; }
+// A new identity's recovery key comes in one answer only: show it with the flash.
+function recoveryNote(user) {
+  return user && user.recovery_key
+    ? " Recovery key (shown once; keep it offline, it resets the password): " + user.recovery_key : "";
+}
 function showError(id, err) { $(id).textContent = err ? (err.message || String(err)) : ""; }
 function short(id) { return (id || "").slice(0, 10); }
 function when(ms) { return ms ? new Date(ms).toLocaleString() : "never"; }
@@ -228,15 +233,21 @@ const LOADERS = {
 function userCard(u) {
   const form = el("form", { class: "inline-form", novalidate: "" });
   const id = "pw-" + u.name.replace(/[^a-zA-Z0-9]/g, "_");
+  const current = el("input", { id: id + "-current", type: "password", autocomplete: "current-password" });
   const input = el("input", { id, type: "password", autocomplete: "new-password", required: "" });
   const error = el("p", { class: "error", role: "alert" });
-  form.append(el("label", { for: id }, "New password for " + u.name), input,
+  // The current password unwraps the key the user's mail is encrypted with.
+  form.append(el("label", { for: id + "-current" }, "Current password of " + u.name), current,
+    el("label", { for: id }, "New password for " + u.name), input,
     el("button", { type: "submit" }, "Change password"), error);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault(); showError(error);
     try {
-      await api("PUT", "/api/users/" + encodeURIComponent(u.name) + "/password", { password: input.value });
-      input.value = ""; flash("Changed the password of " + u.name + ".");
+      const body = { password: input.value };
+      if (current.value) body.current = current.value;
+      const done = await api("PUT", "/api/users/" + encodeURIComponent(u.name) + "/password", body);
+      input.value = ""; current.value = "";
+      flash("Changed the password of " + u.name + "." + recoveryNote(done));
     } catch (err) { error.textContent = err.message; }
   });
   const remove = el("button", { type: "button", class: "danger" }, "Remove " + u.name);
@@ -389,7 +400,7 @@ function wire() {
       f.reset();
       f.hidden = true;
       $("#setup-intro").hidden = true;
-      $("#setup-done-text").textContent = "Set up: user " + done.user.name + " created with " + done.user.mailboxes + " mailboxes.";
+      $("#setup-done-text").textContent = "Set up: user " + done.user.name + " created with " + done.user.mailboxes + " mailboxes." + recoveryNote(done.user);
       $("#setup-snippet").textContent = done.config_snippet;
       $("#setup-snippet-box").hidden = !done.config_snippet;
       $("#setup-done").hidden = false;
@@ -442,7 +453,7 @@ function wire() {
     busy(f, true);
     try {
       const user = await api("POST", "/api/users", { name: f.elements["name"].value.trim(), password: f.elements["password"].value });
-      f.reset(); flash("Added " + user.name + ".");
+      f.reset(); flash("Added " + user.name + "." + recoveryNote(user));
       await LOADERS.users();
     } catch (err) { showError("#user-error", err); }
     busy(f, false);

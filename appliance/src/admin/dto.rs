@@ -123,11 +123,16 @@ pub struct UserDto {
     pub mailboxes: u64,
     /// Messages in them.
     pub messages: u64,
+    /// The recovery key of a newly created identity: in the one response that
+    /// created it (user added, or a pre-encryption user's first password
+    /// change), never stored in clear and never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_key: Option<String>,
 }
 
 impl From<roost_core::store::UserInfo> for UserDto {
     fn from(u: roost_core::store::UserInfo) -> Self {
-        UserDto { name: u.name, mailboxes: u.mailboxes, messages: u.messages }
+        UserDto { name: u.name, mailboxes: u.mailboxes, messages: u.messages, recovery_key: None }
     }
 }
 
@@ -147,6 +152,10 @@ pub struct NewUserDto {
 pub struct PasswordDto {
     /// The new password.
     pub password: String,
+    /// The current password: needed when the user's mail is encrypted, since
+    /// it unwraps the identity that is re-wrapped under the new one.
+    #[serde(default)]
+    pub current: Option<String>,
 }
 
 /// A mailbox of a user with its counts.

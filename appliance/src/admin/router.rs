@@ -242,20 +242,28 @@ async fn add_user(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-/// Validates, hashes (on a blocking thread: argon2 takes a while) and adds.
+/// Validates, hashes and creates the user's age identity (on a blocking
+/// thread: argon2 takes a while) and adds; the answer carries the recovery
+/// key, shown once.
 async fn create_user(state: &AdminState, name: &str, password: &str) -> ApiResult<UserDto> {
     let user = ops::parse_user_name(name)?;
     let password = password.to_string();
-    let hash_user = user.clone();
-    let hash = tokio::task::spawn_blocking(move || ops::hash_new_password(&hash_user, &password))
+    let secret_user = user.clone();
+    let (hash, keys, recovery) = tokio::task::spawn_blocking(move || ops::new_user_secrets(&secret_user, &password))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing failed: {e}")))??;
     let add = user.clone();
-    state.daemon.write(move |w| w.add_user(&add, &hash)).await?;
+    state
+        .daemon
+        .write(move |w| {
+            w.add_user(&add, &hash)?;
+            w.set_user_keys(&add, &hash, &keys)
+        })
+        .await?;
     tracing::info!(user = %user, "admin API added a user");
-    let name = user.to_string();
-    let info = read(state, move |s| Ok(s.users()?.into_iter().find(|u| u.name == name))).await?;
-    info.map(UserDto::from).ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the new user vanished"))
+    let mut dto = user_dto(state, user).await?.0;
+    dto.recovery_key = Some(recovery.to_string());
+    Ok(dto)
 }
 
 async fn set_password(
@@ -269,14 +277,20 @@ async fn set_password(
     if !read(&state, move |s| Ok(s.user_exists(&exists_user)?)).await? {
         return Err(OpError::NotFound(format!("no user {user}")).into());
     }
-    let hash_user = user.clone();
-    let hash = tokio::task::spawn_blocking(move || ops::hash_new_password(&hash_user, &body.password))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing failed: {e}")))??;
+    let keys_user = user.clone();
+    let keys = read(&state, move |s| Ok(s.user_keys(&keys_user)?)).await?;
+    let secret_user = user.clone();
+    let (hash, keys, recovery) = tokio::task::spawn_blocking(move || {
+        ops::changed_password_secrets(&secret_user, keys, body.current.as_deref(), &body.password)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing failed: {e}")))??;
     let write_user = user.clone();
-    state.daemon.write(move |w| w.set_password(&write_user, &hash)).await?;
+    state.daemon.write(move |w| w.set_user_keys(&write_user, &hash, &keys)).await?;
     tracing::info!(user = %user, "admin API changed a password");
-    user_dto(&state, user).await
+    let mut dto = user_dto(&state, user).await?;
+    dto.0.recovery_key = recovery.map(|r| r.to_string());
+    Ok(dto)
 }
 
 async fn remove_user(State(state): State<AdminState>, Path(name): Path<String>) -> ApiResult<Json<UserDto>> {

@@ -127,12 +127,13 @@ EOF
 }
 
 t=$SECONDS
-# The packaged sync port 7947 may be taken on a shared build machine; this
-# admin-style edit moves it to a free port, inside [sync] (the packaged file
+# The packaged sync port 7947 may be taken on a shared build machine, and tests
+# stay on loopback: this admin-style edit moves sync to a free loopback port,
+# inside [sync] (the packaged file
 # has tables after it, such as [admin]), and the upgrade below must keep it.
 grep -q '^\[sync\]$' /etc/roost/roost.toml || fail "roost.toml has no [sync] table"
-sync_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])')
-sed -i "/^\[sync\]\$/a listen = [\"0.0.0.0:$sync_port\"]" /etc/roost/roost.toml
+sync_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sed -i "/^\[sync\]\$/a listen = [\"127.0.0.1:$sync_port\"]" /etc/roost/roost.toml
 start_daemon
 step "roost doctor on the running packaged service"
 roost_cmd doctor || fail "doctor finds problems on a fresh install"
@@ -164,7 +165,7 @@ version_after=$(db_version)
 python3 -c 'import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute("SELECT note FROM packaging_upgrade_probe").fetchone(); sys.exit(0 if r else 1)' \
   /var/lib/roost/roost.db || fail "the test migration's row is missing"
 grep -q "# edited by the admin" /etc/roost/roost.toml || fail "the upgrade replaced the edited conffile"
-grep -q "0.0.0.0:$sync_port" /etc/roost/roost.toml || fail "the upgrade lost the admin's [sync] listen edit"
+grep -q "127.0.0.1:$sync_port" /etc/roost/roost.toml || fail "the upgrade lost the admin's [sync] listen edit"
 [ "$(stat -c '%U' /var/lib/roost/roost.db)" = roost ] || fail "the upgrade left roost.db owned by $(stat -c '%U' /var/lib/roost/roost.db)"
 roost_cmd user list | grep -q '^alice' || fail "user alice is gone after the upgrade"
 roost_cmd status | grep -v '^storage' >"$work/status-after"

@@ -221,12 +221,16 @@ const LOADERS = {
     }
   },
   backups: async () => {
+    const message = $("#backups-message");
+    const list = $("#backups-list");
     try {
-      await api("GET", "/api/backups");
-      $("#backups-message").textContent = "";
-    } catch (err) {
-      $("#backups-message").textContent = err.status === 501 ? "Not available yet: " + err.message + "." : err.message;
-    }
+      const b = await api("GET", "/api/backups");
+      $("#backup-now").hidden = !(b.dir && b.recipient);
+      message.textContent = b.dir && b.recipient
+        ? "Backups go to " + b.dir + (b.every ? ", every " + b.every : "") + ", newest " + b.keep + " kept; encrypted to " + b.recipient + "."
+        : "Backups are off: set [backup] recipient (roost backup keygen makes the key) and dir in the config.";
+      list.replaceChildren(...b.backups.map((f) => el("li", {}, f.file + " (" + f.bytes + " bytes, " + when(f.written_ms) + ")")));
+    } catch (err) { message.textContent = err.message; }
   },
 };
 
@@ -457,6 +461,17 @@ function wire() {
       await LOADERS.users();
     } catch (err) { showError("#user-error", err); }
     busy(f, false);
+  });
+
+  $("#backup-now").addEventListener("click", async (ev) => {
+    const button = ev.target;
+    button.disabled = true;
+    try {
+      const made = await api("POST", "/api/backups");
+      flash("Wrote backup " + made.file + ".");
+      await LOADERS.backups();
+    } catch (err) { $("#backups-message").textContent = err.message; }
+    button.disabled = false;
   });
 
   $("#clients-form").addEventListener("submit", async (ev) => {

@@ -250,7 +250,7 @@ def main():
             expect(pa.locator("#conflicts-message")).to_have_text("No conflicts recorded.")
             shot(pa, "11-conflicts")
             nav(pa, "Backups")
-            expect(pa.locator("#backups-message")).to_contain_text("backups are not available yet")
+            expect(pa.locator("#backups-message")).to_contain_text("Backups are off: set [backup] recipient")
             shot(pa, "12-backups")
 
             # Removing the pairing from A's Devices screen.

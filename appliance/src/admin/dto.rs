@@ -405,3 +405,29 @@ pub struct UserQueryDto {
     /// Login name.
     pub user: String,
 }
+
+/// `GET /api/backups`: the `[backup]` settings and the backups in `dir`.
+#[derive(Debug, Serialize)]
+pub struct BackupsDto {
+    /// `[backup] dir`, if set.
+    pub dir: Option<std::path::PathBuf>,
+    /// `[backup] every`, if set (scheduled by `roost serve`).
+    pub every: Option<String>,
+    /// How many are kept.
+    pub keep: usize,
+    /// The age recipient backups are encrypted to, if set.
+    pub recipient: Option<String>,
+    /// Newest first.
+    pub backups: Vec<BackupFileDto>,
+}
+
+/// One backup file.
+#[derive(Debug, Serialize)]
+pub struct BackupFileDto {
+    /// File name in `dir`.
+    pub file: String,
+    /// Size of the encrypted file.
+    pub bytes: u64,
+    /// When it was written (ms since the epoch).
+    pub written_ms: u64,
+}

@@ -128,6 +128,8 @@ pub struct AdminState {
     pub token: AdminToken,
     /// Lag samples per peer, for the dashboard plot.
     pub lag: Arc<lag::LagHistory>,
+    /// The config file the daemon read, which backups carry.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// Binds the admin listeners, writes `admin-addr`, and serves until the
@@ -137,13 +139,14 @@ pub async fn start(
     daemon: Arc<Daemon>,
     sync: Option<Arc<SyncService>>,
     listen: &[SocketAddr],
+    config_file: Option<std::path::PathBuf>,
 ) -> Result<Vec<SocketAddr>> {
     let addr_path = daemon.data_dir.join(ADDR_FILE);
     let _ = std::fs::remove_file(&addr_path);
     let token = ensure_token(&daemon.data_dir)?;
     let lag = Arc::new(lag::LagHistory::default());
     lag::spawn_sampler(daemon.clone(), sync.clone(), lag.clone());
-    let state = AdminState { daemon: daemon.clone(), sync, token, lag };
+    let state = AdminState { daemon: daemon.clone(), sync, token, lag, config_file };
     let mut bound = Vec::new();
     for addr in listen {
         let listener = tokio::net::TcpListener::bind(addr)

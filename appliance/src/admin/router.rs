@@ -18,7 +18,8 @@
 //! | `POST /api/pair/invite`, `POST /api/pair/join` | pairing |
 //! | `GET /api/events` | event log, filtered |
 //! | `GET /api/conflicts?limit=` | conflicts the merge resolved, newest first |
-//! | `GET /api/backups` | 501 until `roost backup` exists |
+//! | `GET /api/backups` | the `[backup]` schedule and the backups in its dir |
+//! | `POST /api/backups` | a backup now, into `[backup] dir` (kept by `keep`) |
 //! | `POST /api/setup` | first-run setup (only while no user exists) |
 //! | `GET /api/client-setup[/autoconfig.xml, /roost.mobileconfig]` | mail client settings |
 //! | `GET /metrics` | Prometheus |
@@ -63,7 +64,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/pair/join", post(join))
         .route("/api/events", get(events))
         .route("/api/conflicts", get(conflicts))
-        .route("/api/backups", get(backups).post(backups))
+        .route("/api/backups", get(list_backups).post(back_up_now))
         .route("/api/setup", post(setup))
         .route("/api/client-setup", get(client_setup))
         .route("/api/client-setup/autoconfig.xml", get(autoconfig))
@@ -440,8 +441,77 @@ async fn conflicts(
     Ok(Json(views.into_iter().map(ConflictDto::from).collect()))
 }
 
-async fn backups() -> ApiError {
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, "backups are not available yet: `roost backup` is not built")
+/// The `[backup]` settings and the backups written into its `dir`.
+async fn list_backups(State(state): State<AdminState>) -> ApiResult<Json<BackupsDto>> {
+    let backup = &state.daemon.config.backup;
+    let recipient = backup.recipient.clone();
+    let Some(dir) = backup.dir.clone() else {
+        return Ok(Json(BackupsDto {
+            dir: None,
+            every: backup.every.clone(),
+            keep: backup.keep,
+            recipient,
+            backups: vec![],
+        }));
+    };
+    let list_dir = dir.clone();
+    let backups = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<BackupFileDto>> {
+        if !list_dir.exists() {
+            return Ok(vec![]);
+        }
+        let mut out = Vec::new();
+        for path in crate::backup::scheduled_backups(&list_dir)?.into_iter().rev() {
+            let meta = std::fs::metadata(&path)?;
+            let written_ms =
+                meta.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push(BackupFileDto { file, bytes: meta.len(), written_ms });
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("listing backups failed: {e}")))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    Ok(Json(BackupsDto { dir: Some(dir), every: backup.every.clone(), keep: backup.keep, recipient, backups }))
+}
+
+/// Writes a backup now into `[backup] dir`, encrypted to `[backup] recipient`,
+/// through the same code as the schedule (old ones beyond `keep` go).
+async fn back_up_now(State(state): State<AdminState>) -> ApiResult<(StatusCode, Json<BackupFileDto>)> {
+    let backup = &state.daemon.config.backup;
+    let recipient = backup
+        .recipient()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "no backup recipient: set [backup] recipient = \"age1...\" (roost backup keygen) and dir in the config",
+            )
+        })?;
+    let dir = backup
+        .dir
+        .clone()
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no backup dir: set [backup] dir in the config"))?;
+    let keep = backup.keep;
+    let data_dir = state.daemon.data_dir.clone();
+    let config_file = state.config_file.clone();
+    let (path, summary) = tokio::task::spawn_blocking(move || {
+        crate::backup::scheduled_backup(
+            &data_dir,
+            config_file.as_deref(),
+            &recipient,
+            &dir,
+            keep,
+            std::time::SystemTime::now(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("backup failed: {e}")))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("backup failed: {e:#}")))?;
+    tracing::info!(file = %path.display(), blobs = summary.blobs, "admin API wrote a backup");
+    let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let written_ms = now_ms();
+    Ok((StatusCode::CREATED, Json(BackupFileDto { file, bytes: summary.bytes, written_ms })))
 }
 
 // --- first-run setup ---------------------------------------------------------------

@@ -104,7 +104,14 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         .await?;
         if !ctx.config.admin.listen.is_empty() {
             // Mail keeps flowing without the admin API: a port in use is logged, not fatal.
-            if let Err(e) = crate::admin::start(daemon.clone(), Some(sync.clone()), &ctx.config.admin.listen).await {
+            if let Err(e) = crate::admin::start(
+                daemon.clone(),
+                Some(sync.clone()),
+                &ctx.config.admin.listen,
+                crate::config::config_path(global.config.as_deref()),
+            )
+            .await
+            {
                 tracing::error!(error = %format!("{e:#}"), "admin API not started");
             }
         }

@@ -115,8 +115,9 @@ check_imap() {
   # Captured first: `grep -q` would close the pipe while doctor still prints.
   report=$(roost_cmd doctor) || true
   grep -q '^ok    imap listener' <<<"$report" || fail "doctor does not find the IMAP listener accepting connections: $report"
-  port=$(sed -n 's/^listen = \["127.0.0.1:\([0-9]*\)"\]/\1/p' /etc/roost/roost.toml | head -n 1)
-  port=${port:-1143}
+  # The port doctor found IMAP on (roost.toml has other `listen =` lines).
+  port=$(sed -n 's/^ok    imap listener *127\.0\.0\.1:\([0-9]*\) .*/\1/p' <<<"$report" | head -n 1)
+  [ -n "$port" ] || fail "doctor names no loopback IMAP port: $report"
   python3 - "$port" <<'EOF' || fail "IMAP on 127.0.0.1 does not greet"
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)

@@ -24,7 +24,7 @@ fn start_device(dir: &Path) -> LocalDevice {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let bound = runtime.block_on(async {
         let daemon = roost::serve::Daemon::new(store, roost::config::Config::default(), dir.to_path_buf());
-        roost::admin::start(Arc::clone(&daemon), None, &["127.0.0.1:0".parse().unwrap()]).await.unwrap()
+        roost::admin::start(Arc::clone(&daemon), None, &["127.0.0.1:0".parse().unwrap()], None).await.unwrap()
     });
     let token = roost::admin::load_token(dir).unwrap().expose().to_string();
     LocalDevice { _runtime: runtime, address: bound[0].to_string(), token }

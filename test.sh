@@ -11,6 +11,8 @@ cd "$(dirname "$0")"
 packages=(postfix isync python3 ca-certificates iproute2 chromium python3-venv)
 # The backup tests decrypt a backup with the standard age CLI.
 packages+=(age)
+# The desktop app (Tauri 2) builds against webkit2gtk's headers.
+packages+=(libwebkit2gtk-4.1-dev)
 # Packaging test (below): dpkg-shlibdeps for cargo-deb, systemd-analyze, man,
 # adduser for the package's postinst.
 packages+=(dpkg-dev systemd man-db adduser)
@@ -33,7 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo fmt --all -- --check
-# The desktop app (roost-desktop) needs webkit2gtk; .ci/run builds and tests it.
+# The desktop app (roost-desktop) needs webkit2gtk; it is linted and tested below.
 cargo clippy --workspace --exclude roost-desktop --all-targets -- -D warnings
 # The tests that need Postfix must not skip here.
 export ROOST_REQUIRE_POSTFIX=1
@@ -52,6 +54,11 @@ if ! "$venv/bin/python" -c "import playwright" 2>/dev/null; then
   "$venv/bin/pip" install -q "playwright==1.65.2"
 fi
 "$venv/bin/python" tests/browser/test_ui.py "$target_dir/debug/roost" "$target_dir/screenshots"
+
+# The desktop app (roost-desktop, not a default member): lints and its tests
+# (library tests and IPC tests on tauri's MockRuntime; no display needed).
+cargo clippy -p roost-desktop --all-targets -- -D warnings
+cargo test -p roost-desktop
 
 # --- Packaging (issue 10) ---------------------------------------------------
 # Builds the .deb from the debug build above and installs, upgrades (one more

@@ -43,6 +43,31 @@ type WriteJob = Box<dyn FnOnce(&mut Writer<'_>) -> (bool, Completion) + Send>;
 /// The completion gets the whole batch's effects (a superset of its own).
 type Completion = Box<dyn FnOnce(Result<&Arc<Effects>, String>) + Send>;
 
+/// The committer job for a write `f`: it runs `f` in the batch, and once the
+/// batch committed (or failed) hands `reply` the value with the batch's
+/// effects; a failing `f` is rolled back alone and replied to at once.
+fn write_job<T, F>(f: F, reply: impl FnOnce(StoreResult<(T, Arc<Effects>)>) + Send + 'static) -> WriteJob
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Writer<'_>) -> StoreResult<T> + Send + 'static,
+{
+    Box::new(move |w| match f(w) {
+        Ok(value) => {
+            let done: Completion = Box::new(move |commit| {
+                reply(match commit {
+                    Ok(effects) => Ok((value, effects.clone())),
+                    Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+                })
+            });
+            (true, done)
+        }
+        Err(e) => {
+            let done: Completion = Box::new(move |_| reply(Err(e)));
+            (false, done)
+        }
+    })
+}
+
 /// What protocol tasks share.
 #[derive(Debug)]
 pub struct Daemon {
@@ -96,22 +121,8 @@ impl Daemon {
         F: FnOnce(&mut Writer<'_>) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<StoreResult<T>>();
-        let job: WriteJob = Box::new(move |w| match f(w) {
-            Ok(value) => {
-                let done: Completion = Box::new(move |commit| {
-                    let _ = reply.send(match commit {
-                        Ok(_) => Ok(value),
-                        Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
-                    });
-                });
-                (true, done)
-            }
-            Err(e) => {
-                let done: Completion = Box::new(move |_| {
-                    let _ = reply.send(Err(e));
-                });
-                (false, done)
-            }
+        let job = write_job(f, move |result| {
+            let _ = reply.send(result.map(|(value, _)| value));
         });
         let writes = self.writes.clone();
         // The queue is bounded: when it is full, wait on a blocking thread.
@@ -133,22 +144,8 @@ impl Daemon {
         F: FnOnce(&mut Writer<'_>) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = std::sync::mpsc::sync_channel::<StoreResult<(T, Arc<Effects>)>>(1);
-        let job: WriteJob = Box::new(move |w| match f(w) {
-            Ok(value) => {
-                let done: Completion = Box::new(move |commit| {
-                    let _ = reply.send(match commit {
-                        Ok(effects) => Ok((value, effects.clone())),
-                        Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
-                    });
-                });
-                (true, done)
-            }
-            Err(e) => {
-                let done: Completion = Box::new(move |_| {
-                    let _ = reply.send(Err(e));
-                });
-                (false, done)
-            }
+        let job = write_job(f, move |result| {
+            let _ = reply.send(result);
         });
         self.writes.send(job).map_err(|_| StoreError::Corrupt("the committer has stopped".into()))?;
         answer.recv().map_err(|_| StoreError::Corrupt("the committer dropped a write".into()))?

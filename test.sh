@@ -11,8 +11,9 @@ cd "$(dirname "$0")"
 packages=(postfix isync python3 ca-certificates iproute2 chromium python3-venv)
 # The backup tests decrypt a backup with the standard age CLI.
 packages+=(age)
-# The desktop app (Tauri 2) builds against webkit2gtk's headers.
-packages+=(libwebkit2gtk-4.1-dev)
+# The desktop app (Tauri 2) builds against webkit2gtk's headers; its
+# end-to-end test drives its window under Xvfb through WebKitWebDriver.
+packages+=(libwebkit2gtk-4.1-dev webkit2gtk-driver xvfb)
 # Packaging test (below): dpkg-shlibdeps for cargo-deb, systemd-analyze, man,
 # adduser for the package's postinst.
 packages+=(dpkg-dev systemd man-db adduser)
@@ -46,12 +47,13 @@ if [ "$(id -u)" = 0 ]; then export ROOST_REQUIRE_ROOT=1; fi
 cargo test --workspace --exclude roost-desktop
 
 # The web UI in headless Chromium, against two real daemons. Playwright for
-# Python goes into a venv under target/ (its own browser download is not used).
+# Python (and Selenium, for the desktop test below) go into a venv under
+# target/ (Playwright's own browser download is not used).
 target_dir="${CARGO_TARGET_DIR:-target}"
 venv="$target_dir/browser-venv"
-if ! "$venv/bin/python" -c "import playwright" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import playwright, selenium" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "playwright==1.65.2"
+  "$venv/bin/pip" install -q "playwright==1.65.2" "selenium==4.51.0"
 fi
 "$venv/bin/python" tests/browser/test_ui.py "$target_dir/debug/roost" "$target_dir/screenshots"
 
@@ -59,6 +61,17 @@ fi
 # (library tests and IPC tests on tauri's MockRuntime; no display needed).
 cargo clippy -p roost-desktop --all-targets -- -D warnings
 cargo test -p roost-desktop
+# The real app end to end: its debug binary (built by the tests above) under
+# Xvfb, driven through tauri-driver + WebKitWebDriver with Selenium, against
+# two real daemons; saves target/screenshots/desktop-*.png (the README shows
+# desktop-dashboard.png, copied to docs/img/). About 20 s, plus about two
+# minutes to install tauri-driver on a fresh machine.
+tauri_driver_version=2.1.0
+if ! cargo install --list | grep -q "^tauri-driver v$tauri_driver_version:"; then
+  cargo install tauri-driver --version "$tauri_driver_version" --locked
+fi
+"$venv/bin/python" tests/browser/test_desktop.py "$target_dir/debug/roost" "$target_dir/debug/roost-desktop" \
+  "$target_dir/screenshots"
 
 # --- Packaging (issue 10) ---------------------------------------------------
 # Builds the .deb from the debug build above and installs, upgrades (one more

@@ -67,7 +67,8 @@ cargo test -p roost-desktop
 # desktop-dashboard.png, copied to docs/img/). About 20 s, plus about two
 # minutes to install tauri-driver on a fresh machine.
 tauri_driver_version=2.1.0
-if ! cargo install --list | grep -q "^tauri-driver v$tauri_driver_version:"; then
+installed_crates="$(cargo install --list)"
+if ! grep -q "^tauri-driver v$tauri_driver_version:" <<<"$installed_crates"; then
   cargo install tauri-driver --version "$tauri_driver_version" --locked
 fi
 "$venv/bin/python" tests/browser/test_desktop.py "$target_dir/debug/roost" "$target_dir/debug/roost-desktop" \

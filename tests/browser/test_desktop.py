@@ -10,7 +10,8 @@ remembered), then the right token; then B as the device on this computer
 (by its data directory). The app is closed and started again (session two):
 it must list both devices from its book on disk. It forgets B, opens A, and
 checks what A's dashboard shows in the app window: A's name and id, one user,
-B connected. The dashboard is saved as a screenshot (the README's).
+B connected. The dashboard is saved as a screenshot (the README's). The link
+the app adds to device pages leads back to the device list.
 
 Usage: test_desktop.py ROOST_BINARY DESKTOP_BINARY [SCREENSHOT_DIR]
 """
@@ -237,6 +238,12 @@ def dashboard_session(app, a: Device, b: Device, status_a: dict):
     app.execute_script("document.activeElement.blur()")
     SHOTS.mkdir(parents=True, exist_ok=True)
     app.save_screenshot(str(SHOTS / "desktop-dashboard.png"))
+
+    step("session 2: back to the device list")
+    app.find_element(By.ID, "roost-desktop-devices").click()
+    wait_for("the device list again", lambda: app.current_url.startswith("tauri://"))
+    wait_for("A listed again (the app's commands work there)", lambda: remembered(app) == [a.address])
+    assert app.find_elements(By.ID, "roost-desktop-devices") == [], "the app's own page has no link back"
 
 
 def main():

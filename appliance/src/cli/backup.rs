@@ -50,6 +50,10 @@ pub struct RestoreArgs {
     /// The backup identity file (`roost backup keygen`, or `age-keygen`).
     #[arg(long, value_name = "FILE")]
     pub identity: PathBuf,
+    /// No paired device holds changes this device made after the backup:
+    /// write at once instead of waiting to hear from a peer.
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 /// Runs `roost backup`.
@@ -102,16 +106,22 @@ fn keygen(out: &PathBuf) -> Result<ExitCode> {
 pub fn run_restore(global: &Global, args: RestoreArgs) -> Result<ExitCode> {
     let ctx = global.resolve()?;
     let identities = backup::read_identities(&args.identity)?;
-    let summary = backup::restore(&args.file, &identities, &ctx.data_dir)?;
+    let rejoin = if args.standalone { backup::Rejoin::Standalone } else { backup::Rejoin::WaitForPeer };
+    let summary = backup::restore(&args.file, &identities, &ctx.data_dir, rejoin)?;
     println!("restored device {} ({} blobs) into {}", summary.device, summary.blobs, ctx.data_dir.display());
     if let Some(config) = summary.config {
         println!("the backed-up config is in {} (your config was not changed)", config.display());
     }
-    if summary.paired_devices > 0 {
+    if summary.rejoining {
+        println!(
+            "this device was paired with {} device(s): it takes back the changes it made after this backup \
+             from the first one it reaches, and refuses changes (IMAP NO [UNAVAILABLE], LMTP 451) until then",
+            summary.paired_devices
+        );
+    } else if summary.paired_devices > 0 {
         eprintln!(
-            "roost: WARNING: this device was paired with {} device(s). Changes it made after this backup \
-             are not recovered from them yet, and new changes here may clash with them: if it made any \
-             since the backup, pair a fresh device instead (`roost init`, `roost pair join`).",
+            "roost: WARNING: restored with --standalone although this device was paired with {} device(s): \
+             if it made changes after this backup that reached them, new changes here clash with those",
             summary.paired_devices
         );
     }

@@ -87,6 +87,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
              `roost user passwd` creates the key for new mail (docs/security.md)"
         );
     }
+    report_rejoin(&store)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -192,4 +193,20 @@ fn print_demo_help(daemon: &Daemon) {
         println!("  LMTP           on {addr}");
     }
     println!("Stop it with Ctrl-C.");
+}
+
+/// A device restored from a backup (`roost restore`) makes no changes until a
+/// peer has sent back what it made after the backup (docs/security.md); with
+/// no active peer left there is nobody to wait for.
+fn report_rejoin(store: &roost_core::store::Store) -> Result<()> {
+    if store.end_rejoin_if_unpaired()? {
+        tracing::warn!("restored device with no paired device left: it accepts changes again");
+    } else if let Some(rejoin) = store.rejoin_state()? {
+        tracing::warn!(
+            own_events_here = rejoin.own_seq_restored,
+            "restored from a backup: changes are refused (IMAP NO [UNAVAILABLE], LMTP 451) until a paired \
+             device has sent back the changes this device made after the backup"
+        );
+    }
+    Ok(())
 }

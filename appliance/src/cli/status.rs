@@ -14,6 +14,14 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     let identity = store.identity();
     println!("data directory  {}", ctx.data_dir.display());
     println!("device          {} (slot {})", identity.id(), identity.slot().get());
+    if let Some(rejoin) = store.rejoin_state()? {
+        let target = rejoin.own_seq_target.map_or("no peer heard yet".to_string(), |seq| format!("a peer has {seq}"));
+        println!(
+            "rejoining       restored from a backup; changes refused until its own events are back \
+             (has {} of its own, {target})",
+            store.version_vector()?.get(&identity.id())
+        );
+    }
     let now = crate::cli::now_ms();
     let peers = crate::ops::peer_views(&store, None, now)?;
     if peers.is_empty() {

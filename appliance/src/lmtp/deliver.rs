@@ -107,6 +107,11 @@ impl Deliverer {
                     RecipientResult::Delivered
                 }
                 Err(DeliverError::Gone) => RecipientResult::PermFail("no such user any more".into()),
+                Err(DeliverError::Store(StoreError::Rejoining)) => {
+                    // Temporary: the MTA queues it and retries after the rejoin.
+                    tracing::warn!(rcpt, "LMTP: deferred, this restored device has not rejoined its peers yet");
+                    RecipientResult::TempFail("restored device catching up with its peers, try again later".into())
+                }
                 Err(DeliverError::Store(e)) => {
                     tracing::error!(error = %e, rcpt, "LMTP: delivery failed");
                     RecipientResult::TempFail("cannot store the message now".into())

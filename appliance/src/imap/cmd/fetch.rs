@@ -10,7 +10,7 @@ use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Part, Section};
 use imap_codec::imap_types::sequence::SequenceSet;
 use roost_core::model::Flag;
-use roost_core::store::{EntryInfo, FlagChange, StoreMode};
+use roost_core::store::{EntryInfo, FlagChange, StoreError, StoreMode};
 
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
@@ -131,7 +131,13 @@ fn mark_seen(
     }
     let mailbox = selected.info.id;
     let change = FlagChange { mode: StoreMode::Add, flags: vec![Flag::seen()] };
-    let (_, effects) = env.write(move |w| w.store_flags(mailbox, &unseen, &change))?;
+    let (_, effects) = match env.write(move |w| w.store_flags(mailbox, &unseen, &change)) {
+        Ok(done) => done,
+        // A restored device makes no changes until it rejoined: the body is
+        // still served, without the implicit \Seen (docs/security.md).
+        Err(StoreError::Rejoining) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     let current = env.store().entries(mailbox)?;
     for idx in indices {
         let message = &mut selected.messages[*idx];

@@ -515,6 +515,13 @@ fn a_restored_device_takes_its_own_events_back_before_it_writes_again() {
     let said = String::from_utf8(out.stdout).unwrap();
     assert!(said.contains("refuses changes (IMAP NO [UNAVAILABLE], LMTP 451) until then"), "{said}");
     assert!(a.store().version_vector().unwrap().get(&a_id) < a_seq, "the backup predates A's last events");
+    // `--standalone` (the owner says no peer holds newer changes) skips the wait, with a warning.
+    let elsewhere = root.path().join("a-standalone");
+    let args = ["restore", backup.to_str().unwrap(), "--identity", identity.to_str().unwrap(), "--standalone"];
+    let out = roost(&elsewhere, &args);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: restored with --standalone"), "{out:?}");
+    let secret = roost::device::load_key(&elsewhere).unwrap();
+    assert_eq!(Store::open(&elsewhere, secret).unwrap().rejoin_state().unwrap(), None);
 
     for _restart in 0..2 {
         a.start_with_sync(&a_sync);

@@ -283,6 +283,23 @@ mod tests {
 
     const MAIL: &str = "From: a@example.org\r\nSubject: hi\r\nX-Y: z\r\n\r\nhello\r\n";
 
+    // A restored device that has not rejoined its peers (docs/security.md,
+    // "Backups and restore"): a body FETCH answers without the implicit
+    // \Seen, and changes get the temporary NO [UNAVAILABLE].
+    #[test]
+    fn a_rejoining_device_serves_bodies_and_refuses_changes() {
+        let mut h = Harness::logged_in();
+        h.append("INBOX", MAIL);
+        h.mark_restored();
+        h.transact("a SELECT INBOX", "OK");
+        let out = h.transact("b FETCH 1 (BODY[TEXT] FLAGS)", "OK");
+        assert!(out.contains("BODY[TEXT] {7}\r\nhello\r\n"), "{out}");
+        assert!(!out.contains("\\Seen"), "{out}");
+        h.transact("c STORE 1 +FLAGS (\\Flagged)", "NO [UNAVAILABLE] This device was restored from a backup");
+        h.transact("d CREATE Later", "NO [UNAVAILABLE]");
+        h.transact("e FETCH 1 FLAGS", "OK");
+    }
+
     #[test]
     fn fetch_basic_items() {
         let mut h = Harness::logged_in();

@@ -67,13 +67,17 @@ impl Store {
             let have = state::version_vector(w.conn())?;
             let rejoining = rejoin::is_rejoining(w.conn())?;
             for event in events {
-                // A restored device takes its own events back; otherwise a
-                // peer's copy of one must be the very event this device has.
-                let own_new = event.id.origin == own && rejoin::accept_own_event(w.conn(), event, &have, rejoining)?;
-                if have.contains(event.id) || (event.id.origin == own && !own_new) {
-                    report.duplicates += 1;
+                let new_here = if event.id.origin == own {
+                    // A restored device takes its own events back; otherwise a
+                    // peer's copy of one must be the very event this device has.
+                    rejoin::accept_own_event(w.conn(), event, &have, rejoining)?
                 } else {
+                    !have.contains(event.id)
+                };
+                if new_here {
                     state::pending_put(w.conn(), event, now_ms)?;
+                } else {
+                    report.duplicates += 1;
                 }
             }
             if PENDING_EVENTS_MAX < state::pending_count(w.conn())? {

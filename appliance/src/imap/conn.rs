@@ -141,9 +141,15 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
-    /// A message's plaintext, opened with the session's key.
+    /// A message's plaintext, opened with the session's key (or taken from
+    /// the key's cache of opened messages).
     pub(crate) fn message(&self, blob: &roost_core::model::BlobHash) -> Result<Vec<u8>, roost_core::store::StoreError> {
-        self.store().message_plain(blob, self.key.as_deref())
+        match self.blobs {
+            // In the daemon, read and decrypt without the store lock: other
+            // sessions and the committer go on meanwhile.
+            Some(blobs) => blobs.get_plain(blob, self.key.as_deref()),
+            None => self.store().message_plain(blob, self.key.as_deref()),
+        }
     }
 }
 

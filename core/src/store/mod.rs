@@ -13,6 +13,7 @@ mod ingest;
 pub mod peers;
 mod reads;
 mod schema;
+mod seal_existing;
 pub mod snapshot;
 pub(crate) mod state;
 mod writer;
@@ -27,6 +28,7 @@ pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
+pub use seal_existing::SealReport;
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
 use crate::log::event::DecodeError;

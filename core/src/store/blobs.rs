@@ -459,25 +459,34 @@ impl BlobStore {
             }
             BlobStore::Dir(dir) => {
                 let mut out = Vec::new();
-                for shard in fs::read_dir(dir).map_err(io_err(dir))? {
-                    let shard = shard.map_err(io_err(dir))?;
-                    if shard.file_name() == "tmp" || !shard.path().is_dir() {
-                        continue;
-                    }
-                    let shard_path = shard.path();
-                    for entry in fs::read_dir(&shard_path).map_err(io_err(&shard_path))? {
-                        let path = entry.map_err(io_err(&shard_path))?.path();
-                        // Not a blob name (a stray file): not ours to judge.
-                        let Some(hash) = hash_of_path(&path) else { continue };
-                        let mut head = [0u8; 22];
-                        let mut file = File::open(&path).map_err(io_err(&path))?;
-                        let n = io::Read::read(&mut file, &mut head).map_err(io_err(&path))?;
-                        out.push((hash, crypto::is_sealed(&head[..n])));
-                    }
+                for path in Self::files(dir)? {
+                    // Not a blob name (a stray file): not ours to judge.
+                    let Some(hash) = hash_of_path(&path) else { continue };
+                    let mut head = Vec::with_capacity(crypto::AGE_MAGIC.len());
+                    let file = File::open(&path).map_err(io_err(&path))?;
+                    io::Read::read_to_end(&mut io::Read::take(file, crypto::AGE_MAGIC.len() as u64), &mut head)
+                        .map_err(io_err(&path))?;
+                    out.push((hash, crypto::is_sealed(&head)));
                 }
                 Ok(out)
             }
         }
+    }
+
+    /// The paths of all blob files (`blobs/ab/cdef...`, not `tmp/`).
+    fn files(dir: &Path) -> Result<Vec<PathBuf>, BlobError> {
+        let mut files = Vec::new();
+        for shard in fs::read_dir(dir).map_err(io_err(dir))? {
+            let shard = shard.map_err(io_err(dir))?;
+            if shard.file_name() == "tmp" || !shard.path().is_dir() {
+                continue;
+            }
+            let shard_path = shard.path();
+            for entry in fs::read_dir(&shard_path).map_err(io_err(&shard_path))? {
+                files.push(entry.map_err(io_err(&shard_path))?.path());
+            }
+        }
+        Ok(files)
     }
 
     /// A message's plaintext: a sealed blob is opened with `key` (the
@@ -542,17 +551,9 @@ impl BlobStore {
             }
             BlobStore::Dir(dir) => {
                 let (mut bytes, mut count) = (0, 0);
-                for shard in fs::read_dir(dir).map_err(io_err(dir))? {
-                    let shard = shard.map_err(io_err(dir))?;
-                    if shard.file_name() == "tmp" || !shard.path().is_dir() {
-                        continue;
-                    }
-                    let shard_path = shard.path();
-                    for blob in fs::read_dir(&shard_path).map_err(io_err(&shard_path))? {
-                        let blob = blob.map_err(io_err(&shard_path))?;
-                        bytes += blob.metadata().map_err(io_err(&blob.path()))?.len();
-                        count += 1;
-                    }
+                for path in Self::files(dir)? {
+                    bytes += fs::metadata(&path).map_err(io_err(&path))?.len();
+                    count += 1;
                 }
                 Ok((bytes, count))
             }

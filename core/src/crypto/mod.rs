@@ -182,6 +182,12 @@ impl SessionKey {
         self.opened = OpenedCache::with_budget(budget);
     }
 
+    /// Whether this key keeps what it opens and has not opened `blob` yet:
+    /// opening it ahead of its read would save that read the decryption.
+    pub fn wants_opened(&self, blob: &crate::model::BlobHash) -> bool {
+        self.opened.wants(blob)
+    }
+
     pub(crate) fn opened(&self) -> &OpenedCache {
         &self.opened
     }

@@ -86,6 +86,11 @@ impl OpenedCache {
         self.lock().by_blob.get(blob).map(|plain| plain.to_vec())
     }
 
+    /// Whether caching is on and `blob` is not cached yet.
+    pub(crate) fn wants(&self, blob: &BlobHash) -> bool {
+        self.budget.is_some() && !self.lock().by_blob.contains_key(blob)
+    }
+
     /// Keeps the plaintext of `blob`, evicting this session's oldest entries
     /// to make room; does nothing when it cannot fit.
     pub(crate) fn insert(&self, blob: &BlobHash, plain: &[u8]) {

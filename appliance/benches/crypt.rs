@@ -7,6 +7,10 @@
 //! 3. FETCH 1:* BODY.PEEK[] of the delivered messages (3 times);
 //! 4. SEARCH BODY of a word in 10 % of them (3 times; every body is read).
 //!
+//! A session keeps the messages it opened (docs/security.md), so only the
+//! first FETCH decrypts. Two more figures show that cold cost on its own:
+//! the first of the three FETCHes, and one SEARCH BODY in a new session.
+//!
 //! It prints each figure per mode and the ratio on/off. Rounds alternate the
 //! order (off, on, then on, off) and figures are summed, so a drift of the
 //! machine's speed during the run does not favour one mode.
@@ -212,6 +216,8 @@ struct Figures {
     append: Duration,
     fetch: Duration,
     search: Duration,
+    fetch_first: Duration,
+    search_new_session: Duration,
 }
 
 fn measure(encryption: bool, messages: &[String]) -> Figures {
@@ -241,17 +247,32 @@ fn measure(encryption: bool, messages: &[String]) -> Figures {
     for r in 0..READ_REPEATS {
         let fetched = c.imap(&format!("f{r}"), "FETCH 1:* BODY.PEEK[]");
         assert_eq!(fetched.iter().filter(|l| l.starts_with("* ") && l.contains(" FETCH ")).count(), messages.len());
+        if r == 0 {
+            figures.fetch_first = started.elapsed();
+        }
     }
     figures.fetch = started.elapsed();
 
     let started = Instant::now();
     for r in 0..READ_REPEATS {
-        let hits = c.imap(&format!("q{r}"), "SEARCH BODY needleword");
-        let line = hits.iter().find(|l| l.starts_with("* SEARCH")).expect("a SEARCH line");
-        assert_eq!(line.split_whitespace().count() - 2, messages.len() / 10, "{line}");
+        search_needle(&mut c, &format!("q{r}"), messages.len());
     }
     figures.search = started.elapsed();
+
+    let mut fresh = Client::connect(server.addr("IMAP").expect("imap addr"));
+    assert!(fresh.line().starts_with("* OK"));
+    fresh.imap("l", &format!("LOGIN alice \"{PASSWORD}\""));
+    fresh.imap("s", "SELECT INBOX");
+    let started = Instant::now();
+    search_needle(&mut fresh, "n0", messages.len());
+    figures.search_new_session = started.elapsed();
     figures
+}
+
+fn search_needle(c: &mut Client, tag: &str, n_messages: usize) {
+    let hits = c.imap(tag, "SEARCH BODY needleword");
+    let line = hits.iter().find(|l| l.starts_with("* SEARCH")).expect("a SEARCH line");
+    assert_eq!(line.split_whitespace().count() - 2, n_messages / 10, "{line}");
 }
 
 fn main() {
@@ -265,18 +286,24 @@ fn main() {
     for round in [[false, true], [true, false]] {
         for encryption in round {
             let f = measure(encryption, &messages);
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             println!(
-                "encryption={encryption:<5}  lmtp {:>7.0} ms  append {:>7.0} ms  fetch {:>7.0} ms  search {:>7.0} ms",
-                f.lmtp.as_secs_f64() * 1e3,
-                f.append.as_secs_f64() * 1e3,
-                f.fetch.as_secs_f64() * 1e3,
-                f.search.as_secs_f64() * 1e3
+                "encryption={encryption:<5}  lmtp {:>7.0} ms  append {:>7.0} ms  fetch {:>7.0} ms  search {:>7.0} ms  \
+                 first fetch {:>7.0} ms  new-session search {:>7.0} ms",
+                ms(f.lmtp),
+                ms(f.append),
+                ms(f.fetch),
+                ms(f.search),
+                ms(f.fetch_first),
+                ms(f.search_new_session)
             );
             let total = if encryption { &mut on } else { &mut off };
             total.lmtp += f.lmtp;
             total.append += f.append;
             total.fetch += f.fetch;
             total.search += f.search;
+            total.fetch_first += f.fetch_first;
+            total.search_new_session += f.search_new_session;
         }
     }
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
@@ -285,4 +312,7 @@ fn main() {
     println!("  IMAP APPEND    {:.3}", ratio(on.append, off.append));
     println!("  FETCH BODY[]   {:.3}", ratio(on.fetch, off.fetch));
     println!("  SEARCH BODY    {:.3}", ratio(on.search, off.search));
+    println!("cold (nothing opened yet in the session):");
+    println!("  first FETCH BODY[]          {:.3}", ratio(on.fetch_first, off.fetch_first));
+    println!("  SEARCH BODY, new session    {:.3}", ratio(on.search_new_session, off.search_new_session));
 }

@@ -174,6 +174,9 @@ pub struct ImapConfig {
     pub max_literal_bytes: Option<usize>,
     /// Delay before answering a failed login, in milliseconds.
     pub login_failure_delay_ms: Option<u64>,
+    /// MiB of opened (decrypted) messages all IMAP sessions keep in memory
+    /// together; 0 turns the cache off.
+    pub opened_cache_mib: Option<usize>,
 }
 
 impl Default for ImapConfig {
@@ -188,6 +191,7 @@ impl Default for ImapConfig {
             max_line_bytes: None,
             max_literal_bytes: None,
             login_failure_delay_ms: None,
+            opened_cache_mib: None,
         }
     }
 }

@@ -61,14 +61,32 @@ fn roost(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
 
 impl Device {
     fn new(root: &Path, name: &str) -> Device {
+        Device::with_config(root, name, None)
+    }
+
+    /// A device whose daemon runs with `config` as its roost.toml.
+    fn with_config(root: &Path, name: &str, config: Option<&str>) -> Device {
         let dir = root.join(name);
         roost(&dir, &["init"], "");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .arg("--data-dir")
-            .arg(&dir)
+        let mut device = Device { dir, daemon: None, log: Arc::default() };
+        device.start(config);
+        device
+    }
+
+    /// Starts `roost serve` (with `config`, else the defaults) and waits
+    /// until it listens.
+    fn start(&mut self, config: Option<&str>) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roost"));
+        command.arg("--data-dir").arg(&self.dir);
+        if let Some(config) = config {
+            let path = self.dir.with_extension("toml");
+            std::fs::write(&path, config).unwrap();
+            command.arg("--config").arg(path);
+        }
+        let mut child = command
             .args(["serve", "--listen-sync", "127.0.0.1:0", "--listen-imap", "127.0.0.1:0"])
             .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
-            .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
+            .env("XDG_CONFIG_HOME", self.dir.with_extension("no-config"))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -83,9 +101,19 @@ impl Device {
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let device = Device { dir, daemon: Some(child), log };
-        wait_for("the daemon to bind", || device.dir.join("sync-addrs.json").exists() && device.addr("IMAP").is_some());
-        device
+        self.daemon = Some(child);
+        self.log = log;
+        wait_for("the daemon to bind", || self.dir.join("sync-addrs.json").exists() && self.addr("IMAP").is_some());
+    }
+
+    /// Stops the daemon (SIGKILL: everything it acknowledged is committed).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The next start writes it again once it listens.
+        let _ = std::fs::remove_file(self.dir.join("sync-addrs.json"));
     }
 
     /// The address of the first listener whose log line contains `what`
@@ -105,10 +133,7 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }
 
@@ -322,6 +347,49 @@ fn mail_is_ciphertext_on_disk_and_on_the_wire_and_keys_follow_the_user() {
         b.store().login("alice", "third passphrase 3").unwrap().is_some()
     });
     assert!(imap_login(imap_b, "alice", "third passphrase 3").1.starts_with("l1 OK"));
+}
+
+/// Upgrade (issue 8): a data dir written with encryption off (mail by LMTP
+/// and APPEND stored in clear, which the grep confirms) is served again with
+/// encryption on. The daemon seals the stored mail in place at start-up:
+/// afterwards no test word is on disk anywhere, and IMAP FETCH returns the
+/// same bytes as before.
+#[test]
+fn mail_stored_in_clear_is_sealed_when_encryption_is_turned_on() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Device::with_config(root.path(), "a", Some("encryption = false\n"));
+    roost(&a.dir, &["user", "add", "alice", "--password-stdin"], &format!("{PASSWORD}\n"));
+    lmtp_deliver(a.addr("LMTP").unwrap(), &message("lmtp"));
+    let (mut c, reply) = imap_login(a.addr("IMAP").unwrap(), "alice", PASSWORD);
+    assert!(reply.starts_with("l1 OK"), "{reply}");
+    let raw = message("append");
+    c.send(&format!("a1 APPEND INBOX {{{}+}}\r\n{raw}\r\n", raw.len()));
+    assert!(c.until_tagged("a1").contains("a1 OK"));
+    let mut before = String::new();
+    wait_for("IMAP to show both messages", || {
+        c.imap("s1", "SELECT INBOX");
+        before = c.imap("f1", "UID FETCH 1:* (BODY.PEEK[])");
+        before.contains("quartzfeather body via lmtp") && before.contains("quartzfeather body via append")
+    });
+    drop(c);
+    let clear = ["Zebracorn-subject-lmtp", "quartzfeather body via append"];
+    assert_eq!(plaintext_on_disk(&a.dir, &clear).len(), 2, "encryption off stores mail in clear");
+
+    a.stop();
+    a.start(None);
+    assert!(a.log.lock().unwrap().contains("sealed messages stored in clear"), "{}", a.log.lock().unwrap());
+    let found = plaintext_on_disk(&a.dir, SECRETS);
+    assert!(found.is_empty(), "plaintext left after sealing: {found:#?}");
+    let (mut c, reply) = imap_login(a.addr("IMAP").unwrap(), "alice", PASSWORD);
+    assert!(reply.starts_with("l1 OK"), "{reply}");
+    c.imap("s1", "SELECT INBOX");
+    let after = c.imap("f1", "UID FETCH 1:* (BODY.PEEK[])");
+    assert_eq!(after, before);
+
+    // A second start has nothing left to seal.
+    a.stop();
+    a.start(None);
+    assert!(!a.log.lock().unwrap().contains("sealed messages stored in clear"));
 }
 
 #[test]

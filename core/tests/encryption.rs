@@ -142,3 +142,72 @@ fn encryption_off_stores_plaintext_and_a_user_without_keys_still_logs_in() {
     let (name, key) = c.devices[0].login("carol", "carol's passphrase").unwrap().unwrap();
     assert_eq!((name, key.is_none()), (carol, true));
 }
+
+/// Upgrade: mail stored in clear (encryption off, a user from before
+/// encryption) is sealed in place when encryption is on. Checks that each
+/// blob becomes an age file under its old name, opens for each of its users
+/// (one plaintext blob shared by two users is sealed to both), a user
+/// without a key is reported and left alone, a second run finds nothing more
+/// to do, and a device that syncs afterwards receives the sealed file under
+/// the old name and reads the same bytes.
+#[test]
+fn mail_stored_in_clear_is_sealed_in_place_and_reads_the_same() {
+    let (mut c, _) = keyed_cluster(2);
+    let bob = UserName::new("bob").unwrap();
+    let (bob_keys, _) = UserKeys::generate("bob's passphrase", &mut rand::rngs::OsRng);
+    let carol = UserName::new("carol").unwrap();
+    c.write(0, |w| {
+        w.add_user(&bob, "$argon2id$test")?;
+        w.set_user_keys(&bob, "$argon2id$test", &bob_keys)?;
+        w.add_user(&carol, "$argon2id$test")
+    });
+    c.devices[0].set_encryption(false);
+    let (shared, alone, expunged, carols) = (msg("clear-shared"), msg("clear-alone"), msg("clear-gone"), msg("carol"));
+    let append = |c: &mut Cluster, user: &UserName, raw: &[u8]| {
+        let inbox = c.devices[0].mailbox_by_name(user, "INBOX").unwrap().unwrap().id;
+        c.write(0, |w| w.append(inbox, &[AppendMessage { raw, flags: vec![], internal_date: 0 }]));
+    };
+    append(&mut c, &alice(), &shared);
+    append(&mut c, &bob, &shared);
+    append(&mut c, &alice(), &alone);
+    append(&mut c, &alice(), &expunged);
+    append(&mut c, &carol, &carols);
+    let inbox = c.mailbox(0, "INBOX").id;
+    let gone = c.entries(0, "INBOX")[2].clone();
+    c.write(0, |w| w.expunge(inbox, &[gone.entry_id]));
+    let blobs: Vec<_> =
+        [&shared, &alone, &expunged, &carols].iter().map(|m| roost_core::model::BlobHash::of(m)).collect();
+    assert!(blobs.iter().all(|b| !crypto::is_sealed(&c.devices[0].message(b).unwrap())));
+
+    c.devices[0].set_encryption(true);
+    let report = c.devices[0].seal_existing().unwrap();
+    assert_eq!((report.found_in_clear, report.sealed), (4, 3), "{report:?}");
+    assert_eq!(report.left_in_clear.len(), 1, "{report:?}");
+    assert_eq!(report.left_in_clear[0].0, blobs[3]);
+    assert!(report.left_in_clear[0].1.contains("user carol has no encryption key"), "{report:?}");
+
+    let alice_key = c.devices[0].login("alice", PASSWORD).unwrap().unwrap().1.unwrap();
+    let bob_key = bob_keys.unlock("bob", "bob's passphrase").unwrap();
+    for (blob, raw) in blobs.iter().zip([&shared, &alone, &expunged]) {
+        assert!(crypto::is_sealed(&c.devices[0].message(blob).unwrap()));
+        assert!(matches!(c.devices[0].message_plain(blob, None), Err(StoreError::Sealed(_))));
+        assert_eq!(&c.devices[0].message_plain(blob, Some(&alice_key)).unwrap(), raw);
+    }
+    assert_eq!(c.devices[0].message_plain(&blobs[0], Some(&bob_key)).unwrap(), shared);
+    assert!(c.devices[0].message_plain(&blobs[1], Some(&bob_key)).is_err(), "alice's own mail is not bob's");
+    assert_eq!(c.devices[0].message_plain(&blobs[3], None).unwrap(), carols);
+
+    // Restartable: nothing more to do but carol's.
+    let again = c.devices[0].seal_existing().unwrap();
+    assert_eq!((again.found_in_clear, again.sealed), (1, 0), "{again:?}");
+
+    // Re-delivering the same message for alice reuses the sealed blob.
+    append(&mut c, &alice(), &alone);
+    assert_eq!(c.entries(0, "INBOX").last().unwrap().blob, blobs[1]);
+
+    // A device syncing now gets the sealed file under the old name.
+    c.sync_all();
+    c.assert_converged();
+    assert!(crypto::is_sealed(&c.devices[1].message(&blobs[0]).unwrap()));
+    assert_eq!(c.devices[1].message_plain(&blobs[0], Some(&alice_key)).unwrap(), shared);
+}

@@ -47,6 +47,21 @@ pub struct ServeArgs {
     pub listen_admin: Vec<SocketAddr>,
 }
 
+/// Says what sealing the mail stored in clear did: one line per reason a
+/// message stays in clear, with a count, not one per message.
+fn log_seal_report(report: &roost_core::store::SealReport) {
+    if report.sealed > 0 {
+        tracing::info!(sealed = report.sealed, "sealed messages stored in clear before encryption was on");
+    }
+    let mut reasons: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (_, reason) in &report.left_in_clear {
+        *reasons.entry(reason.as_str()).or_default() += 1;
+    }
+    for (reason, messages) in reasons {
+        tracing::warn!(messages, reason, "messages stay stored in clear");
+    }
+}
+
 /// Runs `roost serve`.
 pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     let mut global = global.clone();
@@ -80,6 +95,10 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     let _lock = lock_data_dir(&ctx.data_dir)?;
     let mut store = open_store(&ctx.data_dir)?;
     store.set_encryption(ctx.config.encryption());
+    // Before anything listens: mail stored in clear (encryption off before,
+    // or an older version) is sealed in place; restartable (docs/security.md).
+    let sealed = store.seal_existing().context("cannot seal the mail stored in clear")?;
+    log_seal_report(&sealed);
     for user in store.users_without_keys()? {
         tracing::warn!(
             user,

@@ -1,11 +1,14 @@
 //! Bookkeeping shared by all connections: failed logins per client address and
-//! open connections per address and per user. Counts are released by dropping
+//! open connections per address and per user, and the memory budget of the
+//! sessions' opened-message caches. Counts are released by dropping
 //! the slot types, so a connection that ends in any way (even a panic) gives
 //! its slot back.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use roost_core::crypto::OpenedBudget;
 
 use crate::imap::limits::Limits;
 
@@ -14,6 +17,8 @@ use crate::imap::limits::Limits;
 pub struct Access {
     inner: Arc<Mutex<Counts>>,
     limits: Limits,
+    /// What every session's cache of opened messages draws on.
+    opened: Arc<OpenedBudget>,
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +46,13 @@ pub struct UserSlot {
 impl Access {
     /// Counters with the given limits.
     pub fn new(limits: Limits) -> Access {
-        Access { inner: Arc::new(Mutex::new(Counts::default())), limits }
+        let opened = OpenedBudget::new(limits.opened_cache_bytes_max);
+        Access { inner: Arc::new(Mutex::new(Counts::default())), limits, opened }
+    }
+
+    /// The memory budget of all sessions' opened-message caches.
+    pub fn opened_budget(&self) -> Arc<OpenedBudget> {
+        self.opened.clone()
     }
 
     fn counts(&self) -> MutexGuard<'_, Counts> {

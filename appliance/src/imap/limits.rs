@@ -39,6 +39,11 @@ pub struct Limits {
     /// Change notifications buffered per connection before it falls back to a
     /// full mailbox rescan (it then misses nothing, only does more work).
     pub change_queue_len: usize,
+    /// Plaintext of opened sealed messages all sessions together keep in
+    /// memory (core's `crypto::OpenedBudget`), so reading a message again
+    /// skips decrypting it: 32 MiB holds ~1,000 typical messages and is
+    /// small next to the 512 MiB of the smallest Raspberry Pi we run on.
+    pub opened_cache_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +60,7 @@ impl Default for Limits {
             connections_per_address_max: 20,
             connections_per_user_max: 20,
             change_queue_len: 256,
+            opened_cache_bytes_max: 32 * 1024 * 1024,
         };
         limits.check();
         limits
@@ -92,6 +98,10 @@ impl Limits {
             anyhow::ensure!(n > 0, "[imap] max_literal_bytes must be above 0");
             limits.literal_bytes_max = n;
             limits.command_bytes_max = n.saturating_add(COMMAND_TEXT_BYTES);
+        }
+        if let Some(mib) = config.opened_cache_mib {
+            anyhow::ensure!(mib <= 64 * 1024, "[imap] opened_cache_mib must be at most 65536");
+            limits.opened_cache_bytes_max = mib * 1024 * 1024;
         }
         if let Some(ms) = config.login_failure_delay_ms {
             anyhow::ensure!(ms <= 60_000, "[imap] login_failure_delay_ms must be at most 60000");

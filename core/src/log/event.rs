@@ -161,6 +161,24 @@ pub enum EventOp {
 }
 
 impl EventOp {
+    /// The operation of a stored payload, read without the rest of the event
+    /// (`store::seal_existing` looks for the mailbox that named a blob); None
+    /// when it does not decode.
+    pub(crate) fn from_payload(payload: &[u8]) -> Option<EventOp> {
+        serde_json::from_slice::<PayloadEnvelope<EventOp>>(payload).ok().map(|e| e.op)
+    }
+
+    /// The mailbox an operation that names blobs puts them in.
+    pub(crate) fn blob_mailbox(&self) -> Option<MailboxId> {
+        match self {
+            EventOp::Append { mailbox, .. }
+            | EventOp::Copy { mailbox, .. }
+            | EventOp::Move { mailbox, .. }
+            | EventOp::Deliver { mailbox, .. } => Some(*mailbox),
+            _ => None,
+        }
+    }
+
     /// The message blobs this operation refers to: a device must have them
     /// before it applies the event, so IMAP never shows a message it cannot read.
     pub fn blobs(&self) -> Vec<BlobHash> {

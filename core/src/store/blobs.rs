@@ -4,6 +4,13 @@
 //! A blob is durable before any event refers to it: written to `blobs/tmp/`,
 //! fsynced, renamed into place, and the directory fsynced. A blob whose event
 //! never committed is an orphan, never a dangling reference.
+//!
+//! One exception to "named by the hash of its bytes": a message stored in
+//! clear before encryption and later **sealed in place** (`seal_existing.rs`)
+//! keeps its plaintext name, because signed, replicated events name it. Such
+//! a file is an age file whose name is the BLAKE3 of its *plaintext*; it is
+//! accepted wherever bytes are hash-checked (read, received from a peer) and
+//! checked end to end when it is opened ([`BlobStore::get_plain`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -12,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::crypto::Sealer;
+use crate::crypto::{self, Sealer, SessionKey};
 use crate::model::BlobHash;
 use crate::store::StoreError;
 
@@ -133,6 +140,9 @@ enum Target {
 pub struct BlobWriter {
     target: Target,
     hasher: blake3::Hasher,
+    /// The first bytes written (up to the age header line), to tell a
+    /// sealed-in-place blob, which does not hash to its name.
+    head: Vec<u8>,
     len: u64,
 }
 
@@ -144,6 +154,8 @@ impl BlobWriter {
             Target::Memory(raw) => raw.extend_from_slice(piece),
         }
         self.hasher.update(piece);
+        let head_missing = crypto::AGE_MAGIC.len().saturating_sub(self.head.len());
+        self.head.extend_from_slice(&piece[..head_missing.min(piece.len())]);
         self.len += piece.len() as u64;
         Ok(())
     }
@@ -158,19 +170,19 @@ impl BlobWriter {
         self.len == 0
     }
 
-    /// Checks that the bytes hash to `expected` and stages them (not yet
-    /// durable: see `BlobStore::commit`). On a mismatch the bytes are
-    /// discarded.
+    /// Checks that the bytes hash to `expected` (or are sealed in place, see
+    /// the module doc) and stages them (not yet durable: see
+    /// `BlobStore::commit`). On a mismatch the bytes are discarded.
     pub fn finish(self, expected: &BlobHash) -> Result<StagedBlob, BlobError> {
         let actual = BlobHash::from_bytes(*self.hasher.finalize().as_bytes());
-        if actual != *expected {
+        if actual != *expected && !crypto::is_sealed(&self.head) {
             return Err(BlobError::Mismatch { expected: *expected, actual });
         }
         let content = match self.target {
             Target::File { file, tmp } => Staged::File { file, tmp },
             Target::Memory(raw) => Staged::Memory(raw),
         };
-        Ok(StagedBlob { hash: actual, content })
+        Ok(StagedBlob { hash: *expected, content })
     }
 }
 
@@ -235,6 +247,15 @@ impl io::Read for BlobReader {
     }
 }
 
+/// The blob a file under `blobs/ab/cdef...` holds, if its name is one.
+fn hash_of_path(path: &Path) -> Option<BlobHash> {
+    let shard = path.parent()?.file_name()?.to_str()?;
+    let rest = path.file_name()?.to_str()?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(format!("{shard}{rest}"), &mut bytes).ok()?;
+    Some(BlobHash::from_bytes(bytes))
+}
+
 impl BlobStore {
     /// A store in `dir`, created if missing.
     pub fn open_dir(dir: &Path) -> Result<BlobStore, BlobError> {
@@ -296,7 +317,7 @@ impl BlobStore {
                 Target::File { file, tmp: TmpFile(Some(path)) }
             }
         };
-        Ok(BlobWriter { target, hasher: blake3::Hasher::new(), len: 0 })
+        Ok(BlobWriter { target, hasher: blake3::Hasher::new(), head: Vec::new(), len: 0 })
     }
 
     /// Makes staged blobs durable and visible: fsyncs their files (in
@@ -391,8 +412,116 @@ impl BlobStore {
         }
     }
 
-    /// Reads a blob and checks its hash.
+    /// Stages bytes received under `hash` (from a peer): they must hash to
+    /// it, or be sealed in place (see the module doc).
+    pub fn stage_named(&self, hash: &BlobHash, raw: &[u8]) -> Result<StagedBlob, BlobError> {
+        if self.contains(hash) {
+            return Ok(StagedBlob { hash: *hash, content: Staged::Present });
+        }
+        let mut writer = self.writer()?;
+        writer.write(raw)?;
+        writer.finish(hash)
+    }
+
+    /// Stores bytes received under `hash` durably (see
+    /// [`BlobStore::stage_named`]).
+    pub fn put_named(&self, hash: &BlobHash, raw: &[u8]) -> Result<(), BlobError> {
+        let staged = self.stage_named(hash, raw)?;
+        self.commit(vec![staged])
+    }
+
+    /// Replaces the plaintext blob `hash` by `sealed`, its plaintext sealed,
+    /// under the same name (`seal_existing.rs`): staged, fsynced, renamed over
+    /// the plaintext file, directory fsynced, so a crash leaves one or the
+    /// other, never neither.
+    pub fn replace_sealed(&self, replacements: Vec<(BlobHash, Vec<u8>)>) -> Result<(), BlobError> {
+        let mut staged = Vec::with_capacity(replacements.len());
+        for (hash, sealed) in replacements {
+            assert!(crypto::is_sealed(&sealed), "blob {hash:?} is replaced by a non-age file");
+            if let BlobStore::Memory(map) = self {
+                map.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, sealed);
+                continue;
+            }
+            let mut writer = self.writer()?;
+            writer.write(&sealed)?;
+            staged.push(writer.finish(&hash)?);
+        }
+        self.commit(staged)
+    }
+
+    /// Every blob's hash and whether the stored bytes are sealed (an age
+    /// file), from the first bytes of each file.
+    pub fn list(&self) -> Result<Vec<(BlobHash, bool)>, BlobError> {
+        match self {
+            BlobStore::Memory(map) => {
+                let map = map.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(map.iter().map(|(hash, raw)| (*hash, crypto::is_sealed(raw))).collect())
+            }
+            BlobStore::Dir(dir) => {
+                let mut out = Vec::new();
+                for path in Self::files(dir)? {
+                    // Not a blob name (a stray file): not ours to judge.
+                    let Some(hash) = hash_of_path(&path) else { continue };
+                    let mut head = Vec::with_capacity(crypto::AGE_MAGIC.len());
+                    let file = File::open(&path).map_err(io_err(&path))?;
+                    io::Read::read_to_end(&mut io::Read::take(file, crypto::AGE_MAGIC.len() as u64), &mut head)
+                        .map_err(io_err(&path))?;
+                    out.push((hash, crypto::is_sealed(&head)));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The paths of all blob files (`blobs/ab/cdef...`, not `tmp/`).
+    fn files(dir: &Path) -> Result<Vec<PathBuf>, BlobError> {
+        let mut files = Vec::new();
+        for shard in fs::read_dir(dir).map_err(io_err(dir))? {
+            let shard = shard.map_err(io_err(dir))?;
+            if shard.file_name() == "tmp" || !shard.path().is_dir() {
+                continue;
+            }
+            let shard_path = shard.path();
+            for entry in fs::read_dir(&shard_path).map_err(io_err(&shard_path))? {
+                files.push(entry.map_err(io_err(&shard_path))?.path());
+            }
+        }
+        Ok(files)
+    }
+
+    /// A message's plaintext: a sealed blob is opened with `key` (the
+    /// session's unlocked identity), a plaintext blob (encryption off, or
+    /// stored before it existed) returned as it is. A sealed-in-place blob
+    /// is checked against its name after opening. What `key` opens is kept
+    /// in its session's cache, and served from there the next time.
+    pub fn get_plain(&self, hash: &BlobHash, key: Option<&SessionKey>) -> Result<Vec<u8>, StoreError> {
+        if let Some(plain) = key.and_then(|k| k.opened().get(hash)) {
+            return Ok(plain);
+        }
+        let (stored, named_by_bytes) = self.read_checked(hash)?;
+        if !crypto::is_sealed(&stored) {
+            return Ok(stored);
+        }
+        let Some(key) = key else {
+            return Err(StoreError::Sealed(*hash));
+        };
+        let plain = key.open(&stored)?;
+        if !named_by_bytes && BlobHash::of(&plain) != *hash {
+            return Err(BlobError::Corrupt(*hash).into());
+        }
+        key.opened().insert(hash, &plain);
+        Ok(plain)
+    }
+
+    /// Reads a blob and checks its hash (a sealed-in-place blob is checked
+    /// when it is opened: [`BlobStore::get_plain`]).
     pub fn get(&self, hash: &BlobHash) -> Result<Vec<u8>, BlobError> {
+        Ok(self.read_checked(hash)?.0)
+    }
+
+    /// The stored bytes, and whether they hash to the name (else they are
+    /// sealed in place; anything else is corrupt).
+    fn read_checked(&self, hash: &BlobHash) -> Result<(Vec<u8>, bool), BlobError> {
         let raw = match self {
             BlobStore::Memory(map) => {
                 map.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned().ok_or(BlobError::Missing(*hash))?
@@ -406,10 +535,11 @@ impl BlobStore {
                 }
             }
         };
-        if BlobHash::of(&raw) != *hash {
+        let named_by_bytes = BlobHash::of(&raw) == *hash;
+        if !named_by_bytes && !crypto::is_sealed(&raw) {
             return Err(BlobError::Corrupt(*hash));
         }
-        Ok(raw)
+        Ok((raw, named_by_bytes))
     }
 
     /// Total bytes and number of blobs stored.
@@ -421,17 +551,9 @@ impl BlobStore {
             }
             BlobStore::Dir(dir) => {
                 let (mut bytes, mut count) = (0, 0);
-                for shard in fs::read_dir(dir).map_err(io_err(dir))? {
-                    let shard = shard.map_err(io_err(dir))?;
-                    if shard.file_name() == "tmp" || !shard.path().is_dir() {
-                        continue;
-                    }
-                    let shard_path = shard.path();
-                    for blob in fs::read_dir(&shard_path).map_err(io_err(&shard_path))? {
-                        let blob = blob.map_err(io_err(&shard_path))?;
-                        bytes += blob.metadata().map_err(io_err(&blob.path()))?.len();
-                        count += 1;
-                    }
+                for path in Self::files(dir)? {
+                    bytes += fs::metadata(&path).map_err(io_err(&path))?.len();
+                    count += 1;
                 }
                 Ok((bytes, count))
             }
@@ -460,6 +582,43 @@ mod tests {
         let missing = BlobHash::of(b"nope");
         assert!(matches!(store.get(&missing), Err(BlobError::Missing(_))));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// A message stored in clear, then sealed in place: it keeps its name,
+    /// reads back sealed, opens only with the key, is accepted from a peer
+    /// under that name while other bytes are not, and a different sealed
+    /// message under the name fails the check at opening. What a key opens
+    /// is kept in its cache, within the budget.
+    #[test]
+    fn a_blob_sealed_in_place_keeps_its_name_and_is_checked_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_dir(dir.path()).unwrap();
+        let plain = b"Subject: in clear\r\n\r\nbody";
+        let hash = store.put(plain).unwrap();
+        let mut rng = rand::rngs::OsRng;
+        let (keys, _) = crate::crypto::UserKeys::generate("a passphrase", &mut rng);
+        let sealer = keys.sealer("alice").unwrap();
+        let sealed = sealer.seal(plain).unwrap();
+        store.replace_sealed(vec![(hash, sealed.clone())]).unwrap();
+        assert_eq!(store.get(&hash).unwrap(), sealed);
+        assert_eq!(store.list().unwrap(), vec![(hash, true)]);
+        assert!(matches!(store.get_plain(&hash, None), Err(StoreError::Sealed(_))));
+        let mut key = keys.unlock("alice", "a passphrase").unwrap();
+        let budget = crate::crypto::OpenedBudget::new(1024);
+        key.keep_opened(budget.clone());
+        assert_eq!(store.get_plain(&hash, Some(&key)).unwrap(), plain);
+        assert_eq!(budget.bytes_used(), plain.len());
+        assert_eq!(store.get_plain(&hash, Some(&key)).unwrap(), plain);
+        drop(key);
+        assert_eq!(budget.bytes_used(), 0);
+
+        let peer_dir = tempfile::tempdir().unwrap();
+        let peer = BlobStore::open_dir(peer_dir.path()).unwrap();
+        assert!(matches!(peer.put_named(&hash, b"Subject: other"), Err(BlobError::Mismatch { .. })));
+        peer.put_named(&hash, &sealer.seal(b"Subject: another message").unwrap()).unwrap();
+        let key = keys.unlock("alice", "a passphrase").unwrap();
+        assert!(matches!(peer.get_plain(&hash, Some(&key)), Err(StoreError::Blob(BlobError::Corrupt(_)))));
+        assert_eq!(fs::read_dir(peer_dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

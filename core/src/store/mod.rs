@@ -14,6 +14,7 @@ pub mod peers;
 mod reads;
 mod rejoin;
 mod schema;
+mod seal_existing;
 pub mod snapshot;
 pub(crate) mod state;
 mod writer;
@@ -29,6 +30,7 @@ pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
 pub use rejoin::{RejoinProgress, RejoinState};
+pub use seal_existing::SealReport;
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
 use crate::log::event::DecodeError;

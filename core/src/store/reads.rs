@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use crate::auth;
-use crate::crypto::{self, CryptoError, Sealer, SessionKey, UserKeys};
+use crate::crypto::{CryptoError, Sealer, SessionKey, UserKeys};
 use crate::log::version_vector::VersionVector;
 use crate::model::{
     BlobHash, EntryId, Flag, ItemId, MailboxId, MailboxName, ModSeq, SpecialUse, Uid, UidValidity, UserName,
@@ -304,14 +304,7 @@ impl Store {
     /// session's unlocked identity); a plaintext blob (encryption off, or
     /// stored before it existed) is returned as it is.
     pub fn message_plain(&self, blob: &BlobHash, key: Option<&SessionKey>) -> StoreResult<Vec<u8>> {
-        let stored = self.blobs.get(blob)?;
-        if !crypto::is_sealed(&stored) {
-            return Ok(stored);
-        }
-        match key {
-            Some(key) => Ok(key.open(&stored)?),
-            None => Err(StoreError::Sealed(*blob)),
-        }
+        self.blobs.get_plain(blob, key)
     }
 
     /// This device's version vector.

@@ -59,7 +59,7 @@ impl Cluster {
         for event in events {
             for blob in event.op.blobs() {
                 let raw = self.devices[from].message(&blob).unwrap();
-                self.devices[to].blobs().put(&raw).unwrap();
+                self.devices[to].blobs().put_named(&blob, &raw).unwrap();
             }
         }
         self.now += 1;

@@ -85,6 +85,10 @@ fn check(conn: &mut ImapConn, env: &mut Env<'_>, user: &[u8], password: &[u8]) -
     let Some(slot) = env.access.open_session(user.as_str()) else {
         return Err(CmdError::No("[LIMIT] Too many connections for this user".into()));
     };
+    let key = key.map(|mut key| {
+        key.keep_opened(env.access.opened_budget());
+        key
+    });
     conn.log_in(user, slot, key);
     Ok(Done::ok(format!("[CAPABILITY {}] Logged in", conn.capabilities())))
 }

@@ -9,7 +9,7 @@ use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Part, Section};
 use imap_codec::imap_types::sequence::SequenceSet;
-use roost_core::model::Flag;
+use roost_core::model::{BlobHash, Flag};
 use roost_core::store::{EntryInfo, FlagChange, StoreError, StoreMode};
 
 use crate::imap::cmd::{CmdError, Done};
@@ -17,6 +17,11 @@ use crate::imap::conn::{Env, ImapConn};
 use crate::imap::message::{self, Fields, SectionText};
 use crate::imap::selected::{flag_list, set_contains};
 use crate::imap::wire;
+
+/// Messages whose bodies are opened ahead together (in parallel, into the
+/// session's cache; `Env::open_ahead`): few enough that the window stays
+/// far inside the cache budget, so nothing opened ahead is evicted unread.
+const OPEN_AHEAD_LEN: usize = 64;
 
 /// FETCH / UID FETCH.
 pub fn fetch(
@@ -79,7 +84,21 @@ pub fn fetch(
     mark_seen(conn, env, &items, &indices)?;
     let enabled_condstore = conn.enabled.condstore;
     let selected = conn.selected.as_ref().ok_or_else(|| CmdError::Bad("No mailbox selected".into()))?;
-    for idx in indices {
+    let reads_bodies = items.iter().any(|item| {
+        matches!(
+            item,
+            MessageDataItemName::Rfc822
+                | MessageDataItemName::Rfc822Header
+                | MessageDataItemName::Rfc822Text
+                | MessageDataItemName::BodyExt { .. }
+        )
+    });
+    for (n, &idx) in indices.iter().enumerate() {
+        if reads_bodies && n % OPEN_AHEAD_LEN == 0 {
+            let window: Vec<BlobHash> =
+                indices[n..].iter().take(OPEN_AHEAD_LEN).map(|i| selected.messages[*i].blob).collect();
+            env.open_ahead(&window);
+        }
         let message = &selected.messages[idx];
         out.extend_from_slice(format!("* {} FETCH (", idx + 1).as_bytes());
         let mut raw: Option<Vec<u8>> = None;

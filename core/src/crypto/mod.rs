@@ -9,8 +9,11 @@
 //! events, so the user can log in on any device. docs/security.md says what
 //! this protects and what it does not.
 
+mod opened;
+
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -19,6 +22,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
+
+pub use crate::crypto::opened::OpenedBudget;
+use crate::crypto::opened::OpenedCache;
 
 /// First bytes of every age file: how a sealed blob is told from a plaintext
 /// blob written before encryption existed (RFC 5322 messages start with a
@@ -138,10 +144,12 @@ impl FromStr for RecoveryKey {
 }
 
 /// An unwrapped identity: lives in memory for one session, zeroised on drop
-/// (age's identity holds an x25519 `StaticSecret`, which zeroises itself).
+/// (age's identity holds an x25519 `StaticSecret`, which zeroises itself),
+/// with the plaintexts the session opened (see [`SessionKey::keep_opened`]).
 pub struct SessionKey {
     identity: age::x25519::Identity,
     id: [u8; 32],
+    opened: OpenedCache,
 }
 
 impl fmt::Debug for SessionKey {
@@ -166,6 +174,23 @@ impl SessionKey {
     pub fn public_key(&self) -> String {
         self.identity.to_public().to_string()
     }
+
+    /// From now on, keep the plaintext of each message this key opens
+    /// through the store, within `budget`, until the key is dropped
+    /// (`opened.rs`). Off by default.
+    pub fn keep_opened(&mut self, budget: Arc<OpenedBudget>) {
+        self.opened = OpenedCache::with_budget(budget);
+    }
+
+    /// Whether this key keeps what it opens and has not opened `blob` yet:
+    /// opening it ahead of its read would save that read the decryption.
+    pub fn wants_opened(&self, blob: &crate::model::BlobHash) -> bool {
+        self.opened.wants(blob)
+    }
+
+    pub(crate) fn opened(&self) -> &OpenedCache {
+        &self.opened
+    }
 }
 
 /// What a device needs to seal mail for a user: no secret.
@@ -185,6 +210,22 @@ impl Sealer {
     /// Encrypts a message to the user (age, X25519 recipient).
     pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         age::encrypt(&self.recipient, plaintext).map_err(|e| CryptoError::Seal(e.to_string()))
+    }
+
+    /// Encrypts a message to several users at once (one age file, one
+    /// stanza per recipient): a blob stored in clear before encryption and
+    /// shared by several users' entries is sealed in place to all of them
+    /// (`store::seal_existing`).
+    pub fn seal_to_all(sealers: &[&Sealer], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        use std::io::Write;
+        let seal_err = |e: &dyn fmt::Display| CryptoError::Seal(e.to_string());
+        let recipients = sealers.iter().map(|s| &s.recipient as &dyn age::Recipient);
+        let encryptor = age::Encryptor::with_recipients(recipients).map_err(|e| seal_err(&e))?;
+        let mut sealed = Vec::with_capacity(plaintext.len() + 200 * sealers.len() + 64);
+        let mut writer = encryptor.wrap_output(&mut sealed).map_err(|e| seal_err(&e))?;
+        writer.write_all(plaintext).map_err(|e| seal_err(&e))?;
+        writer.finish().map_err(|e| seal_err(&e))?;
+        Ok(sealed)
     }
 
     /// The per-user keyed hash of a message: equal for equal bytes of one
@@ -241,7 +282,7 @@ fn unwrap_with(user: &str, wrapped: &WrappedIdentity, key: &[u8; 32]) -> Result<
     let text = std::str::from_utf8(&secret).map_err(|_| bad("identity is not text"))?;
     let identity = age::x25519::Identity::from_str(text).map_err(|_| bad("identity is not an age X25519 key"))?;
     let id = *blake3::hash(identity.to_public().to_string().as_bytes()).as_bytes();
-    Ok(SessionKey { identity, id })
+    Ok(SessionKey { identity, id, opened: OpenedCache::default() })
 }
 
 fn wrap_password(password: &str, secret: &[u8], rng: &mut (impl RngCore + CryptoRng)) -> WrappedIdentity {

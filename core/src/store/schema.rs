@@ -87,7 +87,7 @@ fn rebuild_keyring(conn: &mut Connection) -> StoreResult<()> {
                     tx.execute("DELETE FROM user_keyring WHERE user = ?1", [user.as_str()])?;
                 }
                 EventOp::UserKeys { user, keys, also, .. } if existing.contains(user.as_str()) => {
-                    for keys in std::iter::once(&keys).chain(&also) {
+                    for keys in std::iter::once(&*keys).chain(&also) {
                         state::keyring_put(&tx, user.as_str(), keys, hlc, origin)?;
                     }
                 }

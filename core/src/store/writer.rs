@@ -286,7 +286,7 @@ impl<'t> Writer<'t> {
         self.emit(EventOp::UserKeys {
             user: user.clone(),
             password_hash: password_hash.to_string(),
-            keys: keys.clone(),
+            keys: Box::new(keys.clone()),
             also: also.to_vec(),
         })?;
         Ok(())

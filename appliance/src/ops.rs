@@ -66,9 +66,13 @@ pub fn parse_user_name(name: &str) -> OpResult<UserName> {
 
 /// Checks a new password against the policy and hashes it (argon2id).
 pub fn hash_new_password(user: &UserName, password: &str) -> OpResult<String> {
-    auth::check_password_strength(user.as_str(), password)
-        .map_err(|e| OpError::Invalid(format!("password refused: {e}")))?;
+    check_new_password(user, password)?;
     Ok(auth::hash_password(password, &mut rand::rngs::OsRng))
+}
+
+fn check_new_password(user: &UserName, password: &str) -> OpResult<()> {
+    auth::check_password_strength(user.as_str(), password)
+        .map_err(|e| OpError::Invalid(format!("password refused: {e}")))
 }
 
 /// A new user's password hash and age identity (wrapped under the password
@@ -137,6 +141,8 @@ pub fn changed_password_secrets(
     current: Option<&str>,
     new_password: &str,
 ) -> OpResult<NewSecrets> {
+    // A refused new password is said first, before the current one is checked.
+    check_new_password(user, new_password)?;
     let Some(keys) = keys else {
         let hash = hash_new_password(user, new_password)?;
         let (keys, recovery) = UserKeys::generate(new_password, &mut rand::rngs::OsRng);

@@ -173,7 +173,8 @@ fn a_data_dir_from_before_the_keyring_gets_both_identities_back_from_its_log() {
     let digest = disk.state_digest().unwrap();
     assert_eq!(digest, c.devices[0].state_digest().unwrap());
     drop(disk);
-    // Back to schema 7: no keyring table.
+    // Back to the schema before the keyring (7; adjust if migrations are
+    // renumbered and another one comes before it).
     let db = rusqlite::Connection::open(root.path().join(roost_core::store::DB_FILE)).unwrap();
     db.execute_batch("DROP TABLE user_keyring; PRAGMA user_version = 7;").unwrap();
     drop(db);

@@ -31,7 +31,10 @@ pub enum UserCommand {
     /// before encryption, only the new one, and creates their key.
     Passwd(PasswordArgs),
     /// Set a new password with the recovery key printed by `user add`
-    /// (standard input: recovery key line, then new password line).
+    /// (standard input: recovery key line, then new password line). The
+    /// recovery key of another identity of the user's keyring (the user was
+    /// created on two devices) folds it in under the current password
+    /// instead (then the second line is the current password).
     Recover(PasswordArgs),
     /// Remove a user and all their mail.
     Remove(NameArg),

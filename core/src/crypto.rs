@@ -340,25 +340,25 @@ pub fn unlock_keyring(
     let mut key = unwrap_with(user, &current.by_password, &first_key)?;
     let mut derived: Vec<(WrapKdf, Zeroizing<[u8; 32]>)> = vec![(current.by_password.kdf.clone(), first_key)];
     let mut locked = Vec::new();
+    // The password is right (the current identity opened): a damaged other
+    // entry only stays closed, like one under another password.
     for other in keyring.iter().filter(|k| k.public_key != current.public_key) {
         let wrap_key = match derived.iter().find(|(kdf, _)| *kdf == other.by_password.kdf) {
             Some((_, wrap_key)) => wrap_key.clone(),
-            None => {
-                let wrap_key = password_key_for(user, &other.by_password, password)?;
-                derived.push((other.by_password.kdf.clone(), wrap_key.clone()));
-                wrap_key
-            }
+            None => match password_key_for(user, &other.by_password, password) {
+                Ok(wrap_key) => {
+                    derived.push((other.by_password.kdf.clone(), wrap_key.clone()));
+                    wrap_key
+                }
+                Err(_) => {
+                    locked.push(other.public_key.clone());
+                    continue;
+                }
+            },
         };
         match unwrap_with(user, &other.by_password, &wrap_key) {
             Ok(opened) if opened.holds(&other.public_key) => key = key.with(opened),
-            Ok(_) => {
-                return Err(CryptoError::BadRecord {
-                    user: user.into(),
-                    reason: format!("the keyring entry {} wraps another identity", other.public_key),
-                })
-            }
-            Err(CryptoError::WrongSecret) => locked.push(other.public_key.clone()),
-            Err(e) => return Err(e),
+            _ => locked.push(other.public_key.clone()),
         }
     }
     Ok(KeyringUnlock { key, locked })
@@ -479,6 +479,34 @@ mod tests {
         assert_eq!(after.open(&sealed).unwrap(), b"Subject: secret\r\n\r\nbody");
         assert!(rewrapped.recover("alice", &parsed).is_ok());
         assert_eq!(rewrapped.public_key, keys.public_key);
+    }
+
+    #[test]
+    fn a_keyring_login_opens_what_the_password_opens_and_a_change_joins_it() {
+        let mut rng = rand::rngs::OsRng;
+        let (current, _) = UserKeys::generate("shared passphrase", &mut rng);
+        let (same, _) = UserKeys::generate("shared passphrase", &mut rng);
+        let (other, _) = UserKeys::generate("another passphrase", &mut rng);
+        let mut damaged = UserKeys::generate("shared passphrase", &mut rng).0;
+        damaged.by_password.ciphertext = "zz".into();
+        let keyring = [current.clone(), same.clone(), other.clone(), damaged.clone()];
+        let sealed: Vec<Vec<u8>> = keyring.iter().map(|k| k.sealer("u").unwrap().seal(b"m").unwrap()).collect();
+
+        assert!(matches!(unlock_keyring("u", &current, &keyring, "another passphrase"), Err(CryptoError::WrongSecret)));
+        let unlocked = unlock_keyring("u", &current, &keyring, "shared passphrase").unwrap();
+        assert_eq!(unlocked.locked, vec![other.public_key.clone(), damaged.public_key.clone()]);
+        assert_eq!(unlocked.key.public_key(), current.public_key);
+        assert!(unlocked.key.open(&sealed[0]).is_ok() && unlocked.key.open(&sealed[1]).is_ok());
+        assert!(unlocked.key.open(&sealed[2]).is_err());
+
+        // A change re-wraps what the session holds, under one salt.
+        let (main, also) = rewrap_keyring(&current, &keyring, &unlocked.key, "new passphrase", &mut rng).unwrap();
+        assert_eq!(also.len(), 1);
+        assert_eq!(also[0].public_key, same.public_key);
+        assert_eq!(also[0].by_password.kdf, main.by_password.kdf);
+        let after = unlock_keyring("u", &main, &[main.clone(), also[0].clone(), other], "new passphrase").unwrap();
+        assert!(after.key.open(&sealed[1]).is_ok());
+        assert_ne!(after.key.id(), unlock_keyring("u", &main, &[], "new passphrase").unwrap().key.id());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::Path;
 use rand::RngCore;
 
 use roost_core::auth;
-use roost_core::crypto::{RecoveryKey, UserKeys};
+use roost_core::crypto::{self, RecoveryKey, UserKeys};
 use roost_core::log::EventOp;
 use roost_core::log::VersionVector;
 use roost_core::model::{DeviceId, MailboxId, UserName};
@@ -66,9 +66,13 @@ pub fn parse_user_name(name: &str) -> OpResult<UserName> {
 
 /// Checks a new password against the policy and hashes it (argon2id).
 pub fn hash_new_password(user: &UserName, password: &str) -> OpResult<String> {
-    auth::check_password_strength(user.as_str(), password)
-        .map_err(|e| OpError::Invalid(format!("password refused: {e}")))?;
+    check_new_password(user, password)?;
     Ok(auth::hash_password(password, &mut rand::rngs::OsRng))
+}
+
+fn check_new_password(user: &UserName, password: &str) -> OpResult<()> {
+    auth::check_password_strength(user.as_str(), password)
+        .map_err(|e| OpError::Invalid(format!("password refused: {e}")))
 }
 
 /// A new user's password hash and age identity (wrapped under the password
@@ -80,20 +84,69 @@ pub fn new_user_secrets(user: &UserName, password: &str) -> OpResult<(String, Us
     Ok((hash, keys, recovery))
 }
 
-/// The hash and identity record after a password change. A user with an
-/// identity must give the current password (it unwraps the identity, which is
-/// re-wrapped under the new one); a user from before encryption gets an
-/// identity now, and its recovery key is returned to be shown once.
+/// What a password change (or recovery) writes: the password hash, the
+/// current identity record and the keyring's other identities, all wrapped
+/// under the new password (one `user_keys` event).
+pub struct NewSecrets {
+    /// Argon2id PHC string of the new password.
+    pub hash: String,
+    /// The current identity (new mail is sealed to it).
+    pub keys: UserKeys,
+    /// The keyring's other identities the change re-wrapped.
+    pub also: Vec<UserKeys>,
+    /// A recovery key to show once (a user from before encryption got an identity).
+    pub recovery: Option<RecoveryKey>,
+    /// Identities of the keyring the old password did not open: they keep
+    /// their old wraps and need their own password or recovery key.
+    pub locked: Vec<String>,
+}
+
+/// Unwraps every identity of `user`'s keyring that `password` opens; the
+/// current one must open, else the password is wrong.
+pub fn unlock_keyring(
+    user: &UserName,
+    keys: &UserKeys,
+    keyring: &[UserKeys],
+    password: &str,
+) -> OpResult<crypto::KeyringUnlock> {
+    crypto::unlock_keyring(user.as_str(), keys, keyring, password).map_err(|e| match e {
+        crypto::CryptoError::WrongSecret => OpError::Refused(format!("the current password of {user} is wrong")),
+        other => OpError::Internal(anyhow::anyhow!("unwrapping the identity of {user}: {other}")),
+    })
+}
+
+/// The records after wrapping every identity `key` holds under `new_password`.
+pub fn rewrapped_secrets(
+    user: &UserName,
+    keys: &UserKeys,
+    keyring: &[UserKeys],
+    unlocked: crypto::KeyringUnlock,
+    new_password: &str,
+) -> OpResult<NewSecrets> {
+    let hash = hash_new_password(user, new_password)?;
+    let (keys, also) = crypto::rewrap_keyring(keys, keyring, &unlocked.key, new_password, &mut rand::rngs::OsRng)
+        .map_err(|e| OpError::Internal(anyhow::anyhow!("re-wrapping the identities of {user}: {e}")))?;
+    Ok(NewSecrets { hash, keys, also, recovery: None, locked: unlocked.locked })
+}
+
+/// The hash and identity records after a password change. A user with an
+/// identity must give the current password (it unwraps the identities of the
+/// keyring it opens, which are re-wrapped under the new one); a user from
+/// before encryption gets an identity now, and its recovery key is returned
+/// to be shown once.
 pub fn changed_password_secrets(
     user: &UserName,
     keys: Option<UserKeys>,
+    keyring: &[UserKeys],
     current: Option<&str>,
     new_password: &str,
-) -> OpResult<(String, UserKeys, Option<RecoveryKey>)> {
-    let hash = hash_new_password(user, new_password)?;
+) -> OpResult<NewSecrets> {
+    // A refused new password is said first, before the current one is checked.
+    check_new_password(user, new_password)?;
     let Some(keys) = keys else {
+        let hash = hash_new_password(user, new_password)?;
         let (keys, recovery) = UserKeys::generate(new_password, &mut rand::rngs::OsRng);
-        return Ok((hash, keys, Some(recovery)));
+        return Ok(NewSecrets { hash, keys, also: vec![], recovery: Some(recovery), locked: vec![] });
     };
     let current = current.ok_or_else(|| {
         OpError::Invalid(format!(
@@ -101,13 +154,8 @@ pub fn changed_password_secrets(
              or reset it with the recovery key (`roost user recover`)"
         ))
     })?;
-    let key = keys
-        .unlock(user.as_str(), current)
-        .map_err(|_| OpError::Refused(format!("the current password of {user} is wrong")))?;
-    let keys = keys
-        .rewrap(&key, new_password, &mut rand::rngs::OsRng)
-        .map_err(|e| OpError::Internal(anyhow::anyhow!("re-wrapping the identity of {user}: {e}")))?;
-    Ok((hash, keys, None))
+    let unlocked = unlock_keyring(user, &keys, keyring, current)?;
+    rewrapped_secrets(user, &keys, keyring, unlocked, new_password)
 }
 
 // --- pairing -----------------------------------------------------------------

@@ -322,6 +322,7 @@ const CONFLICT_KINDS = {
   delete_vs_arrival: "Mailbox deleted while mail arrived",
   concurrent_move: "Message moved to two mailboxes",
   duplicate_merged: "Duplicate delivery merged",
+  keyring_split: "User has an identity from another device",
 };
 
 function conflictDetail(c) {

@@ -279,16 +279,21 @@ async fn set_password(
         return Err(OpError::NotFound(format!("no user {user}")).into());
     }
     let keys_user = user.clone();
-    let keys = read(&state, move |s| Ok(s.user_keys(&keys_user)?)).await?;
+    let (keys, keyring) = read(&state, move |s| Ok((s.user_keys(&keys_user)?, s.user_keyring(&keys_user)?))).await?;
     let secret_user = user.clone();
-    let (hash, keys, recovery) = tokio::task::spawn_blocking(move || {
-        ops::changed_password_secrets(&secret_user, keys, body.current.as_deref(), &body.password)
+    let secrets = tokio::task::spawn_blocking(move || {
+        ops::changed_password_secrets(&secret_user, keys, &keyring, body.current.as_deref(), &body.password)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing failed: {e}")))??;
     let write_user = user.clone();
-    state.daemon.write(move |w| w.set_user_keys(&write_user, &hash, &keys)).await?;
+    let ops::NewSecrets { hash, keys, also, recovery, locked } = secrets;
+    state.daemon.write(move |w| w.set_user_keyring(&write_user, &hash, &keys, &also)).await?;
     tracing::info!(user = %user, "admin API changed a password");
+    if !locked.is_empty() {
+        tracing::warn!(user = %user, identities = ?locked,
+            "the old password did not open these identities: they keep their old password (see /api/conflicts)");
+    }
     let mut dto = user_dto(&state, user).await?;
     dto.0.recovery_key = recovery.map(|r| r.to_string());
     Ok(dto)

@@ -80,7 +80,10 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode> {
         Some(keys) => {
             let password = crate::cli::user::Input::new(args.password_stdin)
                 .secret(&format!("Password of {user}: "), "the user's password")?;
-            Some(keys.unlock(user.as_str(), &password).map_err(|_| anyhow::format_err!("wrong password for {user}"))?)
+            let keyring = store.user_keyring(&user)?;
+            let unlocked = roost_core::crypto::unlock_keyring(user.as_str(), &keys, &keyring, &password)
+                .map_err(|_| anyhow::format_err!("wrong password for {user}"))?;
+            Some(unlocked.key)
         }
         None => None,
     };

@@ -17,6 +17,7 @@ use roost_core::crypto::{RecoveryKey, UserKeys};
 use roost_core::model::UserName;
 
 use crate::cli::{now_ms, open_store, Global};
+use crate::ops;
 
 /// `roost user ...`
 #[derive(Debug, Subcommand)]
@@ -30,7 +31,10 @@ pub enum UserCommand {
     /// before encryption, only the new one, and creates their key.
     Passwd(PasswordArgs),
     /// Set a new password with the recovery key printed by `user add`
-    /// (standard input: recovery key line, then new password line).
+    /// (standard input: recovery key line, then new password line). The
+    /// recovery key of another identity of the user's keyring (the user was
+    /// created on two devices) folds it in under the current password
+    /// instead (then the second line is the current password).
     Recover(PasswordArgs),
     /// Remove a user and all their mail.
     Remove(NameArg),
@@ -85,45 +89,76 @@ pub fn run(global: &Global, command: UserCommand) -> Result<ExitCode> {
                 bail!("no user {user}");
             }
             let mut input = Input::new(args.password_stdin);
-            let keys = match store.user_keys(&user)? {
+            let secrets = match store.user_keys(&user)? {
                 Some(keys) => {
                     let current = input.secret(&format!("Current password for {user}: "), "the current password")?;
-                    let key = keys
-                        .unlock(user.as_str(), &current)
-                        .map_err(|_| format_err!("the current password of {user} is wrong"))?;
+                    let keyring = store.user_keyring(&user)?;
+                    let unlocked = ops::unlock_keyring(&user, &keys, &keyring, &current)?;
                     let password = input.new_password(&user)?;
-                    let keys = keys.rewrap(&key, &password, &mut rand::rngs::OsRng)?;
-                    (password, keys)
+                    ops::rewrapped_secrets(&user, &keys, &keyring, unlocked, &password)?
                 }
                 // A user from before encryption: their identity is created now;
                 // mail stored before stays as it was (docs/security.md).
                 None => {
                     let password = input.new_password(&user)?;
-                    let (keys, recovery) = UserKeys::generate(&password, &mut rand::rngs::OsRng);
-                    outln!("recovery key (shown once; keep it offline, it resets the password): {recovery}");
-                    (password, keys)
+                    ops::changed_password_secrets(&user, None, &[], None, &password)?
                 }
             };
-            let hash = auth::hash_password(&keys.0, &mut rand::rngs::OsRng);
-            store.write(now_ms(), |w| w.set_user_keys(&user, &hash, &keys.1))?;
+            if let Some(recovery) = &secrets.recovery {
+                outln!("recovery key (shown once; keep it offline, it resets the password): {recovery}");
+            }
+            store.write(now_ms(), |w| w.set_user_keyring(&user, &secrets.hash, &secrets.keys, &secrets.also))?;
             outln!("changed the password of {user}");
+            warn_locked(&user, &secrets.locked);
         }
         UserCommand::Recover(args) => {
             let user = parse_name(&args.name)?;
             let Some(keys) = store.user_keys(&user)? else {
                 bail!("no user {user} with a recovery key");
             };
+            let keyring = store.user_keyring(&user)?;
             let mut input = Input::new(args.password_stdin);
             let typed = input.secret(&format!("Recovery key for {user}: "), "the recovery key")?;
             let recovery: RecoveryKey = typed.parse()?;
-            let key = keys
-                .recover(user.as_str(), &recovery)
-                .map_err(|_| format_err!("this is not the recovery key of {user}"))?;
-            let password = input.new_password(&user)?;
-            let keys = keys.rewrap(&key, &password, &mut rand::rngs::OsRng)?;
-            let hash = auth::hash_password(&password, &mut rand::rngs::OsRng);
-            store.write(now_ms(), |w| w.set_user_keys(&user, &hash, &keys))?;
-            outln!("set a new password for {user} with the recovery key");
+            if let Ok(key) = keys.recover(user.as_str(), &recovery) {
+                // The current identity: a new password for it (and for nothing
+                // else: the other identities' wraps need the old password).
+                let password = input.new_password(&user)?;
+                let unlocked = roost_core::crypto::KeyringUnlock {
+                    key,
+                    locked: keyring
+                        .iter()
+                        .filter(|k| k.public_key != keys.public_key)
+                        .map(|k| k.public_key.clone())
+                        .collect(),
+                };
+                let secrets = ops::rewrapped_secrets(&user, &keys, &keyring, unlocked, &password)?;
+                store.write(now_ms(), |w| w.set_user_keyring(&user, &secrets.hash, &secrets.keys, &secrets.also))?;
+                outln!("set a new password for {user} with the recovery key");
+                warn_locked(&user, &secrets.locked);
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Another identity of the keyring (the user was created on two
+            // devices): fold it in under the current password.
+            let Some((other, key)) = keyring
+                .iter()
+                .filter(|k| k.public_key != keys.public_key)
+                .find_map(|k| k.recover(user.as_str(), &recovery).ok().map(|key| (k, key)))
+            else {
+                bail!("this is not a recovery key of {user}");
+            };
+            outln!("this recovery key opens {user}'s other identity {}", other.public_key);
+            let current = input.secret(&format!("Current password for {user}: "), "the current password")?;
+            let mut unlocked = ops::unlock_keyring(&user, &keys, &keyring, &current)?;
+            unlocked.key = unlocked.key.with(key);
+            unlocked.locked.retain(|public_key| *public_key != other.public_key);
+            let secrets = ops::rewrapped_secrets(&user, &keys, &keyring, unlocked, &current)?;
+            store.write(now_ms(), |w| w.set_user_keyring(&user, &secrets.hash, &secrets.keys, &secrets.also))?;
+            outln!(
+                "folded identity {} into the keyring of {user}: the current password opens its mail",
+                other.public_key
+            );
+            warn_locked(&user, &secrets.locked);
         }
         UserCommand::Remove(args) => {
             let user = parse_name(&args.name)?;
@@ -132,6 +167,16 @@ pub fn run(global: &Global, command: UserCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names the identities a password change could not re-wrap.
+fn warn_locked(user: &UserName, locked: &[String]) {
+    for public_key in locked {
+        eprintln!(
+            "roost user: identity {public_key} of {user} is wrapped under another password; its mail opens after \
+             `roost user recover {user}` with that identity's recovery key"
+        );
+    }
 }
 
 fn parse_name(name: &str) -> Result<UserName> {

@@ -143,11 +143,14 @@ impl FromStr for RecoveryKey {
     }
 }
 
-/// An unwrapped identity: lives in memory for one session, zeroised on drop
-/// (age's identity holds an x25519 `StaticSecret`, which zeroises itself),
-/// with the plaintexts the session opened (see [`SessionKey::keep_opened`]).
+/// The unwrapped identities of one user: lives in memory for one session,
+/// zeroised on drop (age's identity holds an x25519 `StaticSecret`, which
+/// zeroises itself). Usually one identity; more when the user was created on
+/// two devices before they synced (the keyring, docs/security.md): a blob
+/// opens with whichever identity it was sealed to.
+/// It keeps the plaintexts the session opened (see [`SessionKey::keep_opened`]).
 pub struct SessionKey {
-    identity: age::x25519::Identity,
+    identities: Vec<age::x25519::Identity>,
     id: [u8; 32],
     opened: OpenedCache,
 }
@@ -159,20 +162,62 @@ impl fmt::Debug for SessionKey {
 }
 
 impl SessionKey {
-    /// Decrypts a sealed blob.
-    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        age::decrypt(&self.identity, sealed).map_err(|e| CryptoError::Open(e.to_string()))
+    fn new(identities: Vec<age::x25519::Identity>) -> SessionKey {
+        let mut publics: Vec<String> = identities.iter().map(|i| i.to_public().to_string()).collect();
+        publics.sort();
+        publics.dedup();
+        let mut hasher = blake3::Hasher::new();
+        for public in &publics {
+            hasher.update(public.as_bytes());
+            hasher.update(b"\n");
+        }
+        SessionKey { identities, id: *hasher.finalize().as_bytes(), opened: OpenedCache::default() }
     }
 
-    /// A fingerprint of this identity (BLAKE3 of its public key), to key
-    /// in-memory caches per reader.
+    /// Decrypts a sealed blob with whichever of the identities it was sealed to.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        use std::io::Read;
+        let decryptor = age::Decryptor::new_buffered(sealed).map_err(|e| CryptoError::Open(e.to_string()))?;
+        let mut reader = decryptor
+            .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
+            .map_err(|e| CryptoError::Open(e.to_string()))?;
+        let mut plain = Vec::with_capacity(sealed.len());
+        reader.read_to_end(&mut plain).map_err(|e| CryptoError::Open(e.to_string()))?;
+        Ok(plain)
+    }
+
+    /// A fingerprint of these identities (BLAKE3 of their public keys), to
+    /// key in-memory caches per reader.
     pub fn id(&self) -> [u8; 32] {
         self.id
     }
 
-    /// The public key this identity opens.
+    /// The public key of the first identity (the one unwrapped first: the
+    /// user's current one at login).
     pub fn public_key(&self) -> String {
-        self.identity.to_public().to_string()
+        self.identities.first().map(|i| i.to_public().to_string()).unwrap_or_default()
+    }
+
+    /// Whether this session holds the identity of `public_key`.
+    pub fn holds(&self, public_key: &str) -> bool {
+        self.identities.iter().any(|i| i.to_public().to_string() == public_key)
+    }
+
+    /// This session with `other`'s identities added (a recovered identity
+    /// folded into a session opened by the password).
+    pub fn with(self, other: SessionKey) -> SessionKey {
+        let mut identities = self.identities;
+        for identity in other.identities {
+            let public = identity.to_public().to_string();
+            if !identities.iter().any(|i| i.to_public().to_string() == public) {
+                identities.push(identity);
+            }
+        }
+        SessionKey::new(identities)
+    }
+
+    fn secret_of(&self, public_key: &str) -> Option<age::secrecy::SecretString> {
+        self.identities.iter().find(|i| i.to_public().to_string() == public_key).map(|i| i.to_string())
     }
 
     /// From now on, keep the plaintext of each message this key opens
@@ -281,17 +326,107 @@ fn unwrap_with(user: &str, wrapped: &WrappedIdentity, key: &[u8; 32]) -> Result<
     );
     let text = std::str::from_utf8(&secret).map_err(|_| bad("identity is not text"))?;
     let identity = age::x25519::Identity::from_str(text).map_err(|_| bad("identity is not an age X25519 key"))?;
-    let id = *blake3::hash(identity.to_public().to_string().as_bytes()).as_bytes();
-    Ok(SessionKey { identity, id, opened: OpenedCache::default() })
+    Ok(SessionKey::new(vec![identity]))
 }
 
-fn wrap_password(password: &str, secret: &[u8], rng: &mut (impl RngCore + CryptoRng)) -> WrappedIdentity {
+/// A new password wrapping key: fresh salt, default parameters. One key
+/// wraps every identity of a keyring, so a login derives it once.
+fn new_password_key(password: &str, rng: &mut (impl RngCore + CryptoRng)) -> (WrapKdf, Zeroizing<[u8; 32]>) {
     let (m_kib, t, p) = default_argon2();
     let mut salt = [0u8; 16];
     rng.fill_bytes(&mut salt);
     let key = derive_password_key(password, m_kib, t, p, &salt)
         .expect("argon2id with the default parameters derives a key from any password");
-    wrap(WrapKdf::Argon2id { m_kib, t, p, salt: hex::encode(salt) }, &key, secret, rng)
+    (WrapKdf::Argon2id { m_kib, t, p, salt: hex::encode(salt) }, key)
+}
+
+fn wrap_password(password: &str, secret: &[u8], rng: &mut (impl RngCore + CryptoRng)) -> WrappedIdentity {
+    let (kdf, key) = new_password_key(password, rng);
+    wrap(kdf, &key, secret, rng)
+}
+
+/// The key a password wrap was made with, derived from `password`.
+fn password_key_for(user: &str, wrapped: &WrappedIdentity, password: &str) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    let WrapKdf::Argon2id { m_kib, t, p, salt } = &wrapped.kdf else {
+        return Err(CryptoError::BadRecord { user: user.into(), reason: "password wrap without argon2id".into() });
+    };
+    let salt = hex::decode(salt)
+        .map_err(|_| CryptoError::BadRecord { user: user.into(), reason: "salt is not hex".into() })?;
+    derive_password_key(password, *m_kib, *t, *p, &salt)
+        .map_err(|reason| CryptoError::BadRecord { user: user.into(), reason })
+}
+
+/// What a keyring login opened.
+#[derive(Debug)]
+pub struct KeyringUnlock {
+    /// Every identity the password unwrapped, the current one first.
+    pub key: SessionKey,
+    /// Public keys of the keyring's identities the password did not unwrap
+    /// (wrapped under another password: they need it, or their recovery key).
+    pub locked: Vec<String>,
+}
+
+/// Unwraps `current` (the user's LWW record) with `password`, then every other
+/// identity of the keyring the same password unwraps. The password is
+/// checked by `current` alone (one argon2id run, as for any login); further
+/// runs happen only after it succeeded, one per distinct salt (a password
+/// change wraps the whole keyring under one salt, so usually none).
+pub fn unlock_keyring(
+    user: &str,
+    current: &UserKeys,
+    keyring: &[UserKeys],
+    password: &str,
+) -> Result<KeyringUnlock, CryptoError> {
+    let first_key = password_key_for(user, &current.by_password, password)?;
+    let mut key = unwrap_with(user, &current.by_password, &first_key)?;
+    let mut derived: Vec<(WrapKdf, Zeroizing<[u8; 32]>)> = vec![(current.by_password.kdf.clone(), first_key)];
+    let mut locked = Vec::new();
+    // The password is right (the current identity opened): a damaged other
+    // entry only stays closed, like one under another password.
+    for other in keyring.iter().filter(|k| k.public_key != current.public_key) {
+        let wrap_key = match derived.iter().find(|(kdf, _)| *kdf == other.by_password.kdf) {
+            Some((_, wrap_key)) => wrap_key.clone(),
+            None => match password_key_for(user, &other.by_password, password) {
+                Ok(wrap_key) => {
+                    derived.push((other.by_password.kdf.clone(), wrap_key.clone()));
+                    wrap_key
+                }
+                Err(_) => {
+                    locked.push(other.public_key.clone());
+                    continue;
+                }
+            },
+        };
+        match unwrap_with(user, &other.by_password, &wrap_key) {
+            Ok(opened) if opened.holds(&other.public_key) => key = key.with(opened),
+            _ => locked.push(other.public_key.clone()),
+        }
+    }
+    Ok(KeyringUnlock { key, locked })
+}
+
+/// Every identity of `keyring` that `key` holds, wrapped under `new_password`
+/// with one fresh salt: the current record (`current`, which `key` must hold)
+/// and the others, for one `user_keys` event. Identities `key` does not hold
+/// keep their old wraps (they are not in the result).
+pub fn rewrap_keyring(
+    current: &UserKeys,
+    keyring: &[UserKeys],
+    key: &SessionKey,
+    new_password: &str,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<(UserKeys, Vec<UserKeys>), CryptoError> {
+    let (kdf, wrap_key) = new_password_key(new_password, rng);
+    let mut rewrap_one = |keys: &UserKeys| -> Option<UserKeys> {
+        let secret = key.secret_of(&keys.public_key)?;
+        Some(UserKeys {
+            by_password: wrap(kdf.clone(), &wrap_key, secret.expose_secret().as_bytes(), rng),
+            ..keys.clone()
+        })
+    };
+    let main = rewrap_one(current).ok_or(CryptoError::WrongSecret)?;
+    let also = keyring.iter().filter(|k| k.public_key != current.public_key).filter_map(&mut rewrap_one).collect();
+    Ok((main, also))
 }
 
 impl UserKeys {
@@ -317,13 +452,7 @@ impl UserKeys {
 
     /// Unwraps the identity with the user's password.
     pub fn unlock(&self, user: &str, password: &str) -> Result<SessionKey, CryptoError> {
-        let WrapKdf::Argon2id { m_kib, t, p, salt } = &self.by_password.kdf else {
-            return Err(CryptoError::BadRecord { user: user.into(), reason: "password wrap without argon2id".into() });
-        };
-        let salt = hex::decode(salt)
-            .map_err(|_| CryptoError::BadRecord { user: user.into(), reason: "salt is not hex".into() })?;
-        let key = derive_password_key(password, *m_kib, *t, *p, &salt)
-            .map_err(|reason| CryptoError::BadRecord { user: user.into(), reason })?;
+        let key = password_key_for(user, &self.by_password, password)?;
         unwrap_with(user, &self.by_password, &key)
     }
 
@@ -340,10 +469,7 @@ impl UserKeys {
         new_password: &str,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<UserKeys, CryptoError> {
-        if key.public_key() != self.public_key {
-            return Err(CryptoError::WrongSecret);
-        }
-        let secret = key.identity.to_string();
+        let secret = key.secret_of(&self.public_key).ok_or(CryptoError::WrongSecret)?;
         Ok(UserKeys {
             by_password: wrap_password(new_password, secret.expose_secret().as_bytes(), rng),
             ..self.clone()
@@ -394,6 +520,34 @@ mod tests {
         assert_eq!(after.open(&sealed).unwrap(), b"Subject: secret\r\n\r\nbody");
         assert!(rewrapped.recover("alice", &parsed).is_ok());
         assert_eq!(rewrapped.public_key, keys.public_key);
+    }
+
+    #[test]
+    fn a_keyring_login_opens_what_the_password_opens_and_a_change_joins_it() {
+        let mut rng = rand::rngs::OsRng;
+        let (current, _) = UserKeys::generate("shared passphrase", &mut rng);
+        let (same, _) = UserKeys::generate("shared passphrase", &mut rng);
+        let (other, _) = UserKeys::generate("another passphrase", &mut rng);
+        let mut damaged = UserKeys::generate("shared passphrase", &mut rng).0;
+        damaged.by_password.ciphertext = "zz".into();
+        let keyring = [current.clone(), same.clone(), other.clone(), damaged.clone()];
+        let sealed: Vec<Vec<u8>> = keyring.iter().map(|k| k.sealer("u").unwrap().seal(b"m").unwrap()).collect();
+
+        assert!(matches!(unlock_keyring("u", &current, &keyring, "another passphrase"), Err(CryptoError::WrongSecret)));
+        let unlocked = unlock_keyring("u", &current, &keyring, "shared passphrase").unwrap();
+        assert_eq!(unlocked.locked, vec![other.public_key.clone(), damaged.public_key.clone()]);
+        assert_eq!(unlocked.key.public_key(), current.public_key);
+        assert!(unlocked.key.open(&sealed[0]).is_ok() && unlocked.key.open(&sealed[1]).is_ok());
+        assert!(unlocked.key.open(&sealed[2]).is_err());
+
+        // A change re-wraps what the session holds, under one salt.
+        let (main, also) = rewrap_keyring(&current, &keyring, &unlocked.key, "new passphrase", &mut rng).unwrap();
+        assert_eq!(also.len(), 1);
+        assert_eq!(also[0].public_key, same.public_key);
+        assert_eq!(also[0].by_password.kdf, main.by_password.kdf);
+        let after = unlock_keyring("u", &main, &[main.clone(), also[0].clone(), other], "new passphrase").unwrap();
+        assert!(after.key.open(&sealed[1]).is_ok());
+        assert_ne!(after.key.id(), unlock_keyring("u", &main, &[], "new passphrase").unwrap().key.id());
     }
 
     #[test]

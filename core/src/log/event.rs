@@ -49,7 +49,14 @@ pub enum EventOp {
         password_hash: String,
         /// Public key and wrapped identity; its fields carry their own
         /// format tags (`kdf`), so it evolves without a new payload version.
-        keys: crate::crypto::UserKeys,
+        /// Boxed only to keep `EventOp` small (the JSON is the same).
+        keys: Box<crate::crypto::UserKeys>,
+        /// The user's other identities (the keyring: a user created on two
+        /// devices before they synced has two), re-wrapped under the same
+        /// password by a password change or folded in by a recovery. Absent
+        /// in events from before the keyring (and when there are none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        also: Vec<crate::crypto::UserKeys>,
     },
     /// A user and all their mailboxes are removed.
     UserRemove {

@@ -97,7 +97,9 @@ pub(crate) fn apply_event(
     match &event.op {
         EventOp::UserAdd { user, password_hash } => user::add(&mut apply, user, password_hash),
         EventOp::UserPassword { user, password_hash } => user::password(&mut apply, user, password_hash),
-        EventOp::UserKeys { user, password_hash, keys } => user::keys(&mut apply, user, password_hash, keys),
+        EventOp::UserKeys { user, password_hash, keys, also } => {
+            user::keys(&mut apply, user, password_hash, keys, also)
+        }
         EventOp::UserRemove { user } => user::remove(&mut apply, user),
         EventOp::MailboxCreate { user, mailbox, name, uid_validity, special_use } => {
             mailbox::create(&mut apply, user, *mailbox, name, *uid_validity, *special_use)

@@ -25,6 +25,10 @@ pub enum ConflictKind {
     ConcurrentMove,
     /// One message delivered on two devices: stored once.
     DuplicateMerged,
+    /// A user has an identity not wrapped under the current password (the
+    /// user was created on two devices before they synced): it is kept in
+    /// the keyring and the owner is told how to fold it in.
+    KeyringSplit,
 }
 
 impl ConflictKind {
@@ -36,6 +40,7 @@ impl ConflictKind {
             ConflictKind::DeleteVsArrival => "delete_vs_arrival",
             ConflictKind::ConcurrentMove => "concurrent_move",
             ConflictKind::DuplicateMerged => "duplicate_merged",
+            ConflictKind::KeyringSplit => "keyring_split",
         }
     }
 
@@ -46,6 +51,7 @@ impl ConflictKind {
             ConflictKind::DeleteVsArrival,
             ConflictKind::ConcurrentMove,
             ConflictKind::DuplicateMerged,
+            ConflictKind::KeyringSplit,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -15,6 +15,7 @@ use crate::store::{state, Store, StoreResult};
 /// in a total order.
 const DIGEST_QUERIES: &[(&str, &str)] = &[
     ("users", "SELECT name, password_hash, keys, hlc, origin FROM users ORDER BY name"),
+    ("user_keyring", "SELECT user, public_key, keys, hlc, origin FROM user_keyring ORDER BY user, public_key"),
     (
         "mailboxes",
         "SELECT id, user, name, name_hlc, name_origin, uid_validity, special_use, deleted FROM mailboxes ORDER BY id",

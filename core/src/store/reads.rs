@@ -112,15 +112,18 @@ impl Store {
     /// a key record is checked by unwrapping alone (the wrap is authenticated
     /// encryption under the password-derived key), a user without one by the
     /// password hash, an unknown user by the dummy hash. So a wrong password
-    /// and an unknown user answer alike and in the same time.
+    /// and an unknown user answer alike and in the same time. After the
+    /// current identity unwrapped, every other identity of the keyring that
+    /// the same password unwraps joins the session (`crypto::unlock_keyring`).
     pub fn login(&self, user: &str, password: &str) -> StoreResult<Option<(UserName, Option<SessionKey>)>> {
         let Ok(name) = UserName::new(user) else {
             auth::verify_password(auth::dummy_hash(), password);
             return Ok(None);
         };
         if let Some(keys) = state::user_keys(&self.conn, name.as_str())? {
-            return match keys.unlock(name.as_str(), password) {
-                Ok(key) => Ok(Some((name, Some(key)))),
+            let keyring = self.user_keyring(&name)?;
+            return match crypto::unlock_keyring(name.as_str(), &keys, &keyring, password) {
+                Ok(unlocked) => Ok(Some((name, Some(unlocked.key)))),
                 Err(CryptoError::WrongSecret) => Ok(None),
                 Err(e) => Err(e.into()),
             };
@@ -175,6 +178,12 @@ impl Store {
     /// A user's key record, if they have one.
     pub fn user_keys(&self, user: &UserName) -> StoreResult<Option<UserKeys>> {
         state::user_keys(&self.conn, user.as_str())
+    }
+
+    /// Every identity in the user's keyring (the current one included), by
+    /// public key: what a login tries to unwrap and a password change re-wraps.
+    pub fn user_keyring(&self, user: &UserName) -> StoreResult<Vec<UserKeys>> {
+        Ok(state::keyring(&self.conn, user.as_str())?.into_iter().map(|(keys, _, _)| keys).collect())
     }
 
     fn mailbox_info(&self, row: MailboxRow, shown: String) -> StoreResult<MailboxInfo> {

@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_encryption.sql", include_str!("../../../migrations/0005_encryption.sql")),
     ("0006_conflicts.sql", include_str!("../../../migrations/0006_conflicts.sql")),
     ("0007_rejoin.sql", include_str!("../../../migrations/0007_rejoin.sql")),
+    ("0008_keyring.sql", include_str!("../../../migrations/0008_keyring.sql")),
 ];
 
 /// One extra migration after the real ones, only in packages built for the
@@ -44,6 +45,58 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
     }
     let migrations = Migrations::new(sql.into_iter().map(M::up).collect());
     migrations.to_latest(conn)?;
+    if found > 0 && found < keyring_version() {
+        rebuild_keyring(conn)?;
+    }
+    Ok(())
+}
+
+/// The schema version that adds the keyring (its position in the list; found
+/// by name, so renumbering the file keeps this right).
+fn keyring_version() -> i64 {
+    MIGRATIONS.iter().position(|(name, _)| name.ends_with("_keyring.sql")).map_or(0, |i| i as i64 + 1)
+}
+
+/// Fills the keyring (migration 0008) from the event log, as replaying it
+/// would: every `user_keys` event applied while its user existed adds its
+/// identity (the wraps of the latest stamp win), a removal empties the user's
+/// keyring. So an identity that lost the last-writer-wins record before this
+/// version (a user created on two devices) is back, and `verify` agrees.
+fn rebuild_keyring(conn: &mut Connection) -> StoreResult<()> {
+    use crate::log::event::EventOp;
+    use crate::store::state;
+    let tx = conn.transaction()?;
+    {
+        let mut stmt =
+            tx.prepare("SELECT origin, hlc, payload FROM events WHERE payload LIKE '%\"user_%' ORDER BY applied_idx")?;
+        let rows: Vec<(Vec<u8>, i64, Vec<u8>)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+        let mut existing = std::collections::HashSet::new();
+        for (origin, hlc, payload) in rows {
+            let value: serde_json::Value = serde_json::from_slice(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("event payload is not JSON: {e}")))?;
+            let Ok(op) = serde_json::from_value::<EventOp>(value["op"].clone()) else { continue };
+            let origin = crate::model::DeviceId::from_slice(&origin)
+                .ok_or_else(|| StoreError::Corrupt("event origin is not 32 bytes".into()))?;
+            let hlc = crate::clock::Hlc::from_raw(hlc as u64);
+            match op {
+                EventOp::UserAdd { user, .. } => {
+                    existing.insert(user.as_str().to_string());
+                }
+                EventOp::UserRemove { user } => {
+                    existing.remove(user.as_str());
+                    tx.execute("DELETE FROM user_keyring WHERE user = ?1", [user.as_str()])?;
+                }
+                EventOp::UserKeys { user, keys, also, .. } if existing.contains(user.as_str()) => {
+                    for keys in std::iter::once(&*keys).chain(&also) {
+                        state::keyring_put(&tx, user.as_str(), keys, hlc, origin)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -107,6 +160,11 @@ mod tests {
         let version =
             |conn: &Connection| conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap();
         assert_eq!(version(&copy), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn the_keyring_migration_is_found_by_name() {
+        assert!(keyring_version() > 7, "the keyring migration is in the list");
     }
 
     #[test]

@@ -226,6 +226,41 @@ pub(crate) fn user_delete(conn: &Connection, user: &str) -> StoreResult<()> {
     exec(conn, "DELETE FROM users WHERE name = ?1", [user])?;
     exec(conn, "DELETE FROM sealed_blobs WHERE user = ?1", [user])?;
     exec(conn, "DELETE FROM subscriptions WHERE user = ?1", [user])?;
+    exec(conn, "DELETE FROM user_keyring WHERE user = ?1", [user])?;
+    Ok(())
+}
+
+/// Every identity in `user`'s keyring, with the stamp of its wraps, by public key.
+pub(crate) fn keyring(conn: &Connection, user: &str) -> StoreResult<Vec<(crate::crypto::UserKeys, Hlc, DeviceId)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT keys, hlc, origin FROM user_keyring WHERE user = ?1 ORDER BY public_key")?;
+    let rows: Vec<(String, i64, Vec<u8>)> =
+        stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(json, hlc, origin)| {
+            let keys = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("keyring entry of user {user} is not valid: {e}")))?;
+            Ok((keys, Hlc::from_raw(hlc as u64), device_id(origin)?))
+        })
+        .collect()
+}
+
+/// Adds an identity to `user`'s keyring, or replaces its wraps when this
+/// stamp is newer than the entry's (last writer wins per identity).
+pub(crate) fn keyring_put(
+    conn: &Connection,
+    user: &str,
+    keys: &crate::crypto::UserKeys,
+    hlc: Hlc,
+    origin: DeviceId,
+) -> StoreResult<()> {
+    let json = serde_json::to_string(keys).expect("a key record serialises");
+    exec(conn,
+        "INSERT INTO user_keyring (user, public_key, keys, hlc, origin) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (user, public_key) DO UPDATE SET keys = excluded.keys, hlc = excluded.hlc, origin = excluded.origin
+         WHERE excluded.hlc > user_keyring.hlc OR (excluded.hlc = user_keyring.hlc AND excluded.origin > user_keyring.origin)",
+        params![user, keys.public_key, json, hlc.raw() as i64, origin.as_bytes().as_slice()],
+    )?;
     Ok(())
 }
 

@@ -269,11 +269,25 @@ impl<'t> Writer<'t> {
         password_hash: &str,
         keys: &crate::crypto::UserKeys,
     ) -> StoreResult<()> {
+        self.set_user_keyring(user, password_hash, keys, &[])
+    }
+
+    /// Like [`Writer::set_user_keys`], with the user's other identities
+    /// (`also`) re-wrapped too: a password change or recovery that keeps the
+    /// whole keyring under one password. Each is added to the keyring.
+    pub fn set_user_keyring(
+        &mut self,
+        user: &UserName,
+        password_hash: &str,
+        keys: &crate::crypto::UserKeys,
+        also: &[crate::crypto::UserKeys],
+    ) -> StoreResult<()> {
         self.require_user(user)?;
         self.emit(EventOp::UserKeys {
             user: user.clone(),
             password_hash: password_hash.to_string(),
-            keys: keys.clone(),
+            keys: Box::new(keys.clone()),
+            also: also.to_vec(),
         })?;
         Ok(())
     }

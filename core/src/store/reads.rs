@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use crate::auth;
-use crate::crypto::{CryptoError, Sealer, SessionKey, UserKeys};
+use crate::crypto::{self, CryptoError, Sealer, SessionKey, UserKeys};
 use crate::log::version_vector::VersionVector;
 use crate::model::{
     BlobHash, EntryId, Flag, ItemId, MailboxId, MailboxName, ModSeq, SpecialUse, Uid, UidValidity, UserName,

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod compact;
 pub mod completions;
 pub mod doctor;
 pub mod export;

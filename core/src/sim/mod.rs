@@ -120,6 +120,9 @@ pub struct SimReport {
     pub compactions: u64,
     /// Events folded into log snapshots (during the run and at the end).
     pub folded: u64,
+    /// Devices that ended in another UID slot than they started in (moved
+    /// off a shared slot).
+    pub slot_moves: u64,
     /// Events in each device's log at the end.
     pub events: u64,
     /// Packets sent, lost, duplicated.
@@ -176,6 +179,7 @@ pub fn run(config: &SimConfig) -> SimReport {
         report.entries_placed = sim.entries_placed;
         report.rekeys = sim.rekeys;
         report.compactions = sim.compactions;
+        report.slot_moves = sim.devices.iter().filter(|d| d.store.identity().slot() != d.first_slot).count() as u64;
         report.folded = sim.folded;
         report.events = sim.devices[0].store.version_vector().map(|v| v.total()).unwrap_or(0);
         report.packets = (sim.net.sent, sim.net.lost, sim.net.duplicated);
@@ -200,6 +204,7 @@ type SimResult<T> = Result<T, Failure>;
 
 struct Device {
     store: Store,
+    first_slot: DeviceSlot,
     skew_ms: i64,
     /// What each peer acknowledged having (lost on a crash).
     acked: Vec<VersionVector>,
@@ -281,6 +286,7 @@ impl Sim {
             let skew_ms = rng.gen_range(0..=2 * SKEW_MS_MAX) as i64 - SKEW_MS_MAX as i64;
             devices.push(Device {
                 store,
+                first_slot: slot,
                 skew_ms,
                 acked: vec![VersionVector::new(); config.devices],
                 sent: vec![VersionVector::new(); config.devices],

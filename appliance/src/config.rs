@@ -137,11 +137,7 @@ impl SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         // Every device must reach it; only paired devices are accepted.
-        SyncConfig {
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 7947))],
-            advertise: Vec::new(),
-            compact_every: None,
-        }
+        SyncConfig { listen: vec![SocketAddr::from(([0, 0, 0, 0], 7947))], advertise: Vec::new(), compact_every: None }
     }
 }
 

@@ -260,8 +260,7 @@ fn assert_all_present(c: &Cluster, n: usize) {
 fn a_peer_in_this_devices_slot_makes_the_greater_device_move_and_rekey() {
     let mut c = shared_slot_cluster(2);
     let zero = DeviceSlot::new(0).unwrap();
-    let (keeper, mover) =
-        if c.devices[0].identity().id() < c.devices[1].identity().id() { (0, 1) } else { (1, 0) };
+    let (keeper, mover) = if c.devices[0].identity().id() < c.devices[1].identity().id() { (0, 1) } else { (1, 0) };
     let first = c.sync(keeper, mover);
     assert!(first.rekeys > 0, "the clashing UIDs are re-keyed");
     assert_ne!(c.devices[mover].identity().slot(), zero, "the device with the greater id moved");

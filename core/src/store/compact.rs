@@ -183,7 +183,9 @@ fn stable_cut(conn: &Connection, stable: &VersionVector) -> StoreResult<Option<i
         }
     }
     let cut: Option<i64> = match first_unstable {
-        Some(idx) => conn.query_row("SELECT MAX(applied_idx) FROM events WHERE applied_idx < ?1", [idx], |r| r.get(0))?,
+        Some(idx) => {
+            conn.query_row("SELECT MAX(applied_idx) FROM events WHERE applied_idx < ?1", [idx], |r| r.get(0))?
+        }
         None => conn.query_row("SELECT MAX(applied_idx) FROM events", [], |r| r.get(0))?,
     };
     Ok(cut)
@@ -207,11 +209,7 @@ pub(crate) fn snapshot_vector(conn: &Connection) -> StoreResult<VersionVector> {
 pub(crate) fn require_above_snapshot(conn: &Connection, have: &VersionVector) -> StoreResult<()> {
     for (origin, folded) in snapshot_vector(conn)?.iter() {
         if have.get(origin) < *folded {
-            return Err(StoreError::SnapshotNeeded {
-                origin: origin.short(),
-                folded: *folded,
-                have: have.get(origin),
-            });
+            return Err(StoreError::SnapshotNeeded { origin: origin.short(), folded: *folded, have: have.get(origin) });
         }
     }
     Ok(())

@@ -176,8 +176,7 @@ impl Store {
         let mut scratch = base.conn;
         let tx = scratch.transaction()?;
         let mut counter = folded;
-        let events =
-            crate::store::compact::replay_events(&read, &tx, None, &mut counter, self.identity.slot())?;
+        let events = crate::store::compact::replay_events(&read, &tx, None, &mut counter, self.identity.slot())?;
         let rebuilt = digest(&tx)?;
         let rebuilt_local = digest_of(&tx, LOCAL_DIGEST_QUERIES)?;
         for blob in crate::store::state::all_blobs(&read)? {

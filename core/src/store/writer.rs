@@ -10,8 +10,8 @@ use crate::log::event::{CopiedEntry, DeliveredEntry, Event, EventOp, MovedEntry,
 use crate::merge::apply_event;
 pub use crate::merge::Effects;
 use crate::model::{
-    BlobHash, DeviceSlot, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid, UidValidity,
-    UserName, DEFAULT_MAILBOXES,
+    BlobHash, DeviceSlot, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid,
+    UidValidity, UserName, DEFAULT_MAILBOXES,
 };
 use crate::store::blobs::{BlobStore, PrestoredMessage};
 use crate::store::state::{self, EntryRow, MailboxRow};
@@ -91,7 +91,16 @@ impl<'t> Writer<'t> {
         now_ms: u64,
         encrypt: bool,
     ) -> StoreResult<Self> {
-        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default(), rekeys: 0, encrypt, slot: identity.slot() })
+        Ok(Writer {
+            conn,
+            identity,
+            blobs,
+            now_ms,
+            effects: Effects::default(),
+            rekeys: 0,
+            encrypt,
+            slot: identity.slot(),
+        })
     }
 
     /// Stores a message of `user` durably (fsync + rename, before the event

@@ -21,7 +21,7 @@ pub struct CompactArgs {
 }
 
 /// Runs `roost compact`.
-pub fn run(global: &Global, args: &CompactArgs) -> Result<ExitCode> {
+pub fn run(global: &Global, args: CompactArgs) -> Result<ExitCode> {
     let ctx = global.resolve()?;
     let mut store = open_store(&ctx.data_dir)?;
     let paired = store.peers()?.iter().filter(|p| p.removed_ms.is_none()).count();

@@ -13,19 +13,19 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     let store = open_store(&ctx.data_dir)?;
     let report = store.verify()?;
     if report.folded > 0 {
-        println!("replayed {} events on top of the log snapshot ({} events folded)", report.events, report.folded);
+        outln!("replayed {} events on top of the log snapshot ({} events folded)", report.events, report.folded);
     } else {
-        println!("replayed {} events", report.events);
+        outln!("replayed {} events", report.events);
     }
-    println!("{}", report.live);
+    outln!("{}", report.live);
     if report.problems.is_empty() {
-        println!("ok: the state rebuilt from the log matches the live state");
+        outln!("ok: the state rebuilt from the log matches the live state");
         Ok(ExitCode::SUCCESS)
     } else {
         for problem in &report.problems {
-            println!("problem: {problem}");
+            outln!("problem: {problem}");
         }
-        println!("FAILED: {} problem(s)", report.problems.len());
+        outln!("FAILED: {} problem(s)", report.problems.len());
         Ok(ExitCode::FAILURE)
     }
 }

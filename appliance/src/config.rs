@@ -122,12 +122,22 @@ pub struct SyncConfig {
     /// Addresses other devices should dial instead (a port forward on a
     /// router); empty means the bound addresses.
     pub advertise: Vec<SocketAddr>,
+    /// How often `roost serve` folds the event log's prefix every paired
+    /// device has acknowledged (m, h or d); unset: never (`roost compact`).
+    pub compact_every: Option<String>,
+}
+
+impl SyncConfig {
+    /// The compaction period, if set.
+    pub fn compact_every(&self) -> Result<Option<std::time::Duration>> {
+        self.compact_every.as_deref().map(crate::backup::parse_every).transpose().context("[sync] compact_every")
+    }
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
         // Every device must reach it; only paired devices are accepted.
-        SyncConfig { listen: vec![SocketAddr::from(([0, 0, 0, 0], 7947))], advertise: Vec::new() }
+        SyncConfig { listen: vec![SocketAddr::from(([0, 0, 0, 0], 7947))], advertise: Vec::new(), compact_every: None }
     }
 }
 

@@ -45,6 +45,8 @@ enum Command {
     Status,
     /// Rebuild the state from the event log into a scratch database and compare.
     Verify,
+    /// Fold the event log's prefix every paired device has into a snapshot.
+    Compact(cli::compact::CompactArgs),
     /// Import mail from an mbox file, a directory of mbox files, or a Maildir tree.
     Import(cli::import::ImportArgs),
     /// Export a user's mailboxes as a Maildir++ tree or mbox files.
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Pair(c) => cli::pair::run(&global, c),
         Command::Status => cli::status::run(&global),
         Command::Verify => cli::verify::run(&global),
+        Command::Compact(a) => cli::compact::run(&global, a),
         Command::Import(a) => cli::import::run(&global, a),
         Command::Export(a) => cli::export::run(&global, a),
         Command::Sim(a) => cli::sim::run(a),

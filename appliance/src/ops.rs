@@ -361,7 +361,8 @@ pub fn browse_events(store: &Store, filter: &EventFilter) -> OpResult<Vec<EventV
         }
     }
     let limit = filter.limit.unwrap_or(200).clamp(1, EVENTS_RETURN_MAX);
-    let events = store.events_missing(&VersionVector::default(), EVENTS_SCAN_MAX)?;
+    // The events still in the log: those compaction folded are gone.
+    let events = store.events_missing(&store.snapshot_vector()?, EVENTS_SCAN_MAX)?;
     // Mailbox ids to (user, name), learnt from the log as it is read in causal order.
     let mut mailboxes: std::collections::HashMap<MailboxId, (String, String)> = Default::default();
     let mut views = Vec::new();

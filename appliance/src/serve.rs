@@ -183,6 +183,46 @@ impl Daemon {
         Ok(report)
     }
 
+    /// Folds the event log's causally stable prefix into the log snapshot
+    /// (`Store::compact`), unless no paired device is active (it would fold
+    /// everything, and a device paired later could not catch up): `None`.
+    pub async fn compact(&self) -> StoreResult<Option<roost_core::store::CompactReport>> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            if !store.peers()?.iter().any(|p| p.removed_ms.is_none()) {
+                return Ok(None);
+            }
+            store.compact(now_ms()).map(Some)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+    }
+
+    /// `[sync] compact_every`: compacts the log this often until `stop`.
+    pub async fn run_compaction(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+            match self.compact().await {
+                Ok(Some(report)) => tracing::info!(
+                    folded = report.folded,
+                    snapshot_events = report.folded_total,
+                    remaining = report.remaining,
+                    "event log compacted"
+                ),
+                Ok(None) => tracing::debug!("no paired device: event log not compacted"),
+                Err(e) => tracing::error!(error = %e, "event log compaction failed; retrying next period"),
+            }
+        }
+    }
+
     /// Shows IMAP the entries held at least `hold_ms` (stability-gated
     /// exposure), and makes every later write hold new entries that long.
     pub async fn expose(&self, hold_ms: u64) -> StoreResult<()> {

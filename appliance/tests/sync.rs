@@ -573,3 +573,38 @@ fn a_restored_device_takes_its_own_events_back_before_it_writes_again() {
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 }
+
+#[test]
+fn compaction_while_a_peer_is_down_keeps_everything_it_brings_back() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    let mut b = Device::new(root.path(), "b");
+    pair(&a, &b);
+    a.store().write(roost::cli::now_ms(), |w| w.add_user(&alice(), "hash")).unwrap();
+    append(&a, "first");
+    wait_for("b to get a's message", || subjects(&b) == ["Subject: first"]);
+    append(&b, "from b");
+    wait_for("a and b to converge", || subjects(&a).len() == 2 && digest(&a) == digest(&b));
+    // What b acknowledged is what a may fold: wait until a recorded all of it.
+    wait_for("a to record b's acknowledgement of everything", || {
+        let store = a.store();
+        let mine = store.version_vector().unwrap();
+        store.peers().unwrap().iter().any(|p| p.stats.acked == mine)
+    });
+    b.stop();
+    append(&a, "while b was down");
+    // `roost compact` while a's daemon runs (another process, like `verify`).
+    let out = roost(&a.dir, &["compact"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("1 events left in the log") && !text.contains("folded 0 "), "{text}");
+    append(&b, "b offline");
+    b.start();
+    wait_for("convergence after b's restart", || subjects(&a).len() == 4 && digest(&a) == digest(&b));
+    for device in [&a, &b] {
+        let report = device.store().verify().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+    assert!(a.store().verify().unwrap().folded > 0);
+    assert!(subjects(&a).contains(&"Subject: b offline".to_string()));
+}

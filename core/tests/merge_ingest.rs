@@ -98,9 +98,9 @@ fn a_forged_event_is_refused_and_nothing_is_written() {
 }
 
 #[test]
-fn stable_vector_is_what_every_paired_device_acknowledged_and_compaction_refuses() {
-    // Device 0 with two peers: only what both acknowledged is stable. Folding
-    // is not implemented and says so rather than dropping anything.
+fn stable_vector_is_what_every_paired_device_acknowledged_and_compaction_folds_only_that() {
+    // Device 0 with two peers: only what both acknowledged is stable, and
+    // only that is folded; the appends device 2 lacks stay in the log.
     let mut c = Cluster::new(3);
     c.append(0, "INBOX", "a", vec![]);
     c.append(0, "INBOX", "b", vec![]);
@@ -113,7 +113,11 @@ fn stable_vector_is_what_every_paired_device_acknowledged_and_compaction_refuses
         c.devices[0].record_peer_stats(id, &PeerStats { acked, ..PeerStats::default() }).unwrap();
     }
     assert_eq!(c.devices[0].stable_vector().unwrap(), old);
-    let err = c.devices[0].compact().unwrap_err();
-    assert!(err.to_string().contains("not implemented"), "{err}");
+    let report = c.devices[0].compact(c.now).unwrap();
+    assert_eq!(report.vector, old);
+    assert_eq!(report.remaining, all.total() - old.total());
     assert_eq!(c.devices[0].version_vector().unwrap(), all);
+    assert_eq!(c.missing(0, 2).len() as u64, report.remaining);
+    c.sync_all();
+    c.assert_converged();
 }

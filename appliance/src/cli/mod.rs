@@ -21,6 +21,7 @@ macro_rules! out {
 
 pub mod admin;
 pub mod backup;
+pub mod compact;
 pub mod completions;
 pub mod doctor;
 pub mod export;

@@ -143,6 +143,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         }
         let (stop_imap, stopped) = tokio::sync::watch::channel(false);
         let stopped_backup = stopped.clone();
+        let stopped_compaction = stopped.clone();
         let imap = crate::imap::start_listeners(daemon.clone(), stopped).await?;
         // Scheduled backups ([backup] dir, every, keep); validated with the config.
         let backups = match ctx.config.backup.schedule()? {
@@ -154,6 +155,11 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
             ))),
             None => None,
         };
+        let compaction = ctx
+            .config
+            .sync
+            .compact_every()?
+            .map(|every| tokio::spawn(daemon.clone().run_compaction(every, stopped_compaction)));
         let cert = imap.cert.clone();
         let shutdown = shutdown_signal(move || match cert.reload() {
             Ok(()) => tracing::info!(cert = %cert.cert_path().display(), "SIGHUP: reloaded the TLS certificate"),
@@ -172,6 +178,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         imap.task.await.context("IMAP listeners panicked")??;
         if let Some(backups) = backups {
             backups.await.context("the backup schedule panicked")?;
+        }
+        if let Some(compaction) = compaction {
+            compaction.await.context("the compaction schedule panicked")?;
         }
         Ok::<_, anyhow::Error>(())
     })?;

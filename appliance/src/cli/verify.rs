@@ -12,7 +12,11 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     let ctx = global.resolve()?;
     let store = open_store(&ctx.data_dir)?;
     let report = store.verify()?;
-    outln!("replayed {} events", report.events);
+    if report.folded > 0 {
+        outln!("replayed {} events on top of the log snapshot ({} events folded)", report.events, report.folded);
+    } else {
+        outln!("replayed {} events", report.events);
+    }
     outln!("{}", report.live);
     if report.problems.is_empty() {
         outln!("ok: the state rebuilt from the log matches the live state");

@@ -87,7 +87,9 @@ pub(crate) fn place(
     }
     if let Some(holder) = state::entry_with_uid(a.conn, mailbox, uid)? {
         // Slots make UIDs from different devices distinct, and a device never
-        // reissues one: two devices share a slot. Refused, not guessed at.
+        // reissues one; two devices that share a slot are handled before the
+        // event is applied (`Writer::make_room` re-keys the holder), and
+        // replay meets that re-key first. Anything else is corrupt.
         return Err(StoreError::Corrupt(format!(
             "uid {} in {mailbox:?} is held by {:?}, event {:?} wants it (two devices share a UID slot)",
             uid.get(),
@@ -95,6 +97,7 @@ pub(crate) fn place(
             a.event.id
         )));
     }
+    state::tombstone_clear(a.conn, mailbox, uid)?;
     let entry_row =
         EntryRow { entry_id: entry, mailbox_id: mailbox, uid, item_id: item, blob, internal_date, added: a.event.id };
     state::entry_insert(a.conn, &entry_row, a.modseq, a.now_ms)?;
@@ -152,6 +155,7 @@ pub(crate) fn set_uid(a: &mut Apply<'_>, mailbox: MailboxId, row: &EntryRow, uid
         )));
     }
     state::tombstone_put(a.conn, mailbox, row.uid, row.entry_id, a.modseq)?;
+    state::tombstone_clear(a.conn, mailbox, uid)?;
     state::entry_set_uid(a.conn, row.entry_id, uid, a.modseq, a.now_ms)?;
     state::mailbox_touch(a.conn, mailbox, Some(uid), a.modseq)?;
     note_uid(a, mailbox, row.entry_id, uid)?;

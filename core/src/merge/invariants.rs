@@ -26,14 +26,22 @@ const CHECKS: &[(&str, &str)] = &[
         "SELECT e.entry_id, 0 FROM mailbox_entries e LEFT JOIN messages m ON m.blob = e.blob WHERE m.blob IS NULL",
     ),
     (
-        "an origin's events are not dense from seq 1",
-        "SELECT hex(origin), COUNT(*) FROM events GROUP BY origin HAVING COUNT(*) != MAX(seq) OR MIN(seq) != 1",
+        "an origin's events are not dense above the log snapshot",
+        "SELECT hex(e.origin), COUNT(*) FROM events e LEFT JOIN log_snapshot_vector s ON s.origin = e.origin
+         GROUP BY e.origin
+         HAVING COUNT(*) != MAX(e.seq) - COALESCE(MAX(s.seq), 0) OR MIN(e.seq) != COALESCE(MAX(s.seq), 0) + 1",
     ),
     (
-        "the version vector disagrees with the event log",
+        "the version vector disagrees with the event log and its snapshot",
         "SELECT hex(v.origin), v.seq FROM version_vector v
          LEFT JOIN (SELECT origin, MAX(seq) AS seq FROM events GROUP BY origin) e ON e.origin = v.origin
-         WHERE e.seq IS NULL OR e.seq != v.seq",
+         LEFT JOIN log_snapshot_vector s ON s.origin = v.origin
+         WHERE COALESCE(e.seq, s.seq) IS NULL OR COALESCE(e.seq, s.seq) != v.seq",
+    ),
+    (
+        "the log snapshot holds events the version vector lacks",
+        "SELECT hex(s.origin), s.seq FROM log_snapshot_vector s
+         LEFT JOIN version_vector v ON v.origin = s.origin WHERE v.seq IS NULL OR v.seq < s.seq",
     ),
     (
         "a live mailbox has no liveness instance",

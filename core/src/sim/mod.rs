@@ -62,6 +62,9 @@ pub struct SimConfig {
     pub step_ms_max: u64,
     /// How hostile the world is (network faults, partitions, crashes).
     pub profile: SimProfile,
+    /// Devices 0 and 1 start in the same UID slot (a cloned device, a pairing
+    /// race): the one with the greater id must move when it meets the other.
+    pub shared_slot: bool,
 }
 
 /// The world a run simulates.
@@ -89,6 +92,7 @@ impl SimConfig {
             steps: 150,
             step_ms_max: STEP_MS_MAX,
             profile: SimProfile::Stress,
+            shared_slot: seed % 8 == 5,
         }
     }
 
@@ -112,6 +116,13 @@ pub struct SimReport {
     pub entries_placed: u64,
     /// `Rekey` events emitted.
     pub rekeys: u64,
+    /// Compactions during the run that folded events.
+    pub compactions: u64,
+    /// Events folded into log snapshots (during the run and at the end).
+    pub folded: u64,
+    /// Devices that ended in another UID slot than they started in (moved
+    /// off a shared slot).
+    pub slot_moves: u64,
     /// Events in each device's log at the end.
     pub events: u64,
     /// Packets sent, lost, duplicated.
@@ -167,6 +178,9 @@ pub fn run(config: &SimConfig) -> SimReport {
         report.ops_acked = sim.ops_acked;
         report.entries_placed = sim.entries_placed;
         report.rekeys = sim.rekeys;
+        report.compactions = sim.compactions;
+        report.slot_moves = sim.devices.iter().filter(|d| d.store.identity().slot() != d.first_slot).count() as u64;
+        report.folded = sim.folded;
         report.events = sim.devices[0].store.version_vector().map(|v| v.total()).unwrap_or(0);
         report.packets = (sim.net.sent, sim.net.lost, sim.net.duplicated);
         report.crashes = sim.crashes;
@@ -190,6 +204,7 @@ type SimResult<T> = Result<T, Failure>;
 
 struct Device {
     store: Store,
+    first_slot: DeviceSlot,
     skew_ms: i64,
     /// What each peer acknowledged having (lost on a crash).
     acked: Vec<VersionVector>,
@@ -223,6 +238,9 @@ struct Sim {
     rekeys: u64,
     crashes: u64,
     partitions: u64,
+    /// Log compactions that folded something, and events folded in all.
+    compactions: u64,
+    folded: u64,
     /// Devices whose state changed this step: their invariants are checked.
     dirty: Vec<bool>,
     /// The field profile: partitions start and crashes happen a tenth as often.
@@ -262,11 +280,13 @@ impl Sim {
         for d in 0..config.devices {
             let mut secret = [0u8; 32];
             rng.fill(&mut secret);
-            let slot = DeviceSlot::new(d as u8).ok_or_else(|| Failure("slot".into()))?;
+            let slot_number = if config.shared_slot && d == 1 { 0 } else { d as u8 };
+            let slot = DeviceSlot::new(slot_number).ok_or_else(|| Failure("slot".into()))?;
             let store = Store::in_memory(secret, slot, START_MS)?;
             let skew_ms = rng.gen_range(0..=2 * SKEW_MS_MAX) as i64 - SKEW_MS_MAX as i64;
             devices.push(Device {
                 store,
+                first_slot: slot,
                 skew_ms,
                 acked: vec![VersionVector::new(); config.devices],
                 sent: vec![VersionVector::new(); config.devices],
@@ -298,6 +318,8 @@ impl Sim {
             rekeys: 0,
             crashes: 0,
             partitions: 0,
+            compactions: 0,
+            folded: 0,
             dirty: vec![true; config.devices],
             field: config.profile == SimProfile::Field,
         };
@@ -349,6 +371,7 @@ impl Sim {
                     }
                 }
                 90..=91 => self.crash()?,
+                92..=93 => self.compact()?,
                 _ => {} // Time passes.
             }
             self.expose_all(false)?;
@@ -362,8 +385,15 @@ impl Sim {
     /// `a` streams to `b` what it has not streamed to it yet.
     fn sync(&mut self, a: usize, b: usize, reliable: bool) -> SimResult<()> {
         let have = self.devices[a].sent[b].clone();
-        let events = self.devices[a].store.events_missing(&have, EVENTS_PER_PACKET)?;
-        if events.is_empty() {
+        let events = match self.devices[a].store.events_missing(&have, EVENTS_PER_PACKET) {
+            Ok(events) => events,
+            // `a` folded events below what it knows `b` has (it forgot after
+            // a crash): like a session handshake, an empty packet makes `b`
+            // say what it has (its ack), and streaming resumes from there.
+            Err(StoreError::SnapshotNeeded { .. }) => Vec::new(),
+            Err(err) => return Err(err.into()),
+        };
+        if events.is_empty() && have.dominates(&self.devices[a].store.snapshot_vector()?) {
             return Ok(());
         }
         let sent = &mut self.devices[a].sent[b];
@@ -437,6 +467,23 @@ impl Sim {
         self.local_op_on(d, true)?;
         if self.devices[d].store.state_digest()? != before {
             return self.fail(format!("device {d}: a write lost to a crash left changes"));
+        }
+        Ok(())
+    }
+
+    /// A device folds what every peer has acknowledged to it (as far as it
+    /// knows: nothing after a crash) into its log snapshot.
+    fn compact(&mut self) -> SimResult<()> {
+        let d = self.rng.gen_range(0..self.devices.len());
+        let own = self.devices[d].store.version_vector()?;
+        let peers = self.devices[d].acked.iter().enumerate().filter(|(p, _)| *p != d).map(|(_, v)| v);
+        let stable = VersionVector::meet(std::iter::once(&own).chain(peers));
+        let now = self.device_now(d);
+        let report = self.devices[d].store.compact_within(now, &stable)?;
+        if report.folded > 0 {
+            self.compactions += 1;
+            self.folded += report.folded;
+            self.dirty[d] = true;
         }
         Ok(())
     }
@@ -723,6 +770,21 @@ impl Sim {
             }
             if device.store.held_entries()? != 0 {
                 return self.fail(format!("device {d}: entries still held after exposing everything"));
+            }
+        }
+        // Folding the whole (now stable) log changes no state, and verify
+        // from the snapshot still rebuilds it.
+        for d in 0..self.devices.len() {
+            let before = self.devices[d].store.state_digest()?;
+            let all = self.devices[d].store.version_vector()?;
+            let now = self.device_now(d);
+            let report = self.devices[d].store.compact_within(now, &all)?;
+            self.folded += report.folded;
+            if report.remaining != 0 || self.devices[d].store.state_digest()? != before {
+                return self.fail(format!("device {d}: compacting the settled log changed it: {report:?}"));
+            }
+            if let Some(p) = self.devices[d].store.verify()?.problems.first() {
+                return self.fail(format!("device {d}: verify after compaction: {p}"));
             }
         }
         // Nothing acknowledged is lost unless an acknowledged removal took it.

@@ -8,8 +8,7 @@ use std::fmt;
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
-use crate::merge::{apply_event, Effects};
-use crate::store::{state, Store, StoreResult};
+use crate::store::{Store, StoreResult};
 
 /// The canonical query of each materialised table: replicated columns only,
 /// in a total order.
@@ -143,8 +142,11 @@ pub struct VerifyReport {
     pub live: StateDigest,
     /// Digest of the state rebuilt from the log.
     pub rebuilt: StateDigest,
-    /// Events replayed.
+    /// Events replayed from the log.
     pub events: u64,
+    /// Events the replay started from, folded into the log snapshot by
+    /// compaction (0 if the log was never compacted).
+    pub folded: u64,
     /// Problems found: differing tables and broken invariants. Empty when the
     /// store is sound.
     pub problems: Vec<String>,
@@ -162,27 +164,20 @@ impl Store {
         crate::merge::invariants::check(&self.conn)
     }
 
-    /// Rebuilds the materialised state from the event log alone into a scratch
-    /// database, compares digests table by table, and checks invariants.
+    /// Rebuilds the materialised state from the event log (on top of the log
+    /// snapshot, if compaction folded a prefix) into a scratch database, compares digests table by table, and checks invariants.
     pub fn verify(&self) -> StoreResult<VerifyReport> {
         let read = self.conn.unchecked_transaction()?; // One consistent snapshot.
         let live = digest(&read)?;
         let live_local = digest_of(&read, LOCAL_DIGEST_QUERIES)?;
         let mut problems = crate::merge::invariants::check(&read)?;
-        let mut scratch = crate::store::schema::migrated_in_memory()?;
-        scratch.set_prepared_statement_cache_capacity(crate::store::PREPARED_STATEMENTS_MAX);
-        let slot = self.identity.slot();
-        state::insert_device(&scratch, self.identity.id(), slot, 0)?;
+        // The log snapshot (compaction) is where the replay starts, if any.
+        let base = crate::store::compact::snapshot_base(&read, self.identity.id(), self.identity.slot())?;
+        let folded = base.folded;
+        let mut scratch = base.conn;
         let tx = scratch.transaction()?;
-        let mut events = 0u64;
-        let mut effects = Effects::default();
-        state::for_each_event(&read, |event| {
-            events += 1;
-            // Replay stamps MODSEQs from a counter; they are LOCAL and not digested.
-            apply_event(&tx, &event, events, slot, &mut effects)?;
-            effects.events.clear();
-            Ok(())
-        })?;
+        let mut counter = folded;
+        let events = crate::store::compact::replay_events(&read, &tx, None, &mut counter, self.identity.slot())?;
         let rebuilt = digest(&tx)?;
         let rebuilt_local = digest_of(&tx, LOCAL_DIGEST_QUERIES)?;
         for blob in crate::store::state::all_blobs(&read)? {
@@ -194,6 +189,6 @@ impl Store {
         read.finish()?;
         problems.extend(live.differences(&rebuilt));
         problems.extend(live_local.differences(&rebuilt_local));
-        Ok(VerifyReport { live, rebuilt, events, problems })
+        Ok(VerifyReport { live, rebuilt, events, folded, problems })
     }
 }

@@ -129,23 +129,14 @@ impl Store {
 
     /// The causally stable prefix: events every paired device has
     /// acknowledged (the pointwise minimum of this device's vector and every
-    /// active peer's acknowledged vector). Only these may ever be folded.
+    /// active peer's acknowledged vector). Only these may ever be folded
+    /// ([`Store::compact`]).
     pub fn stable_vector(&self) -> StoreResult<VersionVector> {
         let mine = state::version_vector(&self.conn)?;
         let peers = self.peers()?;
         let acked: Vec<&VersionVector> =
             peers.iter().filter(|p| p.removed_ms.is_none()).map(|p| &p.stats.acked).collect();
         Ok(VersionVector::meet(std::iter::once(&mine).chain(acked)))
-    }
-
-    /// Folds causally stable events into a snapshot. Not implemented yet: it
-    /// always fails, and nothing is ever dropped from the log, so a device
-    /// back after any absence still merges all its events.
-    // todo(#6): fold events within `stable_vector()` into snapshot rows (keep
-    // the version vector, drop the payloads), and teach `verify` and
-    // `events_missing` to start from the snapshot.
-    pub fn compact(&mut self) -> StoreResult<u64> {
-        Err(StoreError::Unsupported("log compaction (events are never dropped; see docs/replication.md)"))
     }
 }
 

@@ -7,6 +7,7 @@
 //! applied by `merge::apply_event`, and the transaction commits (fsync, WAL with
 //! `synchronous=FULL`) before `write` returns. Nothing is acknowledged earlier.
 
+mod compact;
 pub(crate) mod conflicts;
 mod digest;
 mod ingest;
@@ -25,6 +26,7 @@ use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
 pub use blobs::{BlobError, BlobReader, BlobStore, BlobWriter, PrestoredMessage, StagedBlob};
+pub use compact::CompactReport;
 pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
@@ -122,6 +124,20 @@ pub enum StoreError {
     /// Too many events wait for dependencies that never arrive.
     #[error("more than {0} events from peers wait for their dependencies")]
     TooManyPending(u64),
+    /// A peer lacks events this device folded into its log snapshot: it can
+    /// only catch up by a snapshot transfer, which is not implemented.
+    #[error(
+        "the peer lacks events this device has compacted (origin {origin}: folded up to seq {folded}, the peer \
+         has {have}); it needs a snapshot transfer, which is not implemented (re-pair it from a backup)"
+    )]
+    SnapshotNeeded {
+        /// Short id of the origin.
+        origin: String,
+        /// Highest seq of that origin folded here.
+        folded: u64,
+        /// What the peer has of it.
+        have: u64,
+    },
     /// The operation is not implemented yet.
     #[error("not implemented: {0}")]
     Unsupported(&'static str),
@@ -292,6 +308,8 @@ impl Store {
         let mut effects = writer.finish()?;
         effects.merge(ingest::expose_held(&tx, now_ms, self.exposure_hold_ms, self.identity.slot())?);
         tx.commit()?;
+        // Applying a peer's event may have moved this device to another slot.
+        self.refresh_slot()?;
         Ok((value, effects))
     }
 }

@@ -323,7 +323,10 @@ impl Store {
 
     /// Events a device with version vector `have` lacks, in a causal order
     /// (this device's application order), at most `limit` of them.
+    /// A peer below the log snapshot (it lacks folded events) gets
+    /// [`crate::store::StoreError::SnapshotNeeded`].
     pub fn events_missing(&self, have: &VersionVector, limit: usize) -> StoreResult<Vec<crate::log::Event>> {
+        crate::store::compact::require_above_snapshot(&self.conn, have)?;
         let mine = state::version_vector(&self.conn)?;
         let mut rows: Vec<(i64, crate::log::Event)> = Vec::new();
         // No `LIMIT ?`: SQLite (with STAT4, as bundled) re-prepares a statement

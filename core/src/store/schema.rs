@@ -19,6 +19,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_conflicts.sql", include_str!("../../../migrations/0006_conflicts.sql")),
     ("0007_rejoin.sql", include_str!("../../../migrations/0007_rejoin.sql")),
     ("0008_keyring.sql", include_str!("../../../migrations/0008_keyring.sql")),
+    ("0009_compaction.sql", include_str!("../../../migrations/0009_compaction.sql")),
 ];
 
 /// One extra migration after the real ones, only in packages built for the

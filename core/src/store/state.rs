@@ -123,11 +123,17 @@ pub(crate) fn max_seq(conn: &Connection, origin: DeviceId) -> StoreResult<u64> {
     Ok(seq.unwrap_or(0) as u64)
 }
 
-/// Every event in local application order.
-pub(crate) fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> StoreResult<()>) -> StoreResult<()> {
-    let mut stmt =
-        conn.prepare("SELECT origin, seq, hlc, deps, payload, signature FROM events ORDER BY applied_idx")?;
-    let mut rows = stmt.query([])?;
+/// Every event in the log up to `applied_idx` `upto`, in local application
+/// order (events folded by compaction are no longer in the log).
+pub(crate) fn for_each_event(
+    conn: &Connection,
+    upto: i64,
+    mut f: impl FnMut(Event) -> StoreResult<()>,
+) -> StoreResult<()> {
+    let mut stmt = conn.prepare(
+        "SELECT origin, seq, hlc, deps, payload, signature FROM events WHERE applied_idx <= ?1 ORDER BY applied_idx",
+    )?;
+    let mut rows = stmt.query([upto])?;
     while let Some(row) = rows.next()? {
         let origin = device_id(row.get(0)?)?;
         let seq = row.get::<_, i64>(1)? as u64;
@@ -767,6 +773,39 @@ pub(crate) fn flag_remove_observed(
 }
 
 // --- tombstones -------------------------------------------------------------
+
+/// Forgets the tombstone of `uid` in `mailbox` because an entry takes the UID
+/// (only after two devices issued it: a shared slot). Whoever could have seen
+/// the old entry there saw a UID at or below the exposure watermark, which
+/// makes the newcomer a re-key candidate: it leaves again, with a tombstone.
+pub(crate) fn tombstone_clear(conn: &Connection, mailbox: MailboxId, uid: Uid) -> StoreResult<()> {
+    exec(conn, "DELETE FROM tombstones WHERE mailbox_id = ?1 AND uid = ?2", params![mailbox.raw(), uid.get()])?;
+    Ok(())
+}
+
+/// Slots other devices are known to use: active peers' and those of every
+/// UID placed or vacated here (a device that shares this device's slot moves
+/// to one outside these).
+pub(crate) fn slots_in_use(conn: &Connection) -> StoreResult<Vec<DeviceSlot>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT slot FROM peers WHERE removed_ms IS NULL
+         UNION SELECT (uid - 1) % 16 FROM mailbox_entries
+         UNION SELECT (uid - 1) % 16 FROM tombstones",
+    )?;
+    let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+    let mut slots = Vec::new();
+    for row in rows {
+        let raw = row?;
+        let slot = u8::try_from(raw).ok().and_then(DeviceSlot::new).ok_or_else(|| corrupt("a slot out of range"))?;
+        slots.push(slot);
+    }
+    Ok(slots)
+}
+
+pub(crate) fn set_device_slot(conn: &Connection, slot: DeviceSlot) -> StoreResult<()> {
+    exec(conn, "UPDATE device SET slot = ?1 WHERE id = 1", [slot.get()])?;
+    Ok(())
+}
 
 pub(crate) fn tombstone_put(
     conn: &Connection,

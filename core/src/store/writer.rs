@@ -10,8 +10,8 @@ use crate::log::event::{CopiedEntry, DeliveredEntry, Event, EventOp, MovedEntry,
 use crate::merge::apply_event;
 pub use crate::merge::Effects;
 use crate::model::{
-    BlobHash, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid, UidValidity,
-    UserName, DEFAULT_MAILBOXES,
+    BlobHash, DeviceSlot, EntryId, EventId, Flag, MailboxId, MailboxName, MessageKey, ModSeq, SpecialUse, Uid,
+    UidValidity, UserName, DEFAULT_MAILBOXES,
 };
 use crate::store::blobs::{BlobStore, PrestoredMessage};
 use crate::store::state::{self, EntryRow, MailboxRow};
@@ -69,6 +69,9 @@ pub struct Writer<'t> {
     effects: Effects,
     rekeys: u64,
     encrypt: bool,
+    /// This device's UID slot: the identity's, unless this transaction moved
+    /// it because a peer turned out to use it too (`make_room`).
+    slot: DeviceSlot,
     /// The store was restored and has not rejoined (`rejoin.rs`): no own
     /// events, and this device's own events from peers are accepted.
     rejoining: bool,
@@ -92,7 +95,17 @@ impl<'t> Writer<'t> {
         encrypt: bool,
     ) -> StoreResult<Self> {
         let rejoining = crate::store::rejoin::is_rejoining(conn)?;
-        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default(), rekeys: 0, encrypt, rejoining })
+        Ok(Writer {
+            conn,
+            identity,
+            blobs,
+            now_ms,
+            effects: Effects::default(),
+            rekeys: 0,
+            encrypt,
+            slot: identity.slot(),
+            rejoining,
+        })
     }
 
     /// Stores a message of `user` durably (fsync + rename, before the event
@@ -139,7 +152,7 @@ impl<'t> Writer<'t> {
         let hlc = Hlc::tick(state::last_hlc(self.conn)?, self.now_ms);
         let id = EventId { origin, seq };
         let event = Event::sign(id, hlc, deps, op, self.identity.key());
-        apply_event(self.conn, &event, self.now_ms, self.identity.slot(), &mut self.effects)?;
+        apply_event(self.conn, &event, self.now_ms, self.slot, &mut self.effects)?;
         Ok(id)
     }
 
@@ -166,7 +179,8 @@ impl<'t> Writer<'t> {
                 event.id
             )));
         }
-        if let Err(err) = apply_event(self.conn, event, self.now_ms, self.identity.slot(), &mut self.effects) {
+        self.make_room(event)?;
+        if let Err(err) = apply_event(self.conn, event, self.now_ms, self.slot, &mut self.effects) {
             // The caller rolls the event back (a batch job's savepoint): so are its candidates.
             self.effects.rekey_candidates.clear();
             return Err(err);
@@ -194,28 +208,79 @@ impl<'t> Writer<'t> {
             if row.mailbox_id != mailbox || exposed < row.uid.get() {
                 continue; // Moved on, or already re-keyed above the watermark.
             }
-            let (uid_max, _) = state::mailbox_local(self.conn, mailbox)?;
-            let uid = Uid::next_for_slot(uid_max, self.identity.slot())
-                .ok_or_else(|| StoreError::UidSpaceExhausted(format!("{mailbox:?}")))?;
+            let uid = self.rekey_entry(&row, 0, cause, "at or below UIDs IMAP clients here may have seen")?;
             assert!(exposed < uid.get(), "re-key to {} not above exposed {exposed}", uid.get());
-            let rekey = self.emit(EventOp::Rekey { mailbox, entry, uid })?;
-            self.rekeys += 1;
-            crate::store::conflicts::record(
-                self.conn,
-                crate::store::ConflictKind::UidRekey,
-                self.now_ms,
-                mailbox,
-                rekey,
-                Some(cause),
-                &format!(
-                    "arrived at UID {}, at or below UIDs IMAP clients here may have seen; given UID {}",
-                    row.uid.get(),
-                    uid.get()
-                ),
-            )?;
         }
         // A local Rekey never lands below the watermark, so nothing new is noted.
         assert!(self.effects.rekey_candidates.is_empty(), "a local re-key asked for another");
+        Ok(())
+    }
+
+    /// Emits a `Rekey` of `row` to this device's next UID in its mailbox
+    /// above both its watermark and `above`, and notes it in the conflict log.
+    fn rekey_entry(&mut self, row: &EntryRow, above: u32, cause: EventId, why: &str) -> StoreResult<Uid> {
+        let mailbox = row.mailbox_id;
+        let (uid_max, _) = state::mailbox_local(self.conn, mailbox)?;
+        let uid = Uid::next_for_slot(uid_max.max(above), self.slot)
+            .ok_or_else(|| StoreError::UidSpaceExhausted(format!("{mailbox:?}")))?;
+        let rekey = self.emit(EventOp::Rekey { mailbox, entry: row.entry_id, uid })?;
+        self.rekeys += 1;
+        crate::store::conflicts::record(
+            self.conn,
+            crate::store::ConflictKind::UidRekey,
+            self.now_ms,
+            mailbox,
+            rekey,
+            Some(cause),
+            &format!("was at UID {}, {why}; given UID {}", row.uid.get(), uid.get()),
+        )?;
+        Ok(uid)
+    }
+
+    /// Before a peer's event is applied: if it uses this device's UID slot
+    /// (two devices share one: a cloned or restored device, or a pairing
+    /// race), the device with the greater id moves to a free slot, so the
+    /// two stop issuing the same UIDs; and every UID the event wants that
+    /// another entry holds here is freed by re-keying that holder (to this
+    /// device's slot, after any move). The `Rekey`s precede the event in this
+    /// log, so replay meets no clash; they replicate, highest wins, so all
+    /// devices converge. Re-keying the newcomer instead does not converge
+    /// while both devices keep issuing the same slot (docs/replication.md).
+    fn make_room(&mut self, event: &Event) -> StoreResult<()> {
+        if self.rejoining || event.id.origin == self.identity.id() {
+            // Own events (a rejoin) carry this device's own UIDs; and a
+            // rejoining device makes no events, so it cannot re-key.
+            return Ok(());
+        }
+        let wanted = wanted_uids(self.conn, event)?;
+        let shares_slot = wanted.iter().any(|(_, uid, _)| uid.slot() == self.slot);
+        if shares_slot && event.id.origin < self.identity.id() {
+            self.move_slot()?;
+        }
+        for (mailbox, uid, entry) in &wanted {
+            let Some(holder) = state::entry_with_uid(self.conn, *mailbox, *uid)? else {
+                continue;
+            };
+            if holder.entry_id == *entry {
+                continue;
+            }
+            let above = wanted.iter().filter(|w| w.0 == *mailbox).map(|w| w.1.get()).max().unwrap_or(0);
+            self.rekey_entry(&holder, above, event.id, "a UID a peer sharing this UID slot assigned too")?;
+        }
+        Ok(())
+    }
+
+    /// Moves this device to the lowest slot that neither an active peer nor
+    /// any entry another device placed here uses (committed with the
+    /// transaction; `Store` re-reads it before its next write).
+    fn move_slot(&mut self) -> StoreResult<()> {
+        let used = state::slots_in_use(self.conn)?;
+        let free = (0..crate::model::DEVICE_SLOTS)
+            .filter_map(DeviceSlot::new)
+            .find(|s| *s != self.slot && !used.contains(s))
+            .ok_or_else(|| StoreError::Corrupt("every UID slot is in use: no slot to move to".into()))?;
+        state::set_device_slot(self.conn, free)?;
+        self.slot = free;
         Ok(())
     }
 
@@ -231,7 +296,7 @@ impl<'t> Writer<'t> {
         if uid.get() <= state::mailbox_exposed(self.conn, mailbox)? {
             return Ok(());
         }
-        let modseq = ModSeq::next(state::last_modseq(self.conn)?, self.now_ms, self.identity.slot());
+        let modseq = ModSeq::next(state::last_modseq(self.conn)?, self.now_ms, self.slot);
         state::set_last_modseq(self.conn, modseq)?;
         state::raise_exposure(self.conn, mailbox, uid.get(), modseq)?;
         self.effects.mailboxes.insert(mailbox);
@@ -468,7 +533,7 @@ impl<'t> Writer<'t> {
         let (mut above, _) = state::mailbox_local(self.conn, mailbox.id)?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let uid = Uid::next_for_slot(above, self.identity.slot())
+            let uid = Uid::next_for_slot(above, self.slot)
                 .ok_or_else(|| StoreError::UidSpaceExhausted(mailbox.name.clone()))?;
             assert!(above < uid.get(), "uid {} not above watermark {above}", uid.get());
             above = uid.get();
@@ -709,4 +774,38 @@ impl<'t> Writer<'t> {
                 .query_row("SELECT size FROM messages WHERE blob = ?1", [blob.as_bytes().as_slice()], |r| r.get(0))?;
         Ok(size as u64)
     }
+}
+
+/// The UIDs a remote event will give entries, as (mailbox, UID, entry), leaving
+/// out placements and re-keys that apply will skip (an entry removed for
+/// good, a re-key of an entry gone or already higher).
+fn wanted_uids(conn: &Connection, event: &Event) -> StoreResult<Vec<(MailboxId, Uid, EntryId)>> {
+    let mut wanted = Vec::new();
+    let derived = |index: usize| EntryId::derive(event.id, index as u32);
+    match &event.op {
+        EventOp::Append { mailbox, entries } => {
+            wanted.extend(entries.iter().enumerate().map(|(i, e)| (*mailbox, e.uid, derived(i))));
+        }
+        EventOp::Deliver { mailbox, entries } => {
+            wanted.extend(entries.iter().map(|e| (*mailbox, e.entry.uid, e.key.entry(*mailbox))));
+        }
+        EventOp::Copy { mailbox, entries, .. } => {
+            wanted.extend(entries.iter().enumerate().map(|(i, e)| (*mailbox, e.entry.uid, derived(i))));
+        }
+        EventOp::Move { mailbox, entries, .. } => {
+            wanted.extend(entries.iter().enumerate().map(|(i, e)| (*mailbox, e.uid, derived(i))));
+        }
+        EventOp::Rekey { mailbox, entry, uid } => match state::entry_get(conn, *entry)? {
+            Some(row) if row.mailbox_id == *mailbox && row.uid < *uid => wanted.push((*mailbox, *uid, *entry)),
+            _ => {}
+        },
+        _ => {}
+    }
+    let mut kept = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        if !state::entry_removed(conn, w.2)? {
+            kept.push(w);
+        }
+    }
+    Ok(kept)
 }

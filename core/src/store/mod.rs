@@ -26,7 +26,7 @@ pub use blobs::{BlobError, BlobReader, BlobStore, BlobWriter, PrestoredMessage, 
 pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
-pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
+pub use reads::{EntryInfo, LoginRecord, MailboxInfo, StoreStats, UserInfo};
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
 use crate::log::event::DecodeError;

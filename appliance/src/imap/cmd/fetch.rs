@@ -131,14 +131,8 @@ fn mark_seen(
     }
     let mailbox = selected.info.id;
     let change = FlagChange { mode: StoreMode::Add, flags: vec![Flag::seen()] };
-    let (_, effects) = env.write(move |w| w.store_flags(mailbox, &unseen, &change))?;
-    let current = env.store().entries(mailbox)?;
-    for idx in indices {
-        let message = &mut selected.messages[*idx];
-        if let Ok(pos) = current.binary_search_by_key(&message.uid, |m| m.uid) {
-            *message = current[pos].clone();
-        }
-    }
+    let (changed, effects) = env.write(move |w| w.store_flags(mailbox, &unseen, &change))?;
+    selected.refresh_entries(env.store().entries_by_id(mailbox, &changed)?);
     conn.committed(effects);
     Ok(())
 }

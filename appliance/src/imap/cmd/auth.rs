@@ -78,7 +78,10 @@ fn check(conn: &mut ImapConn, env: &mut Env<'_>, user: &[u8], password: &[u8]) -
         env.access.login_failed(peer, env.now_ms);
         return Err(CmdError::LoginFailed("[AUTHENTICATIONFAILED] Invalid credentials".into()));
     };
-    let Some((user, key)) = env.store().login(user, password)? else {
+    // Read under the lock, then argon2id (tens of ms) without it: other
+    // sessions and the committer keep using the store meanwhile.
+    let record = env.store().login_record(user)?;
+    let Some((user, key)) = record.check(password)? else {
         env.access.login_failed(peer, env.now_ms);
         return Err(CmdError::LoginFailed("[AUTHENTICATIONFAILED] Invalid credentials".into()));
     };

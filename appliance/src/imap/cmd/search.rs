@@ -4,6 +4,7 @@
 //! headers and bodies (RFC 9051 6.4.4: substring match).
 
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use imap_codec::imap_types::core::{AString, Charset};
@@ -13,7 +14,7 @@ use roost_core::store::{EntryInfo, Store};
 
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
-use crate::imap::message;
+use crate::imap::message::{self, Summary, SummaryCache};
 use crate::imap::selected::{set_contains, Selected};
 use crate::imap::wire;
 
@@ -23,8 +24,11 @@ struct Candidate<'a> {
     entry: &'a EntryInfo,
     raw: OnceCell<Vec<u8>>,
     text: OnceCell<(String, String)>,
+    /// Parsed header fields, from the shared cache (no parse when cached).
+    summary: OnceCell<Arc<Summary>>,
     /// The session's key, to open sealed messages.
     key: Option<&'a roost_core::crypto::SessionKey>,
+    summaries: &'a SummaryCache,
 }
 
 /// SEARCH / UID SEARCH.
@@ -67,7 +71,15 @@ pub fn search(
     // One lock for the whole scan; SEARCH writes nothing.
     let store = env.store();
     for (idx, entry) in selected.messages.iter().enumerate() {
-        let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new(), key: env.key.as_deref() };
+        let candidate = Candidate {
+            idx,
+            entry,
+            raw: OnceCell::new(),
+            text: OnceCell::new(),
+            summary: OnceCell::new(),
+            key: env.key.as_deref(),
+            summaries: env.summaries,
+        };
         let mut all = true;
         for key in criteria {
             if !matches(&store, selected, &candidate, key)? {
@@ -165,11 +177,17 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
         }
         c.text.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
     };
-    let header_has = |name: &str, s: &AString<'_>| -> Result<bool, CmdError> {
-        Ok(message::header_search_value(raw()?, name).contains(&needle(s)?))
+    let summary = || -> Result<&Arc<Summary>, CmdError> {
+        if c.summary.get().is_none() {
+            let summary = c.summaries.get(c.key, &c.entry.blob, || raw().ok().cloned());
+            let _ = c.summary.set(summary.ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))?);
+        }
+        c.summary.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
     };
+    let header_has =
+        |name: &str, s: &AString<'_>| -> Result<bool, CmdError> { Ok(summary()?.header_contains(name, &needle(s)?)) };
     let internal = day(c.entry.internal_date);
-    let sent = || -> Result<Option<NaiveDate>, CmdError> { Ok(message::sent_date(raw()?).and_then(day)) };
+    let sent = || -> Result<Option<NaiveDate>, CmdError> { Ok(summary()?.sent_date.and_then(day)) };
     Ok(match key {
         SearchKey::And(keys) => {
             for k in keys.as_ref() {
@@ -212,9 +230,8 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
         SearchKey::Subject(s) => header_has("Subject", s)?,
         SearchKey::Header(name, s) => {
             let name = std::str::from_utf8(name.as_ref()).map_err(|_| CmdError::Bad("Header name not UTF-8".into()))?;
-            let value = message::header_search_value(raw()?, name);
             // RFC 9051 6.4.4: an empty string matches every message with the field.
-            !value.is_empty() && value.contains(&needle(s)?)
+            header_has(name, s)?
         }
         SearchKey::Body(s) => text()?.1.contains(&needle(s)?),
         SearchKey::Text(s) => {

@@ -297,6 +297,9 @@ impl Store {
                 entry.flags.push(flag);
             }
         }
+        // Sessions keep these for as long as the mailbox is selected, one
+        // copy each: no spare capacity (a push leaves room for four flags).
+        entries.iter_mut().for_each(|e| e.flags.shrink_to_fit());
         Ok(entries)
     }
 

@@ -10,11 +10,11 @@ use chrono::NaiveDate;
 use imap_codec::imap_types::core::{AString, Charset};
 use imap_codec::imap_types::search::SearchKey;
 use roost_core::model::Flag;
-use roost_core::store::{EntryInfo, Store};
+use roost_core::store::EntryInfo;
 
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
-use crate::imap::message::{self, Summary, SummaryCache};
+use crate::imap::message::{self, Summary};
 use crate::imap::selected::{set_contains, Selected};
 use crate::imap::wire;
 
@@ -26,9 +26,6 @@ struct Candidate<'a> {
     text: OnceCell<(String, String)>,
     /// Parsed header fields, from the shared cache (no parse when cached).
     summary: OnceCell<Arc<Summary>>,
-    /// The session's key, to open sealed messages.
-    key: Option<&'a roost_core::crypto::SessionKey>,
-    summaries: &'a SummaryCache,
 }
 
 /// SEARCH / UID SEARCH.
@@ -68,21 +65,13 @@ pub fn search(
         check_sequence_sets(selected, key)?;
     }
     let mut hits = Vec::new();
-    // One lock for the whole scan; SEARCH writes nothing.
-    let store = env.store();
+    // The store is locked per message read only: keys answered from flags
+    // or cached headers leave it to other sessions.
     for (idx, entry) in selected.messages.iter().enumerate() {
-        let candidate = Candidate {
-            idx,
-            entry,
-            raw: OnceCell::new(),
-            text: OnceCell::new(),
-            summary: OnceCell::new(),
-            key: env.key.as_deref(),
-            summaries: env.summaries,
-        };
+        let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new(), summary: OnceCell::new() };
         let mut all = true;
         for key in criteria {
-            if !matches(&store, selected, &candidate, key)? {
+            if !matches(env, selected, &candidate, key)? {
                 all = false;
                 break;
             }
@@ -163,11 +152,11 @@ fn day(secs: i64) -> Option<NaiveDate> {
     chrono::DateTime::from_timestamp(secs, 0).map(|d| d.date_naive())
 }
 
-fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKey<'_>) -> Result<bool, CmdError> {
+fn matches(env: &Env<'_>, selected: &Selected, c: &Candidate<'_>, key: &SearchKey<'_>) -> Result<bool, CmdError> {
     let flag = |f: Flag| c.entry.flags.contains(&f);
     let raw = || -> Result<&Vec<u8>, CmdError> {
         if c.raw.get().is_none() {
-            let _ = c.raw.set(store.message_plain(&c.entry.blob, c.key)?);
+            let _ = c.raw.set(env.message(&c.entry.blob)?);
         }
         c.raw.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
     };
@@ -179,7 +168,7 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
     };
     let summary = || -> Result<&Arc<Summary>, CmdError> {
         if c.summary.get().is_none() {
-            let summary = c.summaries.get(c.key, &c.entry.blob, || raw().ok().cloned());
+            let summary = env.summaries.get(env.key.as_deref(), &c.entry.blob, || raw().ok().cloned());
             let _ = c.summary.set(summary.ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))?);
         }
         c.summary.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
@@ -191,7 +180,7 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
     Ok(match key {
         SearchKey::And(keys) => {
             for k in keys.as_ref() {
-                if !matches(store, selected, c, k)? {
+                if !matches(env, selected, c, k)? {
                     return Ok(false);
                 }
             }
@@ -239,8 +228,8 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
             let (h, b) = text()?;
             h.contains(&n) || b.contains(&n)
         }
-        SearchKey::Not(k) => !matches(store, selected, c, k)?,
-        SearchKey::Or(a, b) => matches(store, selected, c, a)? || matches(store, selected, c, b)?,
+        SearchKey::Not(k) => !matches(env, selected, c, k)?,
+        SearchKey::Or(a, b) => matches(env, selected, c, a)? || matches(env, selected, c, b)?,
         SearchKey::ModSequence { modseq, .. } => c.entry.modseq.get() >= *modseq,
     })
 }

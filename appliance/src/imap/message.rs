@@ -23,6 +23,19 @@ pub struct Summary {
     pub bodystructure: Vec<u8>,
     /// BODY (no extension data).
     pub body: Vec<u8>,
+    /// Header fields for SEARCH, in message order: the field name and its
+    /// value lowercased, decoded and as written (so a search matches either).
+    pub search_headers: Vec<(String, String)>,
+    /// The Date: field as seconds since the epoch (SEARCH SENTBEFORE etc.).
+    pub sent_date: Option<i64>,
+}
+
+impl Summary {
+    /// Whether a `name` field contains `needle` (lowercase). An empty needle
+    /// matches every message that has the field (RFC 9051 6.4.4 HEADER).
+    pub fn header_contains(&self, name: &str, needle: &str) -> bool {
+        self.search_headers.iter().any(|(n, value)| n.eq_ignore_ascii_case(name) && value.contains(needle))
+    }
 }
 
 /// Summaries by reader and blob, shared by all connections. A message's bytes
@@ -86,6 +99,8 @@ pub fn summarize(raw: &[u8]) -> Summary {
             envelope: b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)".to_vec(),
             body: bodystructure.clone(),
             bodystructure,
+            search_headers: Vec::new(),
+            sent_date: None,
         };
     };
     let mut envelope_out = Vec::new();
@@ -94,7 +109,8 @@ pub fn summarize(raw: &[u8]) -> Summary {
     structure(&message, 0, &mut bodystructure, Extension::Include);
     let mut body = Vec::new();
     structure(&message, 0, &mut body, Extension::Omit);
-    Summary { envelope: envelope_out, bodystructure, body }
+    let sent_date = message.date().map(|d| d.to_timestamp());
+    Summary { envelope: envelope_out, bodystructure, body, search_headers: search_headers(&message), sent_date }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,27 +509,21 @@ fn addr_text(addr: &Addr<'_>) -> String {
     format!("{} <{}>", addr.name.as_deref().unwrap_or_default(), addr.address.as_deref().unwrap_or_default())
 }
 
-/// Decoded text of the header fields named `name` (SEARCH FROM, HEADER ...),
-/// lower-cased, with the raw value too so encoded words match either way.
-pub fn header_search_value(raw: &[u8], name: &str) -> String {
-    let Some(message) = parse(raw) else { return String::new() };
-    let mut out = String::new();
-    for h in message.headers() {
-        if h.name.as_str().eq_ignore_ascii_case(name) {
-            out.push_str(&header_value_text(&h.value));
-            out.push('\n');
+/// Every header field with its value for SEARCH (FROM, HEADER ...): decoded
+/// text and the raw value, lower-cased, so encoded words match either way.
+fn search_headers(message: &Message<'_>) -> Vec<(String, String)> {
+    message
+        .headers()
+        .iter()
+        .map(|h| {
+            let mut value = header_value_text(&h.value);
+            value.push('\n');
             if let Some(v) = message.raw_message.get(h.offset_start as usize..h.offset_end as usize) {
-                out.push_str(&String::from_utf8_lossy(v));
+                value.push_str(&String::from_utf8_lossy(v));
             }
-            out.push('\n');
-        }
-    }
-    out.to_lowercase()
-}
-
-/// The Date: header as seconds since the epoch (SEARCH SENTBEFORE etc.).
-pub fn sent_date(raw: &[u8]) -> Option<i64> {
-    parse(raw)?.date().map(|d| d.to_timestamp())
+            (h.name.as_str().to_string(), value.to_lowercase())
+        })
+        .collect()
 }
 
 #[cfg(test)]

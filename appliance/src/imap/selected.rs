@@ -43,16 +43,45 @@ pub struct Selected {
     pub messages: Vec<EntryInfo>,
     /// HIGHESTMODSEQ the client was told about last.
     pub highest_modseq: u64,
-    /// Set when a change may have touched the mailbox; `sync` reloads then.
+    /// The mailbox's HIGHESTMODSEQ when this view was last read from the
+    /// store: every change above it is still to be read (`sync` reads only
+    /// those, never the whole mailbox again).
+    synced_modseq: u64,
+    /// UIDs of `messages` removed from the store but not yet announced
+    /// (held while expunges may not be announced, [`ExpungePolicy::Hold`]).
+    expunged: Vec<Uid>,
+    /// Set when a change may have touched the mailbox; `sync` reads then.
     pub dirty: bool,
 }
 
 impl Selected {
-    /// Loads the mailbox.
+    /// Loads the mailbox. `info` must have been read before the entries, so
+    /// that a change committed in between is read again by the next `sync`
+    /// rather than missed.
     pub fn open(store: &Store, info: MailboxInfo, read_only: bool) -> StoreResult<Selected> {
         let messages = store.entries(info.id)?;
         let highest_modseq = info.highest_modseq;
-        Ok(Selected { info, read_only, messages, highest_modseq, dirty: false })
+        Ok(Selected {
+            info,
+            read_only,
+            messages,
+            highest_modseq,
+            synced_modseq: highest_modseq,
+            expunged: Vec::new(),
+            dirty: false,
+        })
+    }
+
+    /// Replaces messages of the view with `entries` as just read from the
+    /// store (after this session's own write), matched by UID. Other
+    /// sessions' changes still come through `sync`: an entry read here
+    /// compares equal there and is not reported twice.
+    pub fn refresh_entries(&mut self, entries: Vec<EntryInfo>) {
+        for entry in entries {
+            if let Ok(idx) = self.messages.binary_search_by_key(&entry.uid, |m| m.uid) {
+                self.messages[idx] = entry;
+            }
+        }
     }
 
     /// Highest UID in the mailbox.
@@ -99,7 +128,9 @@ impl Selected {
         Ok(out)
     }
 
-    /// Brings the client up to date with the store (see module doc).
+    /// Brings the client up to date with the store (see module doc). Reads
+    /// only what changed since the last read: entries whose MODSEQ is above
+    /// `synced_modseq` and the tombstones above it.
     pub fn sync(
         &mut self,
         store: &Store,
@@ -110,55 +141,63 @@ impl Selected {
         if !self.dirty {
             return Ok(SyncOutcome::Current);
         }
-        let current = store.entries(self.info.id)?;
-        let info = store.mailbox_by_id(self.info.id)?;
-        let Some(info) = info else {
+        // The mailbox's HIGHESTMODSEQ first, then the changes above the last
+        // one: a change committed between the reads is read again next time
+        // (and compares equal), never missed.
+        let Some((uid_next, store_modseq)) = store.mailbox_progress(self.info.id)? else {
             // Deleted under us (by another session or device): RFC 9051 7.1.
             out.extend_from_slice(b"* BYE [NONEXISTENT] The selected mailbox was deleted\r\n");
             self.dirty = false;
             return Ok(SyncOutcome::MailboxGone);
         };
-        let mut held = false;
-        // Expunges, highest message number first so earlier numbers stay valid.
-        let gone: Vec<usize> = (0..self.messages.len())
-            .filter(|i| current.binary_search_by_key(&self.messages[*i].uid, |m| m.uid).is_err())
-            .collect();
-        if !gone.is_empty() {
-            if policy == ExpungePolicy::Announce {
-                if enabled.qresync {
-                    let uids: Vec<u32> = gone.iter().map(|i| self.messages[*i].uid.get()).collect();
-                    out.extend_from_slice(format!("* VANISHED {}\r\n", wire::number_set(&uids)).as_bytes());
-                }
-                for i in gone.iter().rev() {
-                    if !enabled.qresync {
-                        out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
-                    }
-                    self.messages.remove(*i);
-                }
-            } else {
-                held = true;
+        let changed = store.entries_changed_since(self.info.id, self.synced_modseq)?;
+        for (uid, _) in store.vanished_since(self.info.id, self.synced_modseq)? {
+            // UIDs the view never had (added and removed between two reads) are not news.
+            if self.seq_of(uid).is_some() && !self.expunged.contains(&uid) {
+                self.expunged.push(uid);
             }
         }
-        // Flag changes of messages the client knows.
-        for (idx, message) in self.messages.iter_mut().enumerate() {
-            let Ok(pos) = current.binary_search_by_key(&message.uid, |m| m.uid) else { continue };
-            let now = &current[pos];
+        self.synced_modseq = self.synced_modseq.max(store_modseq);
+        // Expunges, highest message number first so earlier numbers stay valid.
+        if !self.expunged.is_empty() && policy == ExpungePolicy::Announce {
+            let expunged = std::mem::take(&mut self.expunged);
+            let mut gone: Vec<usize> = expunged.into_iter().filter_map(|uid| self.seq_of(uid)).map(|n| n - 1).collect();
+            gone.sort_unstable();
+            if enabled.qresync {
+                let uids: Vec<u32> = gone.iter().map(|i| self.messages[*i].uid.get()).collect();
+                out.extend_from_slice(format!("* VANISHED {}\r\n", wire::number_set(&uids)).as_bytes());
+            }
+            for i in gone.iter().rev() {
+                if !enabled.qresync {
+                    out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                }
+                self.messages.remove(*i);
+            }
+        }
+        let held = !self.expunged.is_empty();
+        // Flag changes of messages the client knows, then new messages: UIDs
+        // above every UID the client has seen (`changed` is in UID order).
+        let uid_max = self.uid_max().unwrap_or(0);
+        let before = self.messages.len();
+        for now in changed {
+            if now.uid.get() > uid_max {
+                self.messages.push(now);
+                continue;
+            }
+            let Ok(idx) = self.messages.binary_search_by_key(&now.uid, |m| m.uid) else { continue };
+            let message = &mut self.messages[idx];
             if now.flags != message.flags || now.modseq != message.modseq {
-                *message = now.clone();
+                *message = now;
                 out.extend_from_slice(&flags_fetch(idx + 1, message, enabled, true));
             }
         }
-        // New messages: UIDs above every UID the client has seen.
-        let uid_max = self.uid_max().unwrap_or(0);
-        let before = self.messages.len();
-        self.messages.extend(current.iter().filter(|m| m.uid.get() > uid_max).cloned());
         if self.messages.len() != before {
             out.extend_from_slice(format!("* {} EXISTS\r\n", self.messages.len()).as_bytes());
         }
-        if enabled.condstore && info.highest_modseq > self.highest_modseq && !held {
-            self.highest_modseq = info.highest_modseq;
+        if enabled.condstore && store_modseq > self.highest_modseq && !held {
+            self.highest_modseq = store_modseq;
         }
-        self.info.uid_next = info.uid_next;
+        self.info.uid_next = uid_next;
         self.dirty = held;
         Ok(SyncOutcome::Current)
     }

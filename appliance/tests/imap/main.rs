@@ -12,5 +12,6 @@ mod condstore;
 mod fetch;
 mod group_commit;
 mod idle;
+mod resync;
 mod timeouts;
 mod uidplus;

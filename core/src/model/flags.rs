@@ -1,5 +1,6 @@
 //! Message flags: the system flags of RFC 9051 2.3.2 and keywords.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -8,30 +9,33 @@ use serde::{Deserialize, Serialize};
 /// sends longer ones.
 pub const KEYWORD_BYTES_MAX: usize = 128;
 
+/// The system flags in their canonical spelling (RFC 9051 2.3.2, less `\Recent`).
+const SYSTEM_FLAGS: [&str; 5] = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"];
+
 /// A stored flag. `\Recent` is session state (RFC 3501 2.3.2) and never stored.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Flag(String);
+pub struct Flag(Cow<'static, str>);
 
 impl Flag {
     /// `\Seen`.
     pub fn seen() -> Flag {
-        Flag("\\Seen".into())
+        Flag(Cow::Borrowed("\\Seen"))
     }
     /// `\Deleted`.
     pub fn deleted() -> Flag {
-        Flag("\\Deleted".into())
+        Flag(Cow::Borrowed("\\Deleted"))
     }
     /// `\Flagged`.
     pub fn flagged() -> Flag {
-        Flag("\\Flagged".into())
+        Flag(Cow::Borrowed("\\Flagged"))
     }
     /// `\Answered`.
     pub fn answered() -> Flag {
-        Flag("\\Answered".into())
+        Flag(Cow::Borrowed("\\Answered"))
     }
     /// `\Draft`.
     pub fn draft() -> Flag {
-        Flag("\\Draft".into())
+        Flag(Cow::Borrowed("\\Draft"))
     }
 
     /// Parses a flag as a client wrote it. System flags are matched without
@@ -39,22 +43,21 @@ impl Flag {
     /// kept as written. `\Recent` and unknown `\` flags are refused.
     pub fn parse(text: &str) -> Option<Flag> {
         if let Some(name) = text.strip_prefix('\\') {
-            let canonical = match name.to_ascii_lowercase().as_str() {
-                "seen" => "\\Seen",
-                "answered" => "\\Answered",
-                "flagged" => "\\Flagged",
-                "deleted" => "\\Deleted",
-                "draft" => "\\Draft",
-                _ => return None,
-            };
-            return Some(Flag(canonical.into()));
+            // System flags are shared constants: no allocation per flag read.
+            return SYSTEM_FLAGS.iter().find(|f| f[1..].eq_ignore_ascii_case(name)).map(|f| Flag(Cow::Borrowed(f)));
         }
         let atom_ok = !text.is_empty()
             && text.len() <= KEYWORD_BYTES_MAX
             && text
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']'));
-        atom_ok.then(|| Flag(text.into()))
+        atom_ok.then(|| Flag(Cow::Owned(text.into())))
+    }
+
+    /// Parses the space-separated flags the store keeps (`item_flags` joined
+    /// with spaces); the error is the first flag that does not parse.
+    pub fn parse_stored_list(text: &str) -> Result<Vec<Flag>, String> {
+        text.split(' ').filter(|f| !f.is_empty()).map(|f| Flag::parse(f).ok_or_else(|| f.to_string())).collect()
     }
 
     /// The flag's text as IMAP shows it.

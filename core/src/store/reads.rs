@@ -1,5 +1,6 @@
 //! Read queries: what IMAP, the CLI and status need. Reads never change state.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, OptionalExtension};
 
 use crate::auth;
@@ -79,6 +80,49 @@ pub struct StoreStats {
     pub db_bytes: u64,
 }
 
+/// A user's login secret as [`Store::login_record`] read it.
+pub struct LoginRecord(LoginSecret);
+
+enum LoginSecret {
+    /// A key record: the password is checked by unwrapping the identity.
+    /// After the current identity unwrapped, every other identity of the
+    /// keyring that the same password unwraps joins the session.
+    Keys(UserName, Box<UserKeys>, Vec<UserKeys>),
+    /// A password hash (a user without a key record).
+    Hash(UserName, String),
+    /// No such user (or an invalid name): checked against the dummy hash.
+    Unknown,
+}
+
+impl std::fmt::Debug for LoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginRecord(..)") // Holds a password hash: never printed.
+    }
+}
+
+impl LoginRecord {
+    /// Checks `password` and unwraps the user's identity for the session.
+    /// Every outcome costs one argon2id run with the same parameters: a user
+    /// with a key record is checked by unwrapping alone (the wrap is
+    /// authenticated encryption under the password-derived key), a user
+    /// without one by the password hash, an unknown user by the dummy hash.
+    /// So a wrong password and an unknown user answer alike and in the same time.
+    pub fn check(self, password: &str) -> StoreResult<Option<(UserName, Option<SessionKey>)>> {
+        match self.0 {
+            LoginSecret::Keys(name, keys, keyring) => match crypto::unlock_keyring(name.as_str(), &keys, &keyring, password) {
+                Ok(unlocked) => Ok(Some((name, Some(unlocked.key)))),
+                Err(CryptoError::WrongSecret) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            LoginSecret::Hash(name, hash) => Ok(auth::verify_password(&hash, password).then_some((name, None))),
+            LoginSecret::Unknown => {
+                auth::verify_password(auth::dummy_hash(), password);
+                Ok(None)
+            }
+        }
+    }
+}
+
 impl Store {
     /// Users, sorted by name.
     pub fn users(&self) -> StoreResult<Vec<UserInfo>> {
@@ -107,35 +151,25 @@ impl Store {
         Ok(self.login(user, password)?.map(|(name, _)| name))
     }
 
-    /// Checks a login and unwraps the user's identity for the session. Every
-    /// outcome costs one argon2id run with the same parameters: a user with
-    /// a key record is checked by unwrapping alone (the wrap is authenticated
-    /// encryption under the password-derived key), a user without one by the
-    /// password hash, an unknown user by the dummy hash. So a wrong password
-    /// and an unknown user answer alike and in the same time. After the
-    /// current identity unwrapped, every other identity of the keyring that
-    /// the same password unwraps joins the session (`crypto::unlock_keyring`).
+    /// Checks a login and unwraps the user's identity for the session
+    /// (see [`LoginRecord::check`]).
     pub fn login(&self, user: &str, password: &str) -> StoreResult<Option<(UserName, Option<SessionKey>)>> {
-        let Ok(name) = UserName::new(user) else {
-            auth::verify_password(auth::dummy_hash(), password);
-            return Ok(None);
-        };
+        self.login_record(user)?.check(password)
+    }
+
+    /// What a login of `user` is checked against, read now; the argon2id run
+    /// ([`LoginRecord::check`]) needs no store, so a server can do it without
+    /// holding the store's lock.
+    pub fn login_record(&self, user: &str) -> StoreResult<LoginRecord> {
+        let Ok(name) = UserName::new(user) else { return Ok(LoginRecord(LoginSecret::Unknown)) };
         if let Some(keys) = state::user_keys(&self.conn, name.as_str())? {
             let keyring = self.user_keyring(&name)?;
-            return match crypto::unlock_keyring(name.as_str(), &keys, &keyring, password) {
-                Ok(unlocked) => Ok(Some((name, Some(unlocked.key)))),
-                Err(CryptoError::WrongSecret) => Ok(None),
-                Err(e) => Err(e.into()),
-            };
+            return Ok(LoginRecord(LoginSecret::Keys(name, Box::new(keys), keyring)));
         }
-        match state::user_password_hash(&self.conn, name.as_str())? {
-            Some(hash) if auth::verify_password(&hash, password) => Ok(Some((name, None))),
-            Some(_) => Ok(None),
-            None => {
-                auth::verify_password(auth::dummy_hash(), password);
-                Ok(None)
-            }
-        }
+        Ok(LoginRecord(match state::user_password_hash(&self.conn, name.as_str())? {
+            Some(hash) => LoginSecret::Hash(name, hash),
+            None => LoginSecret::Unknown,
+        }))
     }
 
     /// What new messages of `user` are sealed with: `None` when encryption
@@ -241,45 +275,80 @@ impl Store {
     /// The mailbox's entries IMAP may show, in UID order, with flags. Entries
     /// above the exposure watermark (held, see [`Store::expose`]) are left out.
     pub fn entries(&self, mailbox: MailboxId) -> StoreResult<Vec<EntryInfo>> {
+        // Two scans in UID order, entries then their flags, merged here: a
+        // large mailbox costs less this way than with a flag subquery per row.
+        let mut stmt = self.conn.prepare_cached(entry_select!("NULL", "", "ORDER BY e.uid"))?;
+        let rows = stmt.query_map([mailbox.raw()], entry_from_row)?;
+        let mut entries = rows.map(|r| r?).collect::<StoreResult<Vec<EntryInfo>>>()?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT e.entry_id, e.item_id, e.uid, e.modseq, e.internal_date, m.size, e.blob,
-                    (SELECT group_concat(flag, ' ') FROM (SELECT DISTINCT flag FROM item_flags f WHERE f.item_id = e.item_id ORDER BY flag))
-             FROM mailbox_entries e JOIN messages m ON m.blob = e.blob
-             JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
-             WHERE e.mailbox_id = ?1 AND e.uid <= l.uid_exposed ORDER BY e.uid",
+            "SELECT e.uid, f.flag FROM mailbox_entries e JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
+             JOIN item_flags f ON f.item_id = e.item_id
+             WHERE e.mailbox_id = ?1 AND e.uid <= l.uid_exposed ORDER BY e.uid, f.flag",
         )?;
-        let rows = stmt.query_map([mailbox.raw()], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Vec<u8>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
-        })?;
-        rows.map(|r| {
-            let (entry_id, item_id, uid, modseq, internal_date, size, blob, flags) = r?;
-            let flags = flags
-                .unwrap_or_default()
-                .split(' ')
-                .filter(|f| !f.is_empty())
-                .map(|f| Flag::parse(f).ok_or_else(|| StoreError::Corrupt(format!("stored flag {f:?} is invalid"))))
-                .collect::<StoreResult<Vec<_>>>()?;
-            Ok(EntryInfo {
-                entry_id: EntryId::from_raw(entry_id),
-                item_id: ItemId::from_raw(item_id),
-                uid: Uid::new(uid as u32).ok_or_else(|| StoreError::Corrupt("entry uid is 0".into()))?,
-                flags,
-                modseq: ModSeq::new(modseq as u64).ok_or_else(|| StoreError::Corrupt("entry modseq is 0".into()))?,
-                internal_date,
-                size: size as u64,
-                blob: BlobHash::from_slice(&blob).ok_or_else(|| StoreError::Corrupt("blob hash".into()))?,
-            })
-        })
-        .collect()
+        let mut rows = stmt.query([mailbox.raw()])?;
+        let mut next = 0;
+        while let Some(row) = rows.next()? {
+            let uid: i64 = row.get(0)?;
+            // Both scans are in UID order; a UID the first did not see (a
+            // commit by another process in between) is skipped.
+            while entries.get(next).is_some_and(|e| i64::from(e.uid.get()) < uid) {
+                next += 1;
+            }
+            let Some(entry) = entries.get_mut(next).filter(|e| i64::from(e.uid.get()) == uid) else { continue };
+            let ValueRef::Text(text) = row.get_ref(1)? else {
+                return Err(StoreError::Corrupt("stored flag is not text".into()));
+            };
+            let flag = std::str::from_utf8(text).ok().and_then(Flag::parse).ok_or_else(|| {
+                StoreError::Corrupt(format!("stored flag {:?} is invalid", String::from_utf8_lossy(text)))
+            })?;
+            // One row per instance of a flag (add-wins set): keep one.
+            if entry.flags.last() != Some(&flag) {
+                entry.flags.push(flag);
+            }
+        }
+        // Sessions keep these for as long as the mailbox is selected, one
+        // copy each: no spare capacity (a push leaves room for four flags).
+        entries.iter_mut().for_each(|e| e.flags.shrink_to_fit());
+        Ok(entries)
+    }
+
+    /// The entries IMAP may show whose MODSEQ is above `since` (changed
+    /// flags, new or newly exposed entries), in UID order: what a session
+    /// that was current at `since` needs to catch up, without reading the
+    /// rest of the mailbox. Removed entries are in [`Store::vanished_since`].
+    pub fn entries_changed_since(&self, mailbox: MailboxId, since: u64) -> StoreResult<Vec<EntryInfo>> {
+        let mut stmt = self.conn.prepare_cached(entry_select!(
+            "INDEXED BY mailbox_entries_by_modseq",
+            "AND e.modseq > ?2 ORDER BY e.uid"
+        ))?;
+        let rows = stmt.query_map(params![mailbox.raw(), since as i64], entry_from_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// The given entries of `mailbox` that IMAP may show, in the order asked
+    /// (missing ones left out): what a session re-reads after its own write.
+    pub fn entries_by_id(&self, mailbox: MailboxId, ids: &[EntryId]) -> StoreResult<Vec<EntryInfo>> {
+        let mut stmt = self.conn.prepare_cached(entry_select!("", "AND e.entry_id = ?2"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(entry) = stmt.query_row(params![mailbox.raw(), id.raw()], entry_from_row).optional()? {
+                out.push(entry?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(uid_next, highest_modseq)` of a live mailbox, `None` once it is
+    /// deleted: the cheap part of [`Store::mailbox_by_id`] a session polls.
+    pub fn mailbox_progress(&self, id: MailboxId) -> StoreResult<Option<(u32, u64)>> {
+        match state::mailbox_get(&self.conn, id)? {
+            Some(row) if !row.deleted => {
+                let (uid_max, highest_modseq) = state::mailbox_local(&self.conn, row.id)?;
+                let uid_next = Uid::next_for_slot(uid_max, self.identity.slot()).map_or(u32::MAX, Uid::get);
+                Ok(Some((uid_next, highest_modseq)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Blobs of every entry of the mailbox, held ones included (what a
@@ -408,4 +477,67 @@ impl Store {
             .optional()?
             .map(EntryId::from_raw))
     }
+}
+
+/// The query for entries IMAP may show (below the exposure watermark), in
+/// the columns [`entry_from_row`] decodes, with `$index` (an `INDEXED BY`
+/// clause or nothing) and `$rest` (conditions and order) appended. The flags
+/// column is a per-row subquery unless `$flags` replaces it (`NULL`: no flags).
+macro_rules! entry_select {
+    ($index:literal, $rest:literal) => {
+        entry_select!(
+            "(SELECT group_concat(flag, ' ') FROM (SELECT DISTINCT flag FROM item_flags f WHERE f.item_id = e.item_id ORDER BY flag))",
+            $index,
+            $rest
+        )
+    };
+    ($flags:literal, $index:literal, $rest:literal) => {
+        concat!(
+            "SELECT e.entry_id, e.item_id, e.uid, e.modseq, e.internal_date, m.size, e.blob, ",
+            $flags,
+            " FROM mailbox_entries e ",
+            $index,
+            " JOIN messages m ON m.blob = e.blob
+             JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
+             WHERE e.mailbox_id = ?1 AND e.uid <= l.uid_exposed ",
+            $rest
+        )
+    };
+}
+use entry_select;
+
+/// One row of [`entry_select`]. Borrows the blob and flag text instead of
+/// copying them: a SELECT of a large mailbox decodes every row.
+fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<EntryInfo>> {
+    let (entry_id, item_id, uid, modseq, internal_date, size) = (
+        r.get::<_, i64>(0)?,
+        r.get::<_, i64>(1)?,
+        r.get::<_, i64>(2)?,
+        r.get::<_, i64>(3)?,
+        r.get::<_, i64>(4)?,
+        r.get::<_, i64>(5)?,
+    );
+    let blob = match r.get_ref(6)? {
+        ValueRef::Blob(bytes) => BlobHash::from_slice(bytes),
+        _ => None,
+    };
+    let flags = match r.get_ref(7)? {
+        ValueRef::Null => Ok(Vec::new()),
+        ValueRef::Text(text) => std::str::from_utf8(text)
+            .map_err(|_| String::from_utf8_lossy(text).into_owned())
+            .and_then(Flag::parse_stored_list),
+        other => Err(format!("{other:?}")),
+    };
+    Ok((|| {
+        Ok(EntryInfo {
+            entry_id: EntryId::from_raw(entry_id),
+            item_id: ItemId::from_raw(item_id),
+            uid: Uid::new(uid as u32).ok_or_else(|| StoreError::Corrupt("entry uid is 0".into()))?,
+            flags: flags.map_err(|f| StoreError::Corrupt(format!("stored flag {f:?} is invalid")))?,
+            modseq: ModSeq::new(modseq as u64).ok_or_else(|| StoreError::Corrupt("entry modseq is 0".into()))?,
+            internal_date,
+            size: size as u64,
+            blob: blob.ok_or_else(|| StoreError::Corrupt("blob hash".into()))?,
+        })
+    })())
 }

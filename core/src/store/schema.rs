@@ -20,6 +20,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_rejoin.sql", include_str!("../../../migrations/0007_rejoin.sql")),
     ("0008_keyring.sql", include_str!("../../../migrations/0008_keyring.sql")),
     ("0009_compaction.sql", include_str!("../../../migrations/0009_compaction.sql")),
+    ("0010_entries_by_modseq.sql", include_str!("../../../migrations/0010_entries_by_modseq.sql")),
 ];
 
 /// One extra migration after the real ones, only in packages built for the

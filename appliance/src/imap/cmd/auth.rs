@@ -5,12 +5,19 @@
 //! loopback (RFC 9051 6.2.3, LOGINDISABLED). Failed logins are delayed and
 //! counted per client address (`Access`).
 
+use std::sync::Mutex;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use imap_codec::imap_types::auth::AuthMechanism;
 
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn, Transport};
+
+/// One argon2id run at a time: each takes ~19 MiB for its duration, so 50
+/// clients logging in at once cost one run's memory, not 50 (and a login
+/// flood cannot exhaust memory). The store lock is not held meanwhile.
+static ARGON2_TURN: Mutex<()> = Mutex::new(());
 
 /// STARTTLS (RFC 9051 6.2.1).
 pub fn starttls(conn: &mut ImapConn) -> Result<Done, CmdError> {
@@ -78,7 +85,14 @@ fn check(conn: &mut ImapConn, env: &mut Env<'_>, user: &[u8], password: &[u8]) -
         env.access.login_failed(peer, env.now_ms);
         return Err(CmdError::LoginFailed("[AUTHENTICATIONFAILED] Invalid credentials".into()));
     };
-    let Some((user, key)) = env.store().login(user, password)? else {
+    // Read under the lock, then argon2id (tens of ms) without it: other
+    // sessions and the committer keep using the store meanwhile.
+    let record = env.store().login_record(user)?;
+    let checked = {
+        let _turn = ARGON2_TURN.lock().unwrap_or_else(|p| p.into_inner());
+        record.check(password)?
+    };
+    let Some((user, key)) = checked else {
         env.access.login_failed(peer, env.now_ms);
         return Err(CmdError::LoginFailed("[AUTHENTICATIONFAILED] Invalid credentials".into()));
     };

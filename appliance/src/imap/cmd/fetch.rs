@@ -150,20 +150,14 @@ fn mark_seen(
     }
     let mailbox = selected.info.id;
     let change = FlagChange { mode: StoreMode::Add, flags: vec![Flag::seen()] };
-    let (_, effects) = match env.write(move |w| w.store_flags(mailbox, &unseen, &change)) {
+    let (changed, effects) = match env.write(move |w| w.store_flags(mailbox, &unseen, &change)) {
         Ok(done) => done,
         // A restored device makes no changes until it rejoined: the body is
         // still served, without the implicit \Seen (docs/security.md).
         Err(StoreError::Rejoining) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let current = env.store().entries(mailbox)?;
-    for idx in indices {
-        let message = &mut selected.messages[*idx];
-        if let Ok(pos) = current.binary_search_by_key(&message.uid, |m| m.uid) {
-            *message = current[pos].clone();
-        }
-    }
+    selected.refresh_entries(env.store().entries_by_id(mailbox, &changed)?);
     conn.committed(effects);
     Ok(())
 }

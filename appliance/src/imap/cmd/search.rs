@@ -4,16 +4,17 @@
 //! headers and bodies (RFC 9051 6.4.4: substring match).
 
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use imap_codec::imap_types::core::{AString, Charset};
 use imap_codec::imap_types::search::SearchKey;
 use roost_core::model::Flag;
-use roost_core::store::{EntryInfo, Store};
+use roost_core::store::EntryInfo;
 
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
-use crate::imap::message;
+use crate::imap::message::{self, Summary};
 use crate::imap::selected::{set_contains, Selected};
 use crate::imap::wire;
 
@@ -23,8 +24,8 @@ struct Candidate<'a> {
     entry: &'a EntryInfo,
     raw: OnceCell<Vec<u8>>,
     text: OnceCell<(String, String)>,
-    /// The session's key, to open sealed messages.
-    key: Option<&'a roost_core::crypto::SessionKey>,
+    /// Parsed header fields, from the shared cache (no parse when cached).
+    summary: OnceCell<Arc<Summary>>,
 }
 
 /// SEARCH / UID SEARCH.
@@ -64,13 +65,13 @@ pub fn search(
         check_sequence_sets(selected, key)?;
     }
     let mut hits = Vec::new();
-    // One lock for the whole scan; SEARCH writes nothing.
-    let store = env.store();
+    // The store is locked per message read only: keys answered from flags
+    // or cached headers leave it to other sessions.
     for (idx, entry) in selected.messages.iter().enumerate() {
-        let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new(), key: env.key.as_deref() };
+        let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new(), summary: OnceCell::new() };
         let mut all = true;
         for key in criteria {
-            if !matches(&store, selected, &candidate, key)? {
+            if !matches(env, selected, &candidate, key)? {
                 all = false;
                 break;
             }
@@ -151,11 +152,11 @@ fn day(secs: i64) -> Option<NaiveDate> {
     chrono::DateTime::from_timestamp(secs, 0).map(|d| d.date_naive())
 }
 
-fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKey<'_>) -> Result<bool, CmdError> {
+fn matches(env: &Env<'_>, selected: &Selected, c: &Candidate<'_>, key: &SearchKey<'_>) -> Result<bool, CmdError> {
     let flag = |f: Flag| c.entry.flags.contains(&f);
     let raw = || -> Result<&Vec<u8>, CmdError> {
         if c.raw.get().is_none() {
-            let _ = c.raw.set(store.message_plain(&c.entry.blob, c.key)?);
+            let _ = c.raw.set(env.message(&c.entry.blob)?);
         }
         c.raw.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
     };
@@ -165,15 +166,21 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
         }
         c.text.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
     };
-    let header_has = |name: &str, s: &AString<'_>| -> Result<bool, CmdError> {
-        Ok(message::header_search_value(raw()?, name).contains(&needle(s)?))
+    let summary = || -> Result<&Arc<Summary>, CmdError> {
+        if c.summary.get().is_none() {
+            let summary = env.summaries.get(env.key.as_deref(), &c.entry.blob, || raw().ok().cloned());
+            let _ = c.summary.set(summary.ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))?);
+        }
+        c.summary.get().ok_or_else(|| CmdError::No("[SERVERBUG] Message unreadable".into()))
     };
+    let header_has =
+        |name: &str, s: &AString<'_>| -> Result<bool, CmdError> { Ok(summary()?.header_contains(name, &needle(s)?)) };
     let internal = day(c.entry.internal_date);
-    let sent = || -> Result<Option<NaiveDate>, CmdError> { Ok(message::sent_date(raw()?).and_then(day)) };
+    let sent = || -> Result<Option<NaiveDate>, CmdError> { Ok(summary()?.sent_date.and_then(day)) };
     Ok(match key {
         SearchKey::And(keys) => {
             for k in keys.as_ref() {
-                if !matches(store, selected, c, k)? {
+                if !matches(env, selected, c, k)? {
                     return Ok(false);
                 }
             }
@@ -212,9 +219,8 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
         SearchKey::Subject(s) => header_has("Subject", s)?,
         SearchKey::Header(name, s) => {
             let name = std::str::from_utf8(name.as_ref()).map_err(|_| CmdError::Bad("Header name not UTF-8".into()))?;
-            let value = message::header_search_value(raw()?, name);
             // RFC 9051 6.4.4: an empty string matches every message with the field.
-            !value.is_empty() && value.contains(&needle(s)?)
+            header_has(name, s)?
         }
         SearchKey::Body(s) => text()?.1.contains(&needle(s)?),
         SearchKey::Text(s) => {
@@ -222,8 +228,8 @@ fn matches(store: &Store, selected: &Selected, c: &Candidate<'_>, key: &SearchKe
             let (h, b) = text()?;
             h.contains(&n) || b.contains(&n)
         }
-        SearchKey::Not(k) => !matches(store, selected, c, k)?,
-        SearchKey::Or(a, b) => matches(store, selected, c, a)? || matches(store, selected, c, b)?,
+        SearchKey::Not(k) => !matches(env, selected, c, k)?,
+        SearchKey::Or(a, b) => matches(env, selected, c, a)? || matches(env, selected, c, b)?,
         SearchKey::ModSequence { modseq, .. } => c.entry.modseq.get() >= *modseq,
     })
 }

@@ -60,16 +60,14 @@ pub fn store(conn: &mut ImapConn, env: &mut Env<'_>, args: StoreArgs<'_>) -> Res
     let entries: Vec<_> = targets.iter().map(|i| selected.messages[*i].entry_id).collect();
     let mailbox = selected.info.id;
     let change = FlagChange { mode, flags };
-    let (_, effects) = env.write(move |w| w.store_flags(mailbox, &entries, &change))?;
-    let current = env.store().entries(mailbox)?;
+    let (changed, effects) = env.write(move |w| w.store_flags(mailbox, &entries, &change))?;
+    // Only the entries this write changed are read back (new flags and
+    // MODSEQ); the rest of the view stays as it is.
+    selected.refresh_entries(env.store().entries_by_id(mailbox, &changed)?);
     let mut out = Vec::new();
-    for idx in &targets {
-        let message = &mut selected.messages[*idx];
-        if let Ok(pos) = current.binary_search_by_key(&message.uid, |m| m.uid) {
-            *message = current[pos].clone();
-        }
-        if args.response == StoreResponse::Answer {
-            out.extend(flags_fetch(idx + 1, message, enabled, args.uid));
+    if args.response == StoreResponse::Answer {
+        for idx in &targets {
+            out.extend(flags_fetch(idx + 1, &selected.messages[*idx], enabled, args.uid));
         }
     }
     conn.raw(&out);

@@ -150,7 +150,10 @@ async fn send_loop(
         if batch.is_empty() {
             tokio::select! {
                 change = changes.recv() => match change {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        lag_stage("feed", 0);
+                        continue;
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 },
                 _ = tokio::time::sleep(POLL_INTERVAL) => continue,
@@ -164,6 +167,7 @@ async fn send_loop(
                 },
             }
         }
+        lag_stage("read", batch.len());
         for event in &batch {
             if sent.get(&event.id.origin) < event.id.seq {
                 sent.set(event.id.origin, event.id.seq);
@@ -192,7 +196,18 @@ async fn send_loop(
         })
         .await?;
         let n = write_frame(&mut send, &Message::Events { events, blobs: inline }).await?;
+        lag_stage("sent", batch.len());
         stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
+    }
+}
+
+/// Logs a timestamp of one stage of the replication path (target
+/// `roost::lag`, debug): wall-clock microseconds, which two daemons on one
+/// machine share, so the sync bench lines up A's send with B's commit.
+fn lag_stage(stage: &str, events: usize) {
+    if tracing::enabled!(target: "roost::lag", tracing::Level::DEBUG) {
+        let at_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        tracing::debug!(target: "roost::lag", "lag-stage {stage} {at_us} {events}");
     }
 }
 
@@ -221,6 +236,7 @@ async fn receive_loop(
                 stats.lock().unwrap_or_else(|e| e.into_inner()).acked = vv;
             }
             Message::Events { events, blobs: inline } => {
+                lag_stage("received", events.len());
                 let mut staged = stage_inline_blobs(&blobs, inline).await?;
                 let mut decoded = Vec::with_capacity(events.len());
                 for wire in events {
@@ -231,10 +247,12 @@ async fn receive_loop(
                 // overlapping fsyncs, before the events naming them commit.
                 let store = blobs.clone();
                 tokio::task::spawn_blocking(move || store.commit(staged)).await??;
+                lag_stage("blobs-durable", decoded.len());
                 let newest_ms = decoded.iter().map(|e| e.hlc.ms()).max();
                 // The store holds events whose dependencies are missing and
                 // applies them when they arrive (from this peer or another).
                 let report = daemon.ingest(decoded).await?;
+                lag_stage("committed", report.applied as usize);
                 if 0 < report.pending {
                     tracing::debug!(pending = report.pending, "events wait for their dependencies");
                 }

@@ -14,6 +14,7 @@ pub mod peers;
 mod reads;
 mod schema;
 pub mod snapshot;
+mod spool;
 pub(crate) mod state;
 mod writer;
 
@@ -27,6 +28,7 @@ pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
+pub use spool::{SpooledBlob, FLUSH_BATCH};
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
 use crate::log::event::DecodeError;

@@ -297,14 +297,14 @@ impl Store {
     /// A message's blob as stored (ciphertext when sealed): what peers
     /// replicate.
     pub fn message(&self, blob: &BlobHash) -> StoreResult<Vec<u8>> {
-        Ok(self.blobs.get(blob)?)
+        self.blob_bytes(blob)
     }
 
     /// A message's plaintext: a sealed blob is opened with `key` (the
     /// session's unlocked identity); a plaintext blob (encryption off, or
     /// stored before it existed) is returned as it is.
     pub fn message_plain(&self, blob: &BlobHash, key: Option<&SessionKey>) -> StoreResult<Vec<u8>> {
-        let stored = self.blobs.get(blob)?;
+        let stored = self.blob_bytes(blob)?;
         if !crypto::is_sealed(&stored) {
             return Ok(stored);
         }

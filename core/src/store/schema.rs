@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_replication.sql", include_str!("../../../migrations/0004_replication.sql")),
     ("0005_encryption.sql", include_str!("../../../migrations/0005_encryption.sql")),
     ("0006_conflicts.sql", include_str!("../../../migrations/0006_conflicts.sql")),
+    ("0007_blob_spool.sql", include_str!("../../../migrations/0007_blob_spool.sql")),
 ];
 
 /// One extra migration after the real ones, only in packages built for the

@@ -346,8 +346,7 @@ fn run_spool_mover(store: Arc<Mutex<Store>>, blob_dir: &Path, wakes: std::sync::
                 let raws: Vec<&[u8]> = batch.iter().map(|b| b.data.as_slice()).collect();
                 blobs.put_all(&raws)?;
                 let hashes: Vec<BlobHash> = batch.iter().map(|b| b.hash).collect();
-                let removed = lock().unspool(&hashes);
-                removed
+                lock().unspool(&hashes)
             });
             match res {
                 Ok(0) => break,

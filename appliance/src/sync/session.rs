@@ -97,23 +97,22 @@ pub async fn run(
     // Blob I/O goes around the store's lock: fsyncs and large files must not
     // stall IMAP. The same directory as the store's (as LMTP does).
     let blobs = Arc::new(BlobStore::open_dir(&daemon.data_dir.join(BLOB_DIR))?);
-    let stats = Arc::new(std::sync::Mutex::new(PeerStats { acked: peer_vv.clone(), ..PeerStats::default() }));
-    // What the peer is known to have: its Hello, its acks, and every event it
-    // sent us. The sender skips these, so an event is not echoed back to
-    // the device it came from.
-    let peer_has = Arc::new(std::sync::Mutex::new(peer_vv));
+    let view = Arc::new(PeerView {
+        stats: std::sync::Mutex::new(PeerStats { acked: peer_vv.clone(), ..PeerStats::default() }),
+        has: std::sync::Mutex::new(peer_vv),
+    });
 
     // Acks travel on the control stream too, queued to the sender.
     let (acks, ack_queue) = tokio::sync::mpsc::channel(ACK_QUEUE);
-    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, peer_has.clone(), ack_queue, stats.clone());
-    let receiver = receive_loop(daemon.clone(), blobs.clone(), conn.clone(), recv, peer, acks, stats.clone(), peer_has);
+    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, ack_queue, view.clone());
+    let receiver = receive_loop(daemon.clone(), blobs.clone(), conn.clone(), recv, peer, acks, view.clone());
     let blob_server = serve_blobs(daemon.clone(), blobs, conn.clone());
     let flusher = {
-        let (daemon, stats) = (daemon.clone(), stats.clone());
+        let (daemon, view) = (daemon.clone(), view.clone());
         tokio::spawn(async move {
             // Runs until the session ends and aborts it.
             loop {
-                record_stats(&daemon, peer, &stats).await;
+                record_stats(&daemon, peer, &view.stats).await;
                 tokio::time::sleep(STATS_INTERVAL).await;
             }
         })
@@ -124,8 +123,18 @@ pub async fn run(
         res = blob_server => res.context("serving blobs"),
     };
     flusher.abort();
-    record_stats(daemon, peer, &stats).await;
+    record_stats(daemon, peer, &view.stats).await;
     res
+}
+
+/// What a session's loops share about its peer.
+struct PeerView {
+    /// Statistics for `roost status`.
+    stats: std::sync::Mutex<PeerStats>,
+    /// What the peer is known to have: its Hello, its acks, and every event it
+    /// sent us. The sender skips these, so an event is not echoed back to the
+    /// device it came from.
+    has: std::sync::Mutex<VersionVector>,
 }
 
 async fn record_stats(daemon: &Daemon, peer: DeviceId, stats: &std::sync::Mutex<PeerStats>) {
@@ -139,15 +148,14 @@ async fn send_loop(
     blobs: Arc<BlobStore>,
     mut send: iroh::endpoint::SendStream,
     peer: DeviceId,
-    peer_has: Arc<std::sync::Mutex<VersionVector>>,
     mut acks: tokio::sync::mpsc::Receiver<Message>,
-    stats: Arc<std::sync::Mutex<PeerStats>>,
+    view: Arc<PeerView>,
 ) -> Result<()> {
     let mut sent = VersionVector::new();
     let mut changes = daemon.subscribe();
     // Runs for the life of the session.
     loop {
-        sent.merge(&peer_has.lock().unwrap_or_else(|e| e.into_inner()));
+        sent.merge(&view.has.lock().unwrap_or_else(|e| e.into_inner()));
         let have = sent.clone();
         let (active, batch) = daemon
             .read(move |s| {
@@ -168,7 +176,7 @@ async fn send_loop(
                     change = changes.recv() => match change {
                         // The events this peer just sent us, applied: nothing
                         // to read (the store lock is wanted by IDLE now).
-                        Ok(change) if peer_has_all(&peer_has, &sent, &change.events) => {}
+                        Ok(change) if peer_has_all(&view.has, &sent, &change.events) => {}
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             lag_stage("feed", 0);
                             break;
@@ -179,7 +187,7 @@ async fn send_loop(
                     ack = acks.recv() => match ack {
                         Some(ack) => {
                             let n = write_frame(&mut send, &ack).await?;
-                            stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
+                            view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
                         }
                         None => return Ok(()),
                     },
@@ -226,7 +234,7 @@ async fn send_loop(
         }
         let n = write_frame(&mut send, &Message::Events { events, blobs: inline }).await?;
         lag_stage("sent", batch.len());
-        stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
+        view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
     }
 }
 
@@ -267,8 +275,7 @@ async fn receive_loop(
     mut recv: iroh::endpoint::RecvStream,
     peer: DeviceId,
     acks: tokio::sync::mpsc::Sender<Message>,
-    stats: Arc<std::sync::Mutex<PeerStats>>,
-    peer_has: Arc<std::sync::Mutex<VersionVector>>,
+    view: Arc<PeerView>,
 ) -> Result<()> {
     // Runs for the life of the session.
     loop {
@@ -276,15 +283,15 @@ async fn receive_loop(
             return Ok(());
         };
         {
-            let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stats = view.stats.lock().unwrap_or_else(|e| e.into_inner());
             stats.bytes_received += n as u64;
             stats.last_seen_ms = Some(now_ms());
         }
         match message {
             Message::Hello { .. } => bail!("a second Hello"),
             Message::Ack { vv } => {
-                peer_has.lock().unwrap_or_else(|e| e.into_inner()).merge(&vv);
-                stats.lock().unwrap_or_else(|e| e.into_inner()).acked = vv;
+                view.has.lock().unwrap_or_else(|e| e.into_inner()).merge(&vv);
+                view.stats.lock().unwrap_or_else(|e| e.into_inner()).acked = vv;
             }
             Message::Events { events, blobs: inline } => {
                 lag_stage("received", events.len());
@@ -293,7 +300,7 @@ async fn receive_loop(
                 for wire in events {
                     decoded.push(wire.into_event().map_err(|e| format_err!("peer {} sent {e}", peer.short()))?);
                 }
-                note_events(&mut peer_has.lock().unwrap_or_else(|e| e.into_inner()), &decoded);
+                note_events(&mut view.has.lock().unwrap_or_else(|e| e.into_inner()), &decoded);
                 let known: BTreeSet<BlobHash> =
                     staged.iter().map(|b| b.hash()).chain(spooled.iter().map(|b| b.hash)).collect();
                 staged.extend(fetch_missing_blobs(&blobs, &conn, &decoded, &known).await?);
@@ -319,7 +326,7 @@ async fn receive_loop(
                 let now = now_ms();
                 if let Some(created_ms) = newest_ms {
                     // Commit there to apply here; skewed clocks make this approximate.
-                    stats.lock().unwrap_or_else(|e| e.into_inner()).lag_ms = Some(now.saturating_sub(created_ms));
+                    view.stats.lock().unwrap_or_else(|e| e.into_inner()).lag_ms = Some(now.saturating_sub(created_ms));
                 }
                 // The sender may be blocked writing: never wait here for it.
                 let _ = acks.try_send(Message::Ack { vv });

@@ -174,21 +174,23 @@ pub struct RestoreSummary {
     pub config: Option<PathBuf>,
     /// Paired devices recorded in the backup (see [`restore`] on why they matter).
     pub paired_devices: usize,
+    /// The device waits for a peer before it writes (see [`restore`]).
+    pub rejoining: bool,
 }
 
 /// Restores `backup` into `data_dir`, which must be empty or absent. Nothing
 /// is written to `data_dir` unless the whole backup decrypts and checks out.
 ///
 /// A restored device keeps its identity and version vector, so peers send it
-/// only what it lacks. Not handled yet: events this device made *after* the
-/// backup live only at its peers, and the store drops events of its own
-/// origin on ingest, so they do not come back, and its next local write
-/// reuses their sequence numbers. Callers must warn when
-/// `paired_devices > 0` (the CLI does).
+/// only what it lacks. Events it made *after* the backup live only at its
+/// peers: a restored paired device is marked rejoining (durably, in the
+/// restored database) unless `rejoin` is [`Rejoin::Standalone`], so it makes
+/// no changes until a peer has sent them back (`roost_core::store` `rejoin`).
 pub fn restore(
     backup: &Path,
     identities: &[Box<dyn age::Identity + Send + Sync>],
     data_dir: &Path,
+    rejoin: Rejoin,
 ) -> Result<RestoreSummary> {
     if data_dir.exists() {
         let mut entries = fs::read_dir(data_dir).with_context(|| format!("cannot read {}", data_dir.display()))?;
@@ -202,11 +204,28 @@ pub fn restore(
     let staging = Scratch::create(&parent.join(format!(".{dir_name}.restore-{}", std::process::id())))?;
     let shown = backup.display();
     let header = unpack(backup, identities, &staging.path).with_context(|| format!("backup {shown} refused"))?;
-    let summary = check_staged(&staging.path, &header).with_context(|| format!("backup {shown} refused"))?;
+    let summary = check_staged(&staging.path, &header, rejoin).with_context(|| format!("backup {shown} refused"))?;
     sync_tree(&staging.path)?;
     move_into_place(&staging, data_dir)?;
     let config = summary.config.then(|| data_dir.join(RESTORED_CONFIG_FILE));
-    Ok(RestoreSummary { device: header.device, blobs: summary.blobs, config, paired_devices: summary.paired_devices })
+    Ok(RestoreSummary {
+        device: header.device,
+        blobs: summary.blobs,
+        config,
+        paired_devices: summary.paired_devices,
+        rejoining: summary.rejoining,
+    })
+}
+
+/// Whether a restored paired device waits for a peer before it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejoin {
+    /// Wait until a paired device has sent back the events this device made
+    /// after the backup (the default; nothing to wait for when unpaired).
+    WaitForPeer,
+    /// The owner says no peer holds newer events of this device (`roost
+    /// restore --standalone`): write at once.
+    Standalone,
 }
 
 /// What `ROOST-BACKUP` says.
@@ -315,11 +334,14 @@ struct Staged {
     blobs: usize,
     config: bool,
     paired_devices: usize,
+    rejoining: bool,
 }
 
 /// The staged copy is a whole device: its database opens with its key, and
 /// every blob the database names is there with the right content.
-fn check_staged(staging: &Path, header: &FormatHeader) -> Result<Staged> {
+/// A paired device is marked rejoining here, before the staged copy is
+/// fsynced and moved into place, so no start of it ever writes unmarked.
+fn check_staged(staging: &Path, header: &FormatHeader, rejoin: Rejoin) -> Result<Staged> {
     for required in [DB_FILE, KEY_FILE] {
         if !staging.join(required).exists() {
             bail!("it has no {required}");
@@ -331,7 +353,7 @@ fn check_staged(staging: &Path, header: &FormatHeader) -> Result<Staged> {
         bail!("its database names {} blobs, its header {}", blobs.len(), header.blobs);
     }
     let secret = device::load_key(staging)?;
-    let store = Store::open(staging, secret).context("its database does not open with its device key")?;
+    let mut store = Store::open(staging, secret).context("its database does not open with its device key")?;
     for hash in &blobs {
         store.message(hash).with_context(|| format!("blob {} is missing or damaged", hash.to_hex()))?;
     }
@@ -339,6 +361,10 @@ fn check_staged(staging: &Path, header: &FormatHeader) -> Result<Staged> {
         bail!("its header names device {}, its key is device {}", header.device, store.identity().id());
     }
     let paired_devices = store.peers()?.iter().filter(|peer| peer.removed_ms.is_none()).count();
+    let rejoining = 0 < paired_devices && rejoin == Rejoin::WaitForPeer;
+    if rejoining {
+        store.mark_restored(crate::cli::now_ms()).context("cannot mark the restored device as rejoining")?;
+    }
     drop(store);
     let config = staging.join(CONFIG_ENTRY);
     let has_config = config.exists();
@@ -346,7 +372,7 @@ fn check_staged(staging: &Path, header: &FormatHeader) -> Result<Staged> {
         fs::rename(&config, staging.join(RESTORED_CONFIG_FILE))?;
         fs::remove_dir(staging.join("config"))?;
     }
-    Ok(Staged { blobs: blobs.len(), config: has_config, paired_devices })
+    Ok(Staged { blobs: blobs.len(), config: has_config, paired_devices, rejoining })
 }
 
 /// Moves the checked staging dir to `data_dir` (absent or empty).

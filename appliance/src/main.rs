@@ -88,9 +88,17 @@ fn main() -> ExitCode {
     };
     match res {
         Ok(code) => code,
+        // The reader of our output went away (`roost status | head -1`): stop
+        // quietly with the status a shell gives a process killed by SIGPIPE.
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(141),
         Err(err) => {
             eprintln!("roost: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }

@@ -48,6 +48,7 @@ impl From<StoreError> for OpError {
         match err {
             StoreError::UserExists(user) => OpError::Conflict(format!("user {user} already exists")),
             StoreError::NoSuchUser(user) => OpError::NotFound(format!("no user {user}")),
+            StoreError::Rejoining => OpError::Refused(StoreError::Rejoining.to_string()),
             other => OpError::Internal(other.into()),
         }
     }

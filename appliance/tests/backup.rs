@@ -173,6 +173,11 @@ fn backup_restores_to_the_same_digest_and_the_age_cli_reads_it() {
     assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(digest(&device.verify_on(&restored)), before);
     assert!(restored.join("roost.toml.from-backup").exists());
+    // An unpaired device has nobody to take newer events back from: it is
+    // not marked rejoining and accepts changes at once.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("takes back"), "{out:?}");
+    let status = device.command_on(&restored, &["status"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&status.stdout).contains("rejoining"), "{status:?}");
     // And into a dir that does not exist yet.
     let fresh = device.root.join("fresh");
     assert!(device.restore(&backup, &fresh).status.success());

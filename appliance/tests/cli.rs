@@ -216,3 +216,29 @@ fn a_second_serve_is_refused_while_other_commands_keep_working() {
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+/// A reader that stops early (`roost doctor | head -1`) ends the command
+/// quietly, with the shell's SIGPIPE status, instead of a panic on stdout.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["doctor"][..], &["man"][..], &["completions", "bash"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("XDG_CONFIG_HOME", dir.path().join("no-config"))
+            .env_remove("ROOST_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("roost binary runs");
+        // Close our end of stdout before the command gets to print.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "roost {args:?} panicked on a closed stdout: {err}");
+        assert_eq!(out.status.code(), Some(141), "roost {args:?}: {:?}, stderr: {err}", out.status);
+    }
+}

@@ -1,7 +1,8 @@
 //! Device-to-device sync between real `roost serve` processes over loopback
 //! QUIC (iroh, relays and discovery off): pairing through the CLI, changes on
 //! one device reaching the other both ways, catch-up after a daemon was down,
-//! relaying A -> B -> C, and refusal of unpaired and removed devices.
+//! relaying A -> B -> C, refusal of unpaired and removed devices, and a
+//! device restored from a backup rejoining without reusing its event ids.
 //!
 //! Most changes are made by this test process writing to a device's store
 //! directly (SQLite allows it while the daemon runs); the daemon's sender
@@ -47,11 +48,19 @@ impl Device {
     }
 
     fn start(&mut self) {
+        self.start_with_sync("127.0.0.1:0");
+    }
+
+    /// Starts the daemon with its sync endpoint on `sync_listen` (a fixed
+    /// port lets two devices that both restarted find each other again).
+    fn start_with_sync(&mut self, sync_listen: &str) {
         let _ = std::fs::remove_file(self.dir.join("sync-addrs.json"));
+        // The log of this run only: addresses are read from it.
+        self.log.lock().unwrap().clear();
         let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["serve", "--listen-sync", "127.0.0.1:0", "--listen-imap", "127.0.0.1:0"])
+            .args(["serve", "--listen-sync", sync_listen, "--listen-imap", "127.0.0.1:0"])
             .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
             .env("XDG_CONFIG_HOME", self.dir.with_extension("no-config"))
             .env("RUST_LOG", "info")
@@ -274,14 +283,19 @@ fn relay_through_a_middle_device_and_refusals() {
 
 /// The plaintext IMAP address the daemon's last start logged (it binds port 0).
 fn imap_addr(device: &Device) -> SocketAddr {
+    logged_addr(device, &["IMAP listening", "Plain"])
+}
+
+/// The address on the last log line that contains every one of `needles`.
+fn logged_addr(device: &Device, needles: &[&str]) -> SocketAddr {
     let mut found = None;
-    wait_for("the daemon to log its IMAP address", || {
+    wait_for(&format!("the daemon to log {needles:?}"), || {
         found = device
             .log()
             .lines()
             .rev()
             .map(strip_ansi)
-            .find(|l| l.contains("IMAP listening") && l.contains("Plain"))
+            .find(|l| needles.iter().all(|n| l.contains(n)))
             .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")?.parse().ok()));
         found.is_some()
     });
@@ -436,4 +450,160 @@ fn a_large_message_streams_between_daemons_without_being_held_in_memory() {
     assert!(b_grew < 16 << 20, "the receiver's peak RSS grew by {b_grew} bytes");
     assert!(a_grew < 16 << 20, "the sender's peak RSS grew by {a_grew} bytes");
     wait_for("a and b to converge", || digest(&a) == digest(&b));
+}
+
+/// A free UDP port on loopback, for a sync endpoint that keeps its address
+/// across restarts.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Every event of a device by id; a log holding one id twice fails here.
+fn event_log(device: &Device) -> std::collections::BTreeMap<roost_core::model::EventId, roost_core::log::Event> {
+    let events = device.store().events_missing(&roost_core::log::VersionVector::default(), 1_000_000).unwrap();
+    let n = events.len();
+    let by_id: std::collections::BTreeMap<_, _> = events.into_iter().map(|e| (e.id, e)).collect();
+    assert_eq!(by_id.len(), n, "an event id appears twice in the log");
+    by_id
+}
+
+/// One LMTP transaction to alice; returns the reply to RCPT TO.
+fn lmtp_rcpt(addr: SocketAddr) -> String {
+    use std::io::Write;
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line
+    };
+    assert!(reply().starts_with("220"));
+    writer.write_all(b"LHLO test\r\n").unwrap();
+    while reply().starts_with("250-") {}
+    writer.write_all(b"MAIL FROM:<a@example.org>\r\n").unwrap();
+    assert!(reply().starts_with("250"));
+    writer.write_all(b"RCPT TO:<alice@example.org>\r\n").unwrap();
+    let rcpt = reply();
+    writer.write_all(b"QUIT\r\n").unwrap();
+    rcpt
+}
+
+// Issue 8, rejoin: A and B are paired; A is backed up; A then changes things
+// over IMAP (APPEND, STORE) that reach B; A is wiped and restored from the
+// backup. Started without B, the restored A serves reads but refuses changes
+// (IMAP NO [UNAVAILABLE], LMTP 451, a store write from another process), also
+// after a restart (the mark is durable). With B back it takes its own events
+// from B: both logs are then the same events, no id twice; a new APPEND on A
+// continues A's seq, replicates to B, and both digests match.
+#[test]
+fn a_restored_device_takes_its_own_events_back_before_it_writes_again() {
+    let root = tempfile::tempdir().unwrap();
+    let (a_sync, b_sync) = (format!("127.0.0.1:{}", free_udp_port()), format!("127.0.0.1:{}", free_udp_port()));
+    let mut a = Device::new(root.path(), "a");
+    let mut b = Device::new(root.path(), "b");
+    for (device, sync) in [(&mut a, &a_sync), (&mut b, &b_sync)] {
+        device.stop();
+        device.start_with_sync(sync);
+    }
+    pair(&a, &b);
+    let hash = roost_core::auth::hash_password(PASSWORD, &mut rand::rngs::OsRng);
+    a.store().write(roost::cli::now_ms(), |w| w.add_user(&alice(), &hash)).unwrap();
+    append(&a, "before the backup");
+    wait_for("b to get a's first message", || subjects(&b).len() == 1);
+
+    let identity = root.path().join("backup-identity.txt");
+    let out = roost(&a.dir, &["backup", "keygen", "--out", identity.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keygen = String::from_utf8(out.stdout).unwrap();
+    let recipient = keygen.lines().find_map(|l| l.strip_prefix("recipient = ")).unwrap().trim_matches('"');
+    let backup = root.path().join("a.age");
+    let out = roost(&a.dir, &["backup", "--to", backup.to_str().unwrap(), "--recipient", recipient]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // After the backup: changes on A over IMAP, which reach B.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut on_a = imap_login(imap_addr(&a)).await;
+        on_a.append("INBOX", None, None, "Subject: after the backup 1\r\n\r\nhi\r\n").await.unwrap();
+        on_a.append("INBOX", None, None, "Subject: after the backup 2\r\n\r\nhi\r\n").await.unwrap();
+        on_a.select("INBOX").await.unwrap();
+        on_a.run_command_and_check_ok("STORE 1:2 +FLAGS (\\Flagged)").await.unwrap();
+        on_a.logout().await.unwrap();
+    });
+    wait_for("b to converge with a", || subjects(&b).len() == 3 && digest(&a) == digest(&b));
+    let a_id = a.store().identity().id();
+    let a_seq = a.store().version_vector().unwrap().get(&a_id);
+    let log_before = event_log(&a);
+
+    // A is lost and restored from the backup while B is down.
+    a.stop();
+    b.stop();
+    std::fs::remove_dir_all(&a.dir).unwrap();
+    let out = roost(&a.dir, &["restore", backup.to_str().unwrap(), "--identity", identity.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("refuses changes (IMAP NO [UNAVAILABLE], LMTP 451) until then"), "{said}");
+    assert!(a.store().version_vector().unwrap().get(&a_id) < a_seq, "the backup predates A's last events");
+    // `--standalone` (the owner says no peer holds newer changes) skips the wait, with a warning.
+    let elsewhere = root.path().join("a-standalone");
+    let args = ["restore", backup.to_str().unwrap(), "--identity", identity.to_str().unwrap(), "--standalone"];
+    let out = roost(&elsewhere, &args);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: restored with --standalone"), "{out:?}");
+    let secret = roost::device::load_key(&elsewhere).unwrap();
+    assert_eq!(Store::open(&elsewhere, secret).unwrap().rejoin_state().unwrap(), None);
+
+    for _restart in 0..2 {
+        a.start_with_sync(&a_sync);
+        wait_for("a to log that it waits", || a.log().contains("restored from a backup: changes are refused"));
+        runtime.block_on(async {
+            let mut on_a = imap_login(imap_addr(&a)).await;
+            on_a.select("INBOX").await.unwrap();
+            // Reads work (a body fetch just does not set \Seen) ...
+            on_a.run_command_and_check_ok("FETCH 1 BODY[]").await.unwrap();
+            // ... changes are refused with the documented temporary code.
+            let err = on_a.append("INBOX", None, None, "Subject: too early\r\n\r\nhi\r\n").await.unwrap_err();
+            assert!(format!("{err:?}").contains("[UNAVAILABLE] This device was restored from a backup"), "{err:?}");
+            let err = on_a.run_command_and_check_ok("STORE 1 +FLAGS (\\Seen)").await.unwrap_err();
+            assert!(format!("{err:?}").contains("UNAVAILABLE"), "{err:?}");
+            on_a.logout().await.unwrap();
+        });
+        let reply = lmtp_rcpt(logged_addr(&a, &["LMTP listening"]));
+        assert!(reply.starts_with("451 4.3.0 restored device catching up"), "{reply}");
+        let err = a.store().write(roost::cli::now_ms(), |w| w.subscribe(&alice(), "Later", true)).unwrap_err();
+        assert!(matches!(err, roost_core::store::StoreError::Rejoining), "{err}");
+        assert_eq!(subjects(&a), ["Subject: before the backup"]);
+        let status = String::from_utf8(roost(&a.dir, &["status"]).stdout).unwrap();
+        assert!(status.contains("rejoining       restored from a backup"), "{status}");
+        a.stop();
+    }
+
+    // B comes back: A takes its own events back and rejoins.
+    a.start_with_sync(&a_sync);
+    b.start_with_sync(&b_sync);
+    wait_for("a to rejoin", || a.store().rejoin_state().unwrap().is_none());
+    assert!(a.log().contains("restored device rejoined"), "{}", a.log());
+    assert_eq!(a.store().version_vector().unwrap().get(&a_id), a_seq);
+    wait_for("a and b to converge after the rejoin", || digest(&a) == digest(&b));
+    let log_after = event_log(&a);
+    assert_eq!(log_after, event_log(&b), "a and b hold the same events");
+    for (id, event) in &log_before {
+        assert_eq!(log_after.get(id), Some(event), "event {id:?} came back unchanged");
+    }
+
+    // A writes again, continuing its own seq; B gets it.
+    runtime.block_on(async {
+        let mut on_a = imap_login(imap_addr(&a)).await;
+        on_a.append("INBOX", None, None, "Subject: after the rejoin\r\n\r\nhi\r\n").await.unwrap();
+        on_a.logout().await.unwrap();
+    });
+    assert_eq!(a.store().version_vector().unwrap().get(&a_id), a_seq + 1);
+    wait_for("b to get the message a made after its rejoin", || subjects(&b).len() == 4);
+    wait_for("a and b to converge at the end", || digest(&a) == digest(&b));
+    assert_eq!(event_log(&a), event_log(&b));
+    for device in [&a, &b] {
+        let report = device.store().verify().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
 }

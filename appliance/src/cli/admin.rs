@@ -25,7 +25,7 @@ pub fn run(global: &Global, command: AdminCommand) -> Result<ExitCode> {
                 bail!("{} is not a Roost data directory (run `roost init` first)", ctx.data_dir.display());
             }
             let token = crate::admin::ensure_token(&ctx.data_dir)?;
-            println!("{}", token.expose());
+            outln!("{}", token.expose());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -50,6 +50,10 @@ pub struct RestoreArgs {
     /// The backup identity file (`roost backup keygen`, or `age-keygen`).
     #[arg(long, value_name = "FILE")]
     pub identity: PathBuf,
+    /// No paired device holds changes this device made after the backup:
+    /// write at once instead of waiting to hear from a peer.
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 /// Runs `roost backup`.
@@ -71,7 +75,7 @@ pub fn run(global: &Global, args: BackupArgs) -> Result<ExitCode> {
     }
     let config_file = config::config_path(global.config.as_deref());
     let summary = backup::write_backup(&ctx.data_dir, config_file.as_deref(), &recipient, &to, now_ms())?;
-    println!(
+    outln!(
         "backed up device {} ({} blobs) to {} ({} bytes, encrypted to {recipient})",
         summary.device,
         summary.blobs,
@@ -92,9 +96,9 @@ fn keygen(out: &PathBuf) -> Result<ExitCode> {
     file.write_all(text.as_bytes())
         .and_then(|_| file.sync_all())
         .with_context(|| format!("cannot write identity file {}", out.display()))?;
-    println!("wrote backup identity {} (keep it off this device: it decrypts every backup)", out.display());
-    println!("put this in the config's [backup] section:");
-    println!("recipient = \"{recipient}\"");
+    outln!("wrote backup identity {} (keep it off this device: it decrypts every backup)", out.display());
+    outln!("put this in the config's [backup] section:");
+    outln!("recipient = \"{recipient}\"");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,19 +106,25 @@ fn keygen(out: &PathBuf) -> Result<ExitCode> {
 pub fn run_restore(global: &Global, args: RestoreArgs) -> Result<ExitCode> {
     let ctx = global.resolve()?;
     let identities = backup::read_identities(&args.identity)?;
-    let summary = backup::restore(&args.file, &identities, &ctx.data_dir)?;
-    println!("restored device {} ({} blobs) into {}", summary.device, summary.blobs, ctx.data_dir.display());
+    let rejoin = if args.standalone { backup::Rejoin::Standalone } else { backup::Rejoin::WaitForPeer };
+    let summary = backup::restore(&args.file, &identities, &ctx.data_dir, rejoin)?;
+    outln!("restored device {} ({} blobs) into {}", summary.device, summary.blobs, ctx.data_dir.display());
     if let Some(config) = summary.config {
-        println!("the backed-up config is in {} (your config was not changed)", config.display());
+        outln!("the backed-up config is in {} (your config was not changed)", config.display());
     }
-    if summary.paired_devices > 0 {
+    if summary.rejoining {
+        outln!(
+            "this device was paired with {} device(s): it takes back the changes it made after this backup \
+             from the first one it reaches, and refuses changes (IMAP NO [UNAVAILABLE], LMTP 451) until then",
+            summary.paired_devices
+        );
+    } else if summary.paired_devices > 0 {
         eprintln!(
-            "roost: WARNING: this device was paired with {} device(s). Changes it made after this backup \
-             are not recovered from them yet, and new changes here may clash with them: if it made any \
-             since the backup, pair a fresh device instead (`roost init`, `roost pair join`).",
+            "roost: WARNING: restored with --standalone although this device was paired with {} device(s): \
+             if it made changes after this backup that reached them, new changes here clash with those",
             summary.paired_devices
         );
     }
-    println!("check it with `roost verify`");
+    outln!("check it with `roost verify`");
     Ok(ExitCode::SUCCESS)
 }

@@ -133,12 +133,12 @@ pub fn run(global: &Global, _args: DoctorArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(global.log_format.unwrap_or(LogFormat::Human), None);
     let checks = run_checks(global);
     let n_failed = checks.iter().filter(|c| c.status == Status::Fail).count();
-    print!("{}", render(&checks));
+    out!("{}", render(&checks));
     if n_failed == 0 {
-        println!("roost doctor: no problems found");
+        outln!("roost doctor: no problems found");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("roost doctor: {n_failed} problem(s) found");
+        outln!("roost doctor: {n_failed} problem(s) found");
         Ok(ExitCode::FAILURE)
     }
 }

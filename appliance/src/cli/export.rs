@@ -85,12 +85,9 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode> {
         None => None,
     };
     let summary = export(&store, &user, key.as_ref(), args.format, &args.dir)?;
-    println!("exported {} messages from {} mailboxes to {}", summary.messages, summary.mailboxes, args.dir.display());
+    outln!("exported {} messages from {} mailboxes to {}", summary.messages, summary.mailboxes, args.dir.display());
     if summary.keywords_lost > 0 {
-        println!(
-            "{} messages had keywords the format cannot store; their other flags were kept",
-            summary.keywords_lost
-        );
+        outln!("{} messages had keywords the format cannot store; their other flags were kept", summary.keywords_lost);
     }
     for f in &summary.failed {
         eprintln!("roost export: {f}");

@@ -187,7 +187,7 @@ pub fn run(global: &Global, args: ImportArgs) -> Result<ExitCode> {
         bail!("no user {user} (add it with `roost user add {user}`)");
     }
     let summary = import(&mut store, &user, &args)?;
-    println!("{summary}");
+    outln!("{summary}");
     Ok(if summary.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SKIPPED) })
 }
 

@@ -23,8 +23,8 @@ pub fn run(global: &Global, _args: InitArgs) -> Result<ExitCode> {
     let ctx = global.resolve()?;
     let dir = &ctx.data_dir;
     init_data_dir(dir)?;
-    println!("initialised Roost data directory {}", dir.display());
-    println!("admin token: run `roost admin token` (the web UI and the admin API ask for it)");
+    outln!("initialised Roost data directory {}", dir.display());
+    outln!("admin token: run `roost admin token` (the web UI and the admin API ask for it)");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,24 @@
 //! Subcommands, one file each. Each `run` returns the process exit code or an
 //! error that `main` prints as `roost: <context>: <cause>`.
 
+/// `println!` for command output. A closed stdout (`roost doctor | head -1`)
+/// becomes an error the command returns (`main` exits quietly on it) instead
+/// of `println!`'s panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `print!` for command output; see `outln!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 pub mod admin;
 pub mod backup;
 pub mod completions;

@@ -58,20 +58,20 @@ pub fn run(global: &Global, command: PairCommand) -> Result<ExitCode> {
             let addrs = crate::sync::read_addrs_file(&ctx.data_dir)?;
             let ticket = ops::create_invite(&store, addrs, args.expires_minutes, now_ms())?.encode();
             if !args.no_qr {
-                println!("{}", qr_for_terminal(&ticket)?);
+                outln!("{}", qr_for_terminal(&ticket)?);
             }
-            println!(
+            outln!(
                 "Run on the other device: roost pair join <ticket below> (valid {} minutes, once)",
                 args.expires_minutes
             );
-            println!("{ticket}");
+            outln!("{ticket}");
         }
         PairCommand::Join(args) => {
             let my_addrs = crate::sync::read_addrs_file(&ctx.data_dir).unwrap_or_default();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (id, name) =
                 runtime.block_on(ops::join(&mut store, &ctx.data_dir, &args.ticket, my_addrs, now_ms()))?;
-            println!("paired with {name} ({id})");
+            outln!("paired with {name} ({id})");
         }
         PairCommand::List => {
             for peer in store.peers()? {
@@ -82,7 +82,7 @@ pub fn run(global: &Global, command: PairCommand) -> Result<ExitCode> {
                         None => "never seen".to_string(),
                     },
                 };
-                println!(
+                outln!(
                     "{}\t{}\tslot {}\t{}\t{}\tsent {} received {}",
                     peer.device_id,
                     peer.name,
@@ -96,7 +96,7 @@ pub fn run(global: &Global, command: PairCommand) -> Result<ExitCode> {
         }
         PairCommand::Remove(args) => {
             let device = ops::remove_peer(&store, &args.device, now_ms())?;
-            println!("removed {device}: it is refused from now on");
+            outln!("removed {device}: it is refused from now on");
         }
     }
     Ok(ExitCode::SUCCESS)

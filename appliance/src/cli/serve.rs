@@ -87,6 +87,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
              `roost user passwd` creates the key for new mail (docs/security.md)"
         );
     }
+    report_rejoin(&store)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -116,7 +117,10 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
             }
         }
         if args.demo {
-            print_demo_help(&daemon);
+            // A closed stdout must not stop a running daemon.
+            if let Err(err) = print_demo_help(&daemon) {
+                tracing::warn!(%err, "could not print the demo's connection help");
+            }
         }
         let (stop_imap, stopped) = tokio::sync::watch::channel(false);
         let stopped_backup = stopped.clone();
@@ -179,17 +183,34 @@ fn prepare_demo(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn print_demo_help(daemon: &Daemon) {
-    println!("Roost demo is running (data in {}).", daemon.data_dir.display());
-    println!("  user {DEMO_USER}, password {DEMO_PASSWORD}");
+fn print_demo_help(daemon: &Daemon) -> std::io::Result<()> {
+    outln!("Roost demo is running (data in {}).", daemon.data_dir.display());
+    outln!("  user {DEMO_USER}, password {DEMO_PASSWORD}");
     for addr in &daemon.config.imap.listen {
-        println!("  IMAP (STARTTLS) on {addr}");
+        outln!("  IMAP (STARTTLS) on {addr}");
     }
     for addr in &daemon.config.imap.listen_tls {
-        println!("  IMAP over TLS  on {addr}");
+        outln!("  IMAP over TLS  on {addr}");
     }
     for addr in &daemon.config.lmtp.listen {
-        println!("  LMTP           on {addr}");
+        outln!("  LMTP           on {addr}");
     }
-    println!("Stop it with Ctrl-C.");
+    outln!("Stop it with Ctrl-C.");
+    Ok(())
+}
+
+/// A device restored from a backup (`roost restore`) makes no changes until a
+/// peer has sent back what it made after the backup (docs/security.md); with
+/// no active peer left there is nobody to wait for.
+fn report_rejoin(store: &roost_core::store::Store) -> Result<()> {
+    if store.end_rejoin_if_unpaired()? {
+        tracing::warn!("restored device with no paired device left: it accepts changes again");
+    } else if let Some(rejoin) = store.rejoin_state()? {
+        tracing::warn!(
+            own_events_here = rejoin.own_seq_restored,
+            "restored from a backup: changes are refused (IMAP NO [UNAVAILABLE], LMTP 451) until a paired \
+             device has sent back the changes this device made after the backup"
+        );
+    }
+    Ok(())
 }

@@ -67,7 +67,7 @@ fn replay_line(args: &SimArgs, report: &SimReport) -> String {
 pub fn run(args: SimArgs) -> Result<ExitCode> {
     if let Some(seed) = args.seed {
         let report = run_seed(&config(&args, seed));
-        println!("{report:#?}");
+        outln!("{report:#?}");
         return Ok(if report.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
@@ -107,14 +107,14 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     });
     let (done, rekeys, placed) = (done.into_inner(), rekeys.into_inner(), placed.into_inner());
     let rate = if placed == 0 { 0.0 } else { rekeys as f64 / placed as f64 * 100.0 };
-    println!(
+    outln!(
         "{done} seeds clean in {:.0} s; {rekeys} re-keys for {placed} entries placed ({rate:.2}%)",
         started.elapsed().as_secs_f64()
     );
     match first_failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(report) => {
-            println!("FAILED seed {}: {}", report.seed, report.violations.join("; "));
-            println!("replay: {}", replay_line(&args, &report));
+            outln!("FAILED seed {}: {}", report.seed, report.violations.join("; "));
+            outln!("replay: {}", replay_line(&args, &report));
             Ok(ExitCode::FAILURE)
         }
         None => Ok(ExitCode::SUCCESS),

@@ -12,12 +12,20 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     let store = open_store(&ctx.data_dir)?;
     let stats = store.stats()?;
     let identity = store.identity();
-    println!("data directory  {}", ctx.data_dir.display());
-    println!("device          {} (slot {})", identity.id(), identity.slot().get());
+    outln!("data directory  {}", ctx.data_dir.display());
+    outln!("device          {} (slot {})", identity.id(), identity.slot().get());
+    if let Some(rejoin) = store.rejoin_state()? {
+        let target = rejoin.own_seq_target.map_or("no peer heard yet".to_string(), |seq| format!("a peer has {seq}"));
+        outln!(
+            "rejoining       restored from a backup; changes refused until its own events are back \
+             (has {} of its own, {target})",
+            store.version_vector()?.get(&identity.id())
+        );
+    }
     let now = crate::cli::now_ms();
     let peers = crate::ops::peer_views(&store, None, now)?;
     if peers.is_empty() {
-        println!("peers           none paired");
+        outln!("peers           none paired");
     }
     for peer in &peers {
         let seen = match peer.last_seen_ms {
@@ -26,7 +34,7 @@ pub fn run(global: &Global) -> Result<ExitCode> {
             None => "never connected".to_string(),
         };
         let (they_lack, we_lack) = (peer.events_they_lack, peer.events_we_lack);
-        println!(
+        outln!(
             "peer            {} {} ({}): {seen}; it lacks {they_lack} events, we lack {we_lack}; lag {}; sent {}, received {}",
             peer.name,
             peer.device_id.short(),
@@ -36,17 +44,13 @@ pub fn run(global: &Global) -> Result<ExitCode> {
             human_bytes(peer.bytes_received),
         );
     }
-    println!("users           {}", stats.users);
-    println!("mailboxes       {}", stats.mailboxes);
-    println!("messages        {} in mailboxes, {} stored", stats.entries, stats.messages);
-    println!("events          {}", stats.events);
-    println!(
-        "storage         {} database, {} message blobs",
-        human_bytes(stats.db_bytes),
-        human_bytes(stats.blob_bytes)
-    );
+    outln!("users           {}", stats.users);
+    outln!("mailboxes       {}", stats.mailboxes);
+    outln!("messages        {} in mailboxes, {} stored", stats.entries, stats.messages);
+    outln!("events          {}", stats.events);
+    outln!("storage         {} database, {} message blobs", human_bytes(stats.db_bytes), human_bytes(stats.blob_bytes));
     for user in store.users()? {
-        println!("  user {:<24} {:>4} mailboxes {:>8} messages", user.name, user.mailboxes, user.messages);
+        outln!("  user {:<24} {:>4} mailboxes {:>8} messages", user.name, user.mailboxes, user.messages);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -71,12 +71,12 @@ pub fn run(global: &Global, command: UserCommand) -> Result<ExitCode> {
                 w.add_user(&user, &hash)?;
                 w.set_user_keys(&user, &hash, &keys)
             })?;
-            println!("added user {user}");
-            println!("recovery key (shown once; keep it offline, it resets the password): {recovery}");
+            outln!("added user {user}");
+            outln!("recovery key (shown once; keep it offline, it resets the password): {recovery}");
         }
         UserCommand::List => {
             for user in store.users()? {
-                println!("{}\t{} mailboxes\t{} messages", user.name, user.mailboxes, user.messages);
+                outln!("{}\t{} mailboxes\t{} messages", user.name, user.mailboxes, user.messages);
             }
         }
         UserCommand::Passwd(args) => {
@@ -100,13 +100,13 @@ pub fn run(global: &Global, command: UserCommand) -> Result<ExitCode> {
                 None => {
                     let password = input.new_password(&user)?;
                     let (keys, recovery) = UserKeys::generate(&password, &mut rand::rngs::OsRng);
-                    println!("recovery key (shown once; keep it offline, it resets the password): {recovery}");
+                    outln!("recovery key (shown once; keep it offline, it resets the password): {recovery}");
                     (password, keys)
                 }
             };
             let hash = auth::hash_password(&keys.0, &mut rand::rngs::OsRng);
             store.write(now_ms(), |w| w.set_user_keys(&user, &hash, &keys.1))?;
-            println!("changed the password of {user}");
+            outln!("changed the password of {user}");
         }
         UserCommand::Recover(args) => {
             let user = parse_name(&args.name)?;
@@ -123,12 +123,12 @@ pub fn run(global: &Global, command: UserCommand) -> Result<ExitCode> {
             let keys = keys.rewrap(&key, &password, &mut rand::rngs::OsRng)?;
             let hash = auth::hash_password(&password, &mut rand::rngs::OsRng);
             store.write(now_ms(), |w| w.set_user_keys(&user, &hash, &keys))?;
-            println!("set a new password for {user} with the recovery key");
+            outln!("set a new password for {user} with the recovery key");
         }
         UserCommand::Remove(args) => {
             let user = parse_name(&args.name)?;
             store.write(now_ms(), |w| w.remove_user(&user)).with_context(|| format!("cannot remove {user}"))?;
-            println!("removed user {user} and their mail");
+            outln!("removed user {user} and their mail");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -12,16 +12,16 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     let ctx = global.resolve()?;
     let store = open_store(&ctx.data_dir)?;
     let report = store.verify()?;
-    println!("replayed {} events", report.events);
-    println!("{}", report.live);
+    outln!("replayed {} events", report.events);
+    outln!("{}", report.live);
     if report.problems.is_empty() {
-        println!("ok: the state rebuilt from the log matches the live state");
+        outln!("ok: the state rebuilt from the log matches the live state");
         Ok(ExitCode::SUCCESS)
     } else {
         for problem in &report.problems {
-            println!("problem: {problem}");
+            outln!("problem: {problem}");
         }
-        println!("FAILED: {} problem(s)", report.problems.len());
+        outln!("FAILED: {} problem(s)", report.problems.len());
         Ok(ExitCode::FAILURE)
     }
 }

@@ -186,6 +186,14 @@ impl Harness {
         shared.changes.push(effects.mailboxes);
     }
 
+    /// Marks the store as restored from a backup and not yet rejoined with
+    /// its peers (`roost restore` of a paired device): changes are refused.
+    pub fn mark_restored(&mut self) {
+        let mut shared = self.shared.borrow_mut();
+        let now_ms = shared.now_ms;
+        shared.store.get_mut().unwrap().mark_restored(now_ms).unwrap();
+    }
+
     /// HIGHESTMODSEQ of alice's `mailbox`.
     pub fn highest_modseq(&self, mailbox: &str) -> u64 {
         let shared = self.shared.borrow();

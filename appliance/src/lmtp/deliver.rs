@@ -84,6 +84,16 @@ impl Deliverer {
     /// Answers `RCPT TO`: known users are accepted, others get `550 5.1.1`
     /// for that recipient only (RFC 2033 4.2).
     pub async fn check_recipient(&self, address: &str) -> RecipientVerdict {
+        // Before the MTA sends the message: a retry it queues costs nothing
+        // here, where a refusal after DATA leaves the stored blob behind.
+        match self.daemon.read(|s| Ok(s.rejoin_state()?.is_some())).await {
+            Ok(false) => {}
+            Ok(true) => return RecipientVerdict::TempFail(REJOINING_REPLY.into()),
+            Err(e) => {
+                tracing::error!(error = %e, address, "LMTP: cannot read the store");
+                return RecipientVerdict::TempFail("cannot look up the recipient now".into());
+            }
+        }
         match self.resolve(address).await {
             Ok(Some(_)) => RecipientVerdict::Accept,
             Ok(None) => RecipientVerdict::Unknown,
@@ -107,6 +117,11 @@ impl Deliverer {
                     RecipientResult::Delivered
                 }
                 Err(DeliverError::Gone) => RecipientResult::PermFail("no such user any more".into()),
+                Err(DeliverError::Store(StoreError::Rejoining)) => {
+                    // Temporary: the MTA queues it and retries after the rejoin.
+                    tracing::warn!(rcpt, "LMTP: deferred, this restored device has not rejoined its peers yet");
+                    RecipientResult::TempFail(REJOINING_REPLY.into())
+                }
                 Err(DeliverError::Store(e)) => {
                     tracing::error!(error = %e, rcpt, "LMTP: delivery failed");
                     RecipientResult::TempFail("cannot store the message now".into())
@@ -172,6 +187,10 @@ impl Deliverer {
         }
     }
 }
+
+/// The temporary refusal while a restored device catches up with its peers
+/// (docs/security.md, "Backups and restore"): the MTA queues and retries.
+const REJOINING_REPLY: &str = "restored device catching up with its peers, try again later";
 
 #[derive(Debug)]
 enum DeliverError {

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use roost_core::log::{Event, VersionVector};
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::peers::PeerStats;
-use roost_core::store::{BlobStore, SpooledBlob, StagedBlob, BLOB_DIR};
+use roost_core::store::{BlobStore, RejoinProgress, SpooledBlob, StagedBlob, BLOB_DIR};
 
 use crate::cli::now_ms;
 use crate::serve::Daemon;
@@ -94,6 +94,7 @@ pub async fn run(
         None => bail!("peer closed the control stream before Hello"),
     };
     tracing::info!(peer = %peer.short(), events_peer_has = peer_vv.total(), "sync session started");
+    learn_own_seq(daemon, peer, &peer_vv).await?;
     // Blob I/O goes around the store's lock: fsyncs and large files must not
     // stall IMAP. The same directory as the store's (as LMTP does).
     let blobs = Arc::new(BlobStore::open_dir(&daemon.data_dir.join(BLOB_DIR))?);
@@ -135,6 +136,27 @@ struct PeerView {
     /// sent us. The sender skips these, so an event is not echoed back to the
     /// device it came from.
     has: std::sync::Mutex<VersionVector>,
+}
+
+/// A restored device learns from the peer's `Hello` how far the peer has
+/// this device's own events; the peer then streams those it lacks (they are
+/// above its vector), and the ingest that reaches them ends the rejoin.
+async fn learn_own_seq(daemon: &Daemon, peer: DeviceId, peer_vv: &VersionVector) -> Result<()> {
+    let peer_vv = peer_vv.clone();
+    let progress = daemon.read(move |s| s.rejoin_learn(peer_vv.get(&s.identity().id()))).await?;
+    match progress {
+        RejoinProgress::NotRejoining => {}
+        RejoinProgress::Waiting { have, target } => tracing::info!(
+            peer = %peer.short(),
+            own_events_here = have,
+            own_events_at_peer = target,
+            "restored device: taking back its own events from the peer before it accepts changes"
+        ),
+        RejoinProgress::Done => {
+            tracing::info!(peer = %peer.short(), "restored device rejoined: the peer has no newer events of it")
+        }
+    }
+    Ok(())
 }
 
 async fn record_stats(daemon: &Daemon, peer: DeviceId, stats: &std::sync::Mutex<PeerStats>) {
@@ -319,6 +341,9 @@ async fn receive_loop(
                 lag_stage("committed", report.applied as usize);
                 if 0 < report.pending {
                     tracing::debug!(pending = report.pending, "events wait for their dependencies");
+                }
+                if report.rejoined {
+                    tracing::info!(peer = %peer.short(), "restored device rejoined: its own events are back");
                 }
                 if 0 < report.rekeys {
                     tracing::info!(rekeys = report.rekeys, peer = %peer.short(), "re-keyed late entries");

@@ -14,7 +14,7 @@ use crate::log::version_vector::VersionVector;
 use crate::merge::Effects;
 use crate::model::EventId;
 use crate::store::spool::{self, SpooledBlob};
-use crate::store::{state, Store, StoreError, StoreResult};
+use crate::store::{rejoin, state, Store, StoreError, StoreResult};
 
 /// Most events held for missing dependencies. A peer streams in causal order,
 /// so only reordering or loss fills this; 100k small events is tens of MB.
@@ -32,6 +32,9 @@ pub struct IngestReport {
     /// `Rekey` events this device emitted for entries that arrived at or below
     /// UIDs IMAP may have shown here.
     pub rekeys: u64,
+    /// This call ended a rejoin after a restore (`rejoin.rs`): the device had
+    /// its own events back up to what a peer reported, and writes again.
+    pub rejoined: bool,
 }
 
 impl Store {
@@ -77,11 +80,19 @@ impl Store {
             let mut report = IngestReport::default();
             spool::spool(w.blobs(), w.conn(), blobs)?;
             let have = state::version_vector(w.conn())?;
+            let rejoining = rejoin::is_rejoining(w.conn())?;
             for event in events {
-                if have.contains(event.id) || event.id.origin == own {
-                    report.duplicates += 1;
+                let new_here = if event.id.origin == own {
+                    // A restored device takes its own events back; otherwise a
+                    // peer's copy of one must be the very event this device has.
+                    rejoin::accept_own_event(w.conn(), event, &have, rejoining)?
                 } else {
+                    !have.contains(event.id)
+                };
+                if new_here {
                     state::pending_put(w.conn(), event, now_ms)?;
+                } else {
+                    report.duplicates += 1;
                 }
             }
             if PENDING_EVENTS_MAX < state::pending_count(w.conn())? {
@@ -90,6 +101,7 @@ impl Store {
             report.applied = apply_ready(w)?;
             report.pending = state::pending_count(w.conn())?;
             report.rekeys = w.rekeys();
+            report.rejoined = rejoin::finish_if_caught_up(w.conn(), own)? == rejoin::RejoinProgress::Done;
             Ok(report)
         })
     }

@@ -12,6 +12,7 @@ mod digest;
 mod ingest;
 pub mod peers;
 mod reads;
+mod rejoin;
 mod schema;
 pub mod snapshot;
 mod spool;
@@ -28,6 +29,7 @@ pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, MailboxInfo, StoreStats, UserInfo};
+pub use rejoin::{RejoinProgress, RejoinState};
 pub use spool::{SpooledBlob, FLUSH_BATCH};
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
@@ -132,6 +134,14 @@ pub enum StoreError {
     /// A stored row breaks an invariant.
     #[error("corrupt state: {0}")]
     Corrupt(String),
+    /// The device was restored from a backup and has not yet learnt from a
+    /// paired device which changes it made after the backup (`rejoin.rs`).
+    #[error(
+        "this device was restored from a backup and makes no changes until a paired device has sent it \
+         the changes it made after the backup (start the daemon with a peer reachable; `roost pair remove` \
+         every peer if none is left)"
+    )]
+    Rejoining,
 }
 
 /// Result of store operations.

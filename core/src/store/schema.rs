@@ -17,7 +17,8 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_replication.sql", include_str!("../../../migrations/0004_replication.sql")),
     ("0005_encryption.sql", include_str!("../../../migrations/0005_encryption.sql")),
     ("0006_conflicts.sql", include_str!("../../../migrations/0006_conflicts.sql")),
-    ("0007_blob_spool.sql", include_str!("../../../migrations/0007_blob_spool.sql")),
+    ("0007_rejoin.sql", include_str!("../../../migrations/0007_rejoin.sql")),
+    ("0008_blob_spool.sql", include_str!("../../../migrations/0008_blob_spool.sql")),
 ];
 
 /// One extra migration after the real ones, only in packages built for the

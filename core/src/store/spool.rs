@@ -1,4 +1,4 @@
-//! The blob spool (LOCAL table `blob_spool`, migration 0007): small blobs from
+//! The blob spool (LOCAL table `blob_spool`, migration 0008): small blobs from
 //! a peer, committed in the transaction that applies the events naming them.
 //!
 //! Why: a blob in the blob store is durable only after three fsyncs in a row

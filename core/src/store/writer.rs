@@ -69,6 +69,9 @@ pub struct Writer<'t> {
     effects: Effects,
     rekeys: u64,
     encrypt: bool,
+    /// The store was restored and has not rejoined (`rejoin.rs`): no own
+    /// events, and this device's own events from peers are accepted.
+    rejoining: bool,
 }
 
 /// A message's blob as stored.
@@ -88,7 +91,8 @@ impl<'t> Writer<'t> {
         now_ms: u64,
         encrypt: bool,
     ) -> StoreResult<Self> {
-        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default(), rekeys: 0, encrypt })
+        let rejoining = crate::store::rejoin::is_rejoining(conn)?;
+        Ok(Writer { conn, identity, blobs, now_ms, effects: Effects::default(), rekeys: 0, encrypt, rejoining })
     }
 
     /// Stores a message of `user` durably (fsync + rename, before the event
@@ -129,6 +133,10 @@ impl<'t> Writer<'t> {
 
     /// Creates, signs and applies one local event.
     fn emit(&mut self, op: EventOp) -> StoreResult<EventId> {
+        if self.rejoining {
+            // Peers may hold own events above our seq: the next seq may be taken.
+            return Err(StoreError::Rejoining);
+        }
         let origin = self.identity.id();
         let seq = state::max_seq(self.conn, origin)? + 1;
         let deps = state::version_vector(self.conn)?;
@@ -153,9 +161,10 @@ impl<'t> Writer<'t> {
         if have.get(&event.id.origin) + 1 != event.id.seq || !have.dominates(&event.deps) {
             return Ok(RemoteApply::NotReady);
         }
-        if event.id.origin == self.identity.id() {
-            // This device's own event it does not have: it was restored from an
-            // old copy and would reissue seqs. Refused, never merged.
+        if event.id.origin == self.identity.id() && !self.rejoining {
+            // This device's own event it does not have, outside a rejoin: it
+            // was restored from an old copy without `roost restore` and may
+            // already have reissued seqs. Refused, never merged.
             return Err(StoreError::Corrupt(format!(
                 "a peer sent event {:?} of this device, which this device does not have (restored from an old copy?)",
                 event.id
@@ -175,6 +184,12 @@ impl<'t> Writer<'t> {
     /// events from the log instead.
     fn rekey_candidates(&mut self, cause: EventId) -> StoreResult<()> {
         let candidates = std::mem::take(&mut self.effects.rekey_candidates);
+        if self.rejoining {
+            // A re-key is an own event, which a rejoining device cannot make.
+            // The entry keeps its UID; where this device re-keyed it before
+            // the restore, its own `Rekey` comes back from the peer.
+            return Ok(());
+        }
         for (mailbox, entry) in candidates {
             let Some(row) = state::entry_get(self.conn, entry)? else {
                 continue;

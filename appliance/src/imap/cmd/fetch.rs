@@ -10,7 +10,7 @@ use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Part, Section};
 use imap_codec::imap_types::sequence::SequenceSet;
 use roost_core::model::Flag;
-use roost_core::store::{EntryInfo, FlagChange, StoreMode};
+use roost_core::store::{EntryInfo, FlagChange, StoreError, StoreMode};
 
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
@@ -131,7 +131,13 @@ fn mark_seen(
     }
     let mailbox = selected.info.id;
     let change = FlagChange { mode: StoreMode::Add, flags: vec![Flag::seen()] };
-    let (_, effects) = env.write(move |w| w.store_flags(mailbox, &unseen, &change))?;
+    let (_, effects) = match env.write(move |w| w.store_flags(mailbox, &unseen, &change)) {
+        Ok(done) => done,
+        // A restored device makes no changes until it rejoined: the body is
+        // still served, without the implicit \Seen (docs/security.md).
+        Err(StoreError::Rejoining) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     let current = env.store().entries(mailbox)?;
     for idx in indices {
         let message = &mut selected.messages[*idx];
@@ -276,6 +282,23 @@ mod tests {
     use crate::imap::testing::Harness;
 
     const MAIL: &str = "From: a@example.org\r\nSubject: hi\r\nX-Y: z\r\n\r\nhello\r\n";
+
+    // A restored device that has not rejoined its peers (docs/security.md,
+    // "Backups and restore"): a body FETCH answers without the implicit
+    // \Seen, and changes get the temporary NO [UNAVAILABLE].
+    #[test]
+    fn a_rejoining_device_serves_bodies_and_refuses_changes() {
+        let mut h = Harness::logged_in();
+        h.append("INBOX", MAIL);
+        h.mark_restored();
+        h.transact("a SELECT INBOX", "OK");
+        let out = h.transact("b FETCH 1 (BODY[TEXT] FLAGS)", "OK");
+        assert!(out.contains("BODY[TEXT] {7}\r\nhello\r\n"), "{out}");
+        assert!(!out.contains("\\Seen"), "{out}");
+        h.transact("c STORE 1 +FLAGS (\\Flagged)", "NO [UNAVAILABLE] This device was restored from a backup");
+        h.transact("d CREATE Later", "NO [UNAVAILABLE]");
+        h.transact("e FETCH 1 FLAGS", "OK");
+    }
 
     #[test]
     fn fetch_basic_items() {

@@ -60,6 +60,12 @@ impl Done {
     }
 }
 
+/// The tagged NO for a change while a restored device catches up with its
+/// peers: the condition is temporary, so a client retries later.
+pub const REJOINING_NO: &str =
+    "[UNAVAILABLE] This device was restored from a backup and is catching up with its other devices; \
+     changes are refused until then, reading works";
+
 /// How a command failed (STYLE 29): each becomes the tagged reply.
 #[derive(Debug)]
 pub enum CmdError {
@@ -81,6 +87,9 @@ impl From<StoreError> for CmdError {
             StoreError::InboxProtected(what) => CmdError::No(format!("[CANNOT] INBOX cannot be {what}")),
             StoreError::InvalidName { reason, .. } => CmdError::No(format!("[CANNOT] Invalid mailbox name: {reason}")),
             StoreError::UidSpaceExhausted(name) => CmdError::No(format!("[LIMIT] Mailbox {name} is full")),
+            // Temporary (RFC 5530 UNAVAILABLE): reads work, changes wait until
+            // the restored device has rejoined (docs/security.md, Backups).
+            StoreError::Rejoining => CmdError::No(REJOINING_NO.into()),
             other => CmdError::Store(other),
         }
     }

@@ -8,11 +8,13 @@
 //! 2. Catch-up of 10,000 messages of mixed sizes to a fresh device over a
 //!    20 ms, 100 Mbit/s link: messages/s and MB/s against the link's rate.
 //!
-//! Needs root and iproute2 (it says so and exits 0 otherwise).
+//! Needs root and iproute2 (it says so and exits 0 otherwise). `-- lag` or
+//! `-- catch-up` runs one part. The lag part also prints where the time goes,
+//! from the daemons' `roost::lag` stage timestamps (p50 per step).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use rustls::pki_types::pem::PemObject;
@@ -114,14 +116,14 @@ async fn lag(root: &Path, delay_ms: u64, tag: u8) -> Result<()> {
     on_b.select("INBOX").await?;
     let mut idle = on_b.idle();
     idle.init().await?;
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(u32, Instant)>();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(u32, Instant, SystemTime)>();
     let idler = tokio::spawn(async move {
         loop {
             let (wait, _stop) = idle.wait_with_timeout(Duration::from_secs(60));
             match wait.await {
                 Ok(IdleResponse::NewData(data)) => {
                     if let Response::MailboxData(MailboxDatum::Exists(n)) = data.parsed() {
-                        if seen_tx.send((*n, Instant::now())).is_err() {
+                        if seen_tx.send((*n, Instant::now(), SystemTime::now())).is_err() {
                             return;
                         }
                     }
@@ -131,20 +133,25 @@ async fn lag(root: &Path, delay_ms: u64, tag: u8) -> Result<()> {
         }
     });
     let mut on_a = imap_login(&pair.a).await?;
-    let (mut lags, mut appends) = (Vec::new(), Vec::new());
+    let (mut lags, mut appends, mut windows) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..PROBES {
-        let sent = Instant::now();
+        let (sent, sent_wall) = (Instant::now(), SystemTime::now());
         on_a.append("INBOX", None, None, format!("Subject: probe {i}\r\n\r\nbody\r\n")).await?;
-        let acknowledged = Instant::now();
+        let (acknowledged, acknowledged_wall) = (Instant::now(), SystemTime::now());
         appends.push(acknowledged - sent);
         loop {
-            let (n, at) = tokio::time::timeout(Duration::from_secs(60), seen.recv())
+            let (n, at, at_wall) = tokio::time::timeout(Duration::from_secs(60), seen.recv())
                 .await
                 .with_context(|| format!("probe {i} never reached b's IDLE"))?
                 .context("b's IDLE client stopped")?;
             if n as usize == i + 1 {
                 // B may hear it before A's OK reaches us: that counts as 0.
                 lags.push(at.saturating_duration_since(acknowledged));
+                windows.push(ProbeWindow {
+                    start: micros(sent_wall),
+                    ok: micros(acknowledged_wall),
+                    exists: micros(at_wall),
+                });
                 break;
             }
         }
@@ -162,7 +169,88 @@ async fn lag(root: &Path, delay_ms: u64, tag: u8) -> Result<()> {
         delay_ms + 5,
         ms(appends[PROBES / 2]),
     );
+    let a_log = pair.a.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let b_log = pair.b.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    print_stages(&windows, &parse_stages(&a_log), &parse_stages(&b_log));
     Ok(())
+}
+
+/// One probe's wall-clock times in microseconds: APPEND sent, its OK, B's EXISTS.
+struct ProbeWindow {
+    start: i64,
+    ok: i64,
+    exists: i64,
+}
+
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The `lag-stage NAME AT_US EVENTS` lines a daemon logged (target
+/// `roost::lag`, appliance/src/sync/session.rs).
+fn parse_stages(log: &str) -> Vec<(String, i64, u64)> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("lag-stage ")? + "lag-stage ".len()..];
+            let mut fields = rest.split_whitespace();
+            let (stage, at, events) = (fields.next()?, fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+            Some((stage.to_string(), at, events))
+        })
+        .collect()
+}
+
+/// Where a probe's lag goes: per step of the path, the p50 over probes of the
+/// time from the previous step (A's commit noticed by its sender, events read,
+/// frame written, B's frame read, blobs durable, events committed, EXISTS at
+/// the client), each step taken as the first such line in the probe's window.
+fn print_stages(windows: &[ProbeWindow], a: &[(String, i64, u64)], b: &[(String, i64, u64)]) {
+    const STEPS: [(&str, bool); 6] = [
+        ("feed", true),
+        ("read", true),
+        ("sent", true),
+        ("received", false),
+        ("blobs-durable", false),
+        ("committed", false),
+    ];
+    let mut steps: Vec<Vec<f64>> = vec![Vec::new(); STEPS.len() + 1];
+    let mut ok_after_feed = Vec::new();
+    for w in windows {
+        let at: Option<Vec<i64>> = STEPS
+            .iter()
+            .map(|(name, on_a)| {
+                let log = if *on_a { a } else { b };
+                log.iter()
+                    .find(|(stage, at, events)| {
+                        stage == name && (*events > 0 || *name == "feed") && w.start <= *at && *at <= w.exists
+                    })
+                    .map(|(_, at, _)| *at)
+            })
+            .collect();
+        let Some(mut at) = at else { continue };
+        at.push(w.exists);
+        for (i, pair) in at.windows(2).enumerate() {
+            steps[i + 1].push((pair[1] - pair[0]) as f64 / 1000.0);
+        }
+        ok_after_feed.push((w.ok - at[0]) as f64 / 1000.0);
+    }
+    let p50 = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let names = [
+        "a: sender woken",
+        "a: events read",
+        "a: frame written",
+        "b: frame read",
+        "b: blobs durable",
+        "b: committed",
+        "b: IDLE client got EXISTS",
+    ];
+    let mut line = format!("     stages over {} probes, p50 ms from the previous step:", ok_after_feed.len());
+    for (i, name) in names.iter().enumerate().skip(1) {
+        line.push_str(&format!(" {name} +{:.1};", p50(&mut steps[i])));
+    }
+    println!("{line} (a's OK reached the client {:.1} ms after its sender woke)", p50(&mut ok_after_feed));
 }
 
 fn message(i: usize) -> Vec<u8> {
@@ -226,12 +314,20 @@ fn main() -> Result<()> {
         println!("sync bench: needs root and iproute2 for network namespaces; skipped");
         return Ok(());
     }
+    // `cargo bench -p roost --bench sync -- lag` (or `catch-up`) runs one part.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let root = tempfile::tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        for (tag, delay) in [0u64, 20, 80].into_iter().enumerate() {
-            lag(root.path(), delay, tag as u8).await?;
+        if runs("lag") {
+            for (tag, delay) in [0u64, 20, 80].into_iter().enumerate() {
+                lag(root.path(), delay, tag as u8).await?;
+            }
         }
-        catch_up(root.path(), 3).await
+        if runs("catch-up") {
+            catch_up(root.path(), 3).await?;
+        }
+        Ok(())
     })
 }

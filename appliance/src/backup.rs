@@ -130,7 +130,7 @@ pub fn write_backup(
             append(&mut tar, CONFIG_ENTRY, &read(config)?, mtime)?;
         }
         for hash in &blobs {
-            let raw = store.blobs().get(hash).with_context(|| format!("cannot back up blob {}", hash.to_hex()))?;
+            let raw = store.message(hash).with_context(|| format!("cannot back up blob {}", hash.to_hex()))?;
             let entry = Path::new(BLOB_DIR).join(BlobStore::relative_path(hash));
             append(&mut tar, &entry.to_string_lossy(), &raw, mtime)?;
         }
@@ -355,7 +355,7 @@ fn check_staged(staging: &Path, header: &FormatHeader, rejoin: Rejoin) -> Result
     let secret = device::load_key(staging)?;
     let mut store = Store::open(staging, secret).context("its database does not open with its device key")?;
     for hash in &blobs {
-        store.blobs().get(hash).with_context(|| format!("blob {} is missing or damaged", hash.to_hex()))?;
+        store.message(hash).with_context(|| format!("blob {} is missing or damaged", hash.to_hex()))?;
     }
     if store.identity().id().to_string() != header.device {
         bail!("its header names device {}, its key is device {}", header.device, store.identity().id());

@@ -141,7 +141,8 @@ impl NsDevice {
             .args(["--advertise-sync", &advertise.to_string()])
             .args(extra)
             .env("XDG_CONFIG_HOME", self.dir.with_extension("no-config"))
-            .env("RUST_LOG", "info")
+            // `roost::lag`: per-stage timestamps the sync bench reads (session.rs).
+            .env("RUST_LOG", "info,roost::lag=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

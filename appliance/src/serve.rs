@@ -13,7 +13,9 @@ use anyhow::{format_err, Context, Result};
 use fs2::FileExt;
 use tokio::sync::broadcast;
 
-use roost_core::store::{Store, StoreError, StoreResult, Writer};
+use roost_core::log::VersionVector;
+use roost_core::model::BlobHash;
+use roost_core::store::{BlobStore, SpooledBlob, Store, StoreError, StoreResult, Writer, BLOB_DIR, FLUSH_BATCH};
 use roost_core::Effects;
 
 use crate::cli::now_ms;
@@ -33,6 +35,10 @@ const GROUP_COMMIT_JOBS_MAX: usize = 256;
 /// How often the daemon checks whether another process committed to its
 /// database (`roost user add`, an import, a test). Cheap: one pragma read.
 const EXTERNAL_CHANGE_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// How long the spool mover lets ingests accumulate before it moves their
+/// blobs (see `run_spool_mover`).
+const SPOOL_MOVE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Write requests queued for the committer thread before `write` waits.
 const WRITE_QUEUE_CAPACITY: usize = 1024;
@@ -83,6 +89,8 @@ pub struct Daemon {
     /// Group commits made and writes they carried (tests check that
     /// concurrent writers share commits).
     pub commit_counts: Arc<CommitCounts>,
+    /// Wakes the spool mover thread (`run_spool_mover`).
+    spool_wake: std::sync::mpsc::SyncSender<()>,
 }
 
 /// Counters of the committer thread.
@@ -109,7 +117,15 @@ impl Daemon {
             .name("roost-committer".into())
             .spawn(move || run_committer(committer_store, queue, committer_changes, &committer_counts))
             .expect("cannot start the committer thread");
-        Arc::new(Daemon { store, writes, changes, config, data_dir, commit_counts })
+        let (spool_wake, spool_wakes) = std::sync::mpsc::sync_channel(1);
+        // The first round moves whatever a crash left in the spool.
+        let _ = spool_wake.try_send(());
+        let (mover_store, blob_dir) = (store.clone(), data_dir.join(BLOB_DIR));
+        std::thread::Builder::new()
+            .name("roost-spool".into())
+            .spawn(move || run_spool_mover(mover_store, &blob_dir, spool_wakes))
+            .expect("cannot start the spool mover thread");
+        Arc::new(Daemon { store, writes, changes, config, data_dir, commit_counts, spool_wake })
     }
 
     /// Runs `f` in a durable transaction (group-committed with concurrent
@@ -167,20 +183,40 @@ impl Daemon {
     }
 
     /// Ingests events from a peer (held until their dependencies are here,
-    /// re-keyed where needed) in one transaction, then tells subscribers what
-    /// changed. Serialised with the committer by the store's lock.
-    pub async fn ingest(&self, events: Vec<roost_core::log::Event>) -> StoreResult<roost_core::store::IngestReport> {
+    /// re-keyed where needed) in one transaction, with the small blobs they
+    /// name in the blob spool (`Store::ingest_spooled`), then tells
+    /// subscribers what changed and wakes the spool mover. Returns the
+    /// version vector after it (the ack), read under the same lock.
+    /// Serialised with the committer by the store's lock.
+    pub async fn ingest(
+        &self,
+        events: Vec<roost_core::log::Event>,
+        spooled: Vec<SpooledBlob>,
+    ) -> StoreResult<(roost_core::store::IngestReport, VersionVector)> {
         let store = self.store.clone();
-        let (report, effects) = tokio::task::spawn_blocking(move || {
+        let any_spooled = !spooled.is_empty();
+        let (report, effects, vv) = tokio::task::spawn_blocking(move || {
             let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-            store.ingest(now_ms(), &events)
+            let (report, effects) = store.ingest_spooled(now_ms(), &events, &spooled)?;
+            Ok::<_, StoreError>((report, effects, store.version_vector()?))
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
         if !effects.events.is_empty() || !effects.mailboxes.is_empty() {
             let _ = self.changes.send(Arc::new(effects));
         }
-        Ok(report)
+        if any_spooled {
+            // Full means a wake-up is pending already, which moves these too.
+            let _ = self.spool_wake.try_send(());
+        }
+        Ok((report, vv))
+    }
+
+    /// A blob's stored bytes from the blob spool, for the sync sender: a blob
+    /// just received from one peer may not be in the blob store yet when the
+    /// next peer asks for it.
+    pub async fn spooled_blob(&self, hash: BlobHash) -> StoreResult<Option<Vec<u8>>> {
+        self.read(move |s| s.spooled_blob(&hash)).await
     }
 
     /// Folds the event log's causally stable prefix into the log snapshot
@@ -315,6 +351,50 @@ fn run_committer(
                 // The jobs' completions were dropped with the failed batch, so
                 // their callers see "dropped a write": nothing was acknowledged.
                 tracing::error!(error = %e, "group commit failed");
+            }
+        }
+    }
+}
+
+/// The spool mover: on each wake-up, moves the blobs spooled by ingests
+/// (`core/src/store/spool.rs`) to the blob store. The fsyncs run outside the
+/// store lock; only reading the rows and deleting them take it. Ends when the
+/// daemon is dropped.
+fn run_spool_mover(store: Arc<Mutex<Store>>, blob_dir: &Path, wakes: std::sync::mpsc::Receiver<()>) {
+    let blobs = match BlobStore::open_dir(blob_dir) {
+        Ok(blobs) => blobs,
+        Err(e) => {
+            tracing::error!(error = %e, "the spool mover cannot open the blob store; spooled blobs stay in the database");
+            return;
+        }
+    };
+    let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
+    while wakes.recv().is_ok() {
+        // Off the path anyone waits on: a burst of pushes moves in one round
+        // (one directory fsync and one commit for all, not one per push).
+        std::thread::sleep(SPOOL_MOVE_DELAY);
+        // Bounded: each round removes what it moved, and a round that removes
+        // nothing ends the loop (logged) until the next wake-up.
+        loop {
+            // The lock is taken twice, never held across the fsyncs (a guard
+            // living through the whole expression would deadlock the second).
+            let batch = lock().spooled_blobs(FLUSH_BATCH);
+            let res = batch.and_then(|batch| {
+                if batch.is_empty() {
+                    return Ok(0);
+                }
+                let raws: Vec<&[u8]> = batch.iter().map(|b| b.data.as_slice()).collect();
+                blobs.put_all(&raws)?;
+                let hashes: Vec<BlobHash> = batch.iter().map(|b| b.hash).collect();
+                lock().unspool(&hashes)
+            });
+            match res {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "moving spooled blobs to the blob store failed; they stay spooled");
+                    break;
+                }
             }
         }
     }

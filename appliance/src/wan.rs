@@ -85,6 +85,9 @@ struct Shared {
     rng: Mutex<rand_chacha::ChaCha8Rng>,
     /// Per direction, when the emulated link is free to send the next datagram.
     link_free_at: [Mutex<tokio::time::Instant>; 2],
+    /// Datagrams to release later (`run_delay_line`), and their arrival count.
+    delay_line: Mutex<std::sync::mpsc::Sender<Delayed>>,
+    order: AtomicU64,
 }
 
 impl Shared {
@@ -114,27 +117,104 @@ impl Shared {
     }
 }
 
-fn send_later(shared: &Arc<Shared>, direction: Direction, socket: Arc<UdpSocket>, to: SocketAddr, datagram: Vec<u8>) {
+/// A socket of the emulator: the tokio one receives; a duplicate of its file
+/// descriptor lets the delay line's thread send.
+#[derive(Clone)]
+struct Port {
+    socket: Arc<UdpSocket>,
+    sender: Arc<std::net::UdpSocket>,
+}
+
+impl Port {
+    fn new(socket: UdpSocket) -> Result<Port> {
+        use std::os::fd::AsFd;
+        let sender = std::net::UdpSocket::from(socket.as_fd().try_clone_to_owned()?);
+        Ok(Port { socket: Arc::new(socket), sender: Arc::new(sender) })
+    }
+}
+
+/// A datagram waiting out its delay.
+struct Delayed {
+    at: std::time::Instant,
+    /// Arrival order, so equal deadlines keep it.
+    order: u64,
+    sender: Arc<std::net::UdpSocket>,
+    to: SocketAddr,
+    datagram: Vec<u8>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
+}
+
+/// Releases delayed datagrams at their deadlines, from one thread per
+/// emulator. Why not a tokio sleep per datagram: tokio's timer has 1 ms
+/// resolution and rounds up, which added 1-2 ms to every emulated one-way
+/// trip; a thread waiting with a deadline wakes within tens of microseconds.
+/// Ends when every sender of `queue` is gone (the emulator's tasks ended).
+fn run_delay_line(queue: std::sync::mpsc::Receiver<Delayed>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut waiting: std::collections::BinaryHeap<std::cmp::Reverse<Delayed>> = Default::default();
+    loop {
+        let now = std::time::Instant::now();
+        while waiting.peek().is_some_and(|next| next.0.at <= now) {
+            let Some(std::cmp::Reverse(due)) = waiting.pop() else { break };
+            // UDP: a send error is a lost datagram, which QUIC recovers from.
+            let _ = due.sender.send_to(&due.datagram, due.to);
+        }
+        let arrived = match waiting.peek() {
+            Some(next) => queue.recv_timeout(next.0.at.saturating_duration_since(now)),
+            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match arrived {
+            Ok(datagram) => waiting.push(std::cmp::Reverse(datagram)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn send_later(shared: &Arc<Shared>, direction: Direction, port: &Port, to: SocketAddr, datagram: Vec<u8>) {
     let Some(after) = shared.schedule(direction, datagram.len()) else {
         shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
     shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
     shared.counters.bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
-    tokio::spawn(async move {
-        if !after.is_zero() {
-            tokio::time::sleep(after).await;
-        }
+    if after.is_zero() {
         // UDP: a send error is a lost datagram, which QUIC recovers from.
-        let _ = socket.send_to(&datagram, to).await;
-    });
+        let _ = port.sender.send_to(&datagram, to);
+        return;
+    }
+    let order = shared.order.fetch_add(1, Ordering::Relaxed);
+    let delayed = Delayed { at: std::time::Instant::now() + after, order, sender: port.sender.clone(), to, datagram };
+    let _ = shared.delay_line.lock().unwrap_or_else(|e| e.into_inner()).send(delayed);
 }
 
 impl WanEmulator {
     /// Starts forwarding from a new socket on `bind` (e.g. `127.0.0.1:0`) to `target`.
     pub async fn start(bind: SocketAddr, target: SocketAddr, params: LinkParams, seed: u64) -> Result<WanEmulator> {
-        let front = Arc::new(UdpSocket::bind(bind).await.with_context(|| format!("WAN emulator cannot bind {bind}"))?);
-        let front_addr = front.local_addr()?;
+        let front =
+            Port::new(UdpSocket::bind(bind).await.with_context(|| format!("WAN emulator cannot bind {bind}"))?)?;
+        let front_addr = front.socket.local_addr()?;
+        let (delay_line, queue) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("wan-delay-line".into())
+            .spawn(move || run_delay_line(queue))
+            .context("cannot start the WAN emulator's delay line")?;
         let params = Arc::new(Mutex::new(params));
         let partitioned = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(WanCounters::default());
@@ -144,36 +224,41 @@ impl WanEmulator {
             counters: counters.clone(),
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
             link_free_at: [Mutex::new(tokio::time::Instant::now()), Mutex::new(tokio::time::Instant::now())],
+            delay_line: Mutex::new(delay_line),
+            order: AtomicU64::new(0),
         });
         // The kernel picks the source address by route, so the target's answers
         // come back even when it lives in another network namespace.
         let upstream_bind: SocketAddr =
             if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("valid address");
         let task = tokio::spawn(async move {
-            let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut upstreams: HashMap<SocketAddr, Port> = HashMap::new();
             let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
             // Runs until the emulator is dropped (the task is aborted).
             loop {
-                let Ok((n, client)) = front.recv_from(&mut buf).await else { continue };
+                let Ok((n, client)) = front.socket.recv_from(&mut buf).await else { continue };
                 let upstream = match upstreams.get(&client) {
-                    Some(socket) => socket.clone(),
+                    Some(port) => port.clone(),
                     None => {
-                        let Ok(socket) = UdpSocket::bind(upstream_bind).await else { continue };
-                        let socket = Arc::new(socket);
-                        upstreams.insert(client, socket.clone());
+                        let Ok(port) =
+                            UdpSocket::bind(upstream_bind).await.map_err(anyhow::Error::from).and_then(Port::new)
+                        else {
+                            continue;
+                        };
+                        upstreams.insert(client, port.clone());
                         // Answers from the target go back to this client.
-                        let (back, front, shared) = (socket.clone(), front.clone(), shared.clone());
+                        let (back, front, shared) = (port.socket.clone(), front.clone(), shared.clone());
                         tokio::spawn(async move {
                             let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
                             // Runs as long as the emulator's runtime does.
                             while let Ok((n, _)) = back.recv_from(&mut buf).await {
-                                send_later(&shared, Direction::ToClient, front.clone(), client, buf[..n].to_vec());
+                                send_later(&shared, Direction::ToClient, &front, client, buf[..n].to_vec());
                             }
                         });
-                        socket
+                        port
                     }
                 };
-                send_later(&shared, Direction::ToTarget, upstream, target, buf[..n].to_vec());
+                send_later(&shared, Direction::ToTarget, &upstream, target, buf[..n].to_vec());
             }
         });
         Ok(WanEmulator { front_addr, params, partitioned, counters, task })

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use roost_core::model::{Flag, UserName};
-use roost_core::store::{AppendMessage, Store};
+use roost_core::store::{AppendMessage, SpooledBlob, Store};
 
 struct Device {
     dir: PathBuf,
@@ -211,6 +211,40 @@ fn two_daemons_pair_sync_both_ways_and_catch_up() {
         let status = String::from_utf8(roost(&a.dir, &["status"]).stdout).unwrap();
         status.contains(": connected; it lacks 0 events, we lack 0;")
     });
+}
+
+/// A crash right after an ingest committed leaves its small blobs in the blob
+/// spool (core/src/store/spool.rs): readable from there, and moved to the
+/// blob store when the daemon starts again.
+#[test]
+fn blobs_a_crash_left_in_the_spool_are_moved_when_the_daemon_starts() {
+    let root = tempfile::tempdir().unwrap();
+    let mut b = Device::new(root.path(), "b");
+    b.stop();
+    // Another device's message, ingested the way the sync receiver does.
+    let now = roost::cli::now_ms();
+    let slot = roost_core::model::DeviceSlot::new(1).unwrap();
+    let mut origin = Store::init(&root.path().join("origin"), [9; 32], slot, now).unwrap();
+    origin.write(now, |w| w.add_user(&alice(), "hash")).unwrap();
+    let raw = b"Subject: spooled\r\n\r\nbody\r\n".to_vec();
+    origin
+        .write(now, |w| {
+            let inbox = w.mailbox(&alice(), "INBOX")?;
+            w.append(inbox, &[AppendMessage { raw: &raw, flags: vec![], internal_date: 1 }])
+        })
+        .unwrap();
+    let events = origin.events_missing(&Default::default(), 100).unwrap();
+    let hash = events.iter().flat_map(|e| e.op.blobs()).next().unwrap();
+    let data = origin.message(&hash).unwrap();
+    b.store().ingest_spooled(now, &events, &[SpooledBlob { hash, data }]).unwrap();
+    assert!(!b.store().blobs().contains(&hash));
+    assert_eq!(subjects(&b), ["Subject: spooled"], "a spooled blob reads from the spool");
+
+    b.start();
+    wait_for("the daemon to move the spooled blob", || b.store().spooled_blob(&hash).unwrap().is_none());
+    assert!(b.store().blobs().contains(&hash));
+    assert_eq!(subjects(&b), ["Subject: spooled"]);
+    assert!(b.store().verify().unwrap().problems.is_empty());
 }
 
 #[test]

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use roost_core::log::{Event, VersionVector};
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::peers::PeerStats;
-use roost_core::store::{BlobStore, RejoinProgress, StagedBlob, BLOB_DIR};
+use roost_core::store::{BlobStore, RejoinProgress, SpooledBlob, StagedBlob, BLOB_DIR};
 
 use crate::cli::now_ms;
 use crate::serve::Daemon;
@@ -45,6 +45,13 @@ const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Blobs up to this size travel inside the events frame; 64 such blobs per
 /// frame stay far below `FRAME_BYTES_MAX` even base64-encoded.
 const INLINE_BLOB_BYTES_MAX: u64 = 64 * 1024;
+
+/// Inline blobs of one frame up to this many bytes (base64-decoded) go into
+/// the blob spool with their events (one commit makes both durable:
+/// `core/src/store/spool.rs`); a larger frame is catch-up, whose blobs are
+/// staged as files and fsynced in parallel, so bulk bytes are not written
+/// twice (database, then file).
+const SPOOL_FRAME_BYTES_MAX: usize = 1024 * 1024;
 
 /// Largest blob accepted from a peer: the sync protocol's message size limit.
 /// Above LMTP's 50 MiB so that anything a device accepted replicates; a
@@ -91,19 +98,22 @@ pub async fn run(
     // Blob I/O goes around the store's lock: fsyncs and large files must not
     // stall IMAP. The same directory as the store's (as LMTP does).
     let blobs = Arc::new(BlobStore::open_dir(&daemon.data_dir.join(BLOB_DIR))?);
-    let stats = Arc::new(std::sync::Mutex::new(PeerStats { acked: peer_vv.clone(), ..PeerStats::default() }));
+    let view = Arc::new(PeerView {
+        stats: std::sync::Mutex::new(PeerStats { acked: peer_vv.clone(), ..PeerStats::default() }),
+        has: std::sync::Mutex::new(peer_vv),
+    });
 
     // Acks travel on the control stream too, queued to the sender.
     let (acks, ack_queue) = tokio::sync::mpsc::channel(ACK_QUEUE);
-    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, peer_vv, ack_queue, stats.clone());
-    let receiver = receive_loop(daemon.clone(), blobs.clone(), conn.clone(), recv, peer, acks, stats.clone());
-    let blob_server = serve_blobs(blobs, conn.clone());
+    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, ack_queue, view.clone());
+    let receiver = receive_loop(daemon.clone(), blobs.clone(), conn.clone(), recv, peer, acks, view.clone());
+    let blob_server = serve_blobs(daemon.clone(), blobs, conn.clone());
     let flusher = {
-        let (daemon, stats) = (daemon.clone(), stats.clone());
+        let (daemon, view) = (daemon.clone(), view.clone());
         tokio::spawn(async move {
             // Runs until the session ends and aborts it.
             loop {
-                record_stats(&daemon, peer, &stats).await;
+                record_stats(&daemon, peer, &view.stats).await;
                 tokio::time::sleep(STATS_INTERVAL).await;
             }
         })
@@ -114,8 +124,18 @@ pub async fn run(
         res = blob_server => res.context("serving blobs"),
     };
     flusher.abort();
-    record_stats(daemon, peer, &stats).await;
+    record_stats(daemon, peer, &view.stats).await;
     res
+}
+
+/// What a session's loops share about its peer.
+struct PeerView {
+    /// Statistics for `roost status`.
+    stats: std::sync::Mutex<PeerStats>,
+    /// What the peer is known to have: its Hello, its acks, and every event it
+    /// sent us. The sender skips these, so an event is not echoed back to the
+    /// device it came from.
+    has: std::sync::Mutex<VersionVector>,
 }
 
 /// A restored device learns from the peer's `Hello` how far the peer has
@@ -150,14 +170,14 @@ async fn send_loop(
     blobs: Arc<BlobStore>,
     mut send: iroh::endpoint::SendStream,
     peer: DeviceId,
-    peer_vv: VersionVector,
     mut acks: tokio::sync::mpsc::Receiver<Message>,
-    stats: Arc<std::sync::Mutex<PeerStats>>,
+    view: Arc<PeerView>,
 ) -> Result<()> {
-    let mut sent = peer_vv;
+    let mut sent = VersionVector::new();
     let mut changes = daemon.subscribe();
     // Runs for the life of the session.
     loop {
+        sent.merge(&view.has.lock().unwrap_or_else(|e| e.into_inner()));
         let have = sent.clone();
         let (active, batch) = daemon
             .read(move |s| {
@@ -170,37 +190,47 @@ async fn send_loop(
             bail!("the peer was removed");
         }
         if batch.is_empty() {
-            tokio::select! {
-                change = changes.recv() => match change {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
-                },
-                _ = tokio::time::sleep(POLL_INTERVAL) => continue,
-                ack = acks.recv() => match ack {
-                    Some(ack) => {
-                        let n = write_frame(&mut send, &ack).await?;
-                        stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
-                        continue;
-                    }
-                    None => return Ok(()),
-                },
+            // Waits for a reason to read again: a commit of events the peer
+            // may lack, or a change we cannot tell (another process), or the
+            // poll. Forwarding acks meanwhile.
+            loop {
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        // The events this peer just sent us, applied: nothing
+                        // to read (the store lock is wanted by IDLE now).
+                        Ok(change) if peer_has_all(&view.has, &sent, &change.events) => {}
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            lag_stage("feed", 0);
+                            break;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                    },
+                    _ = tokio::time::sleep(POLL_INTERVAL) => break,
+                    ack = acks.recv() => match ack {
+                        Some(ack) => {
+                            let n = write_frame(&mut send, &ack).await?;
+                            view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
+                        }
+                        None => return Ok(()),
+                    },
+                }
             }
+            continue;
         }
-        for event in &batch {
-            if sent.get(&event.id.origin) < event.id.seq {
-                sent.set(event.id.origin, event.id.seq);
-            }
-        }
+        lag_stage("read", batch.len());
+        note_events(&mut sent, &batch);
         let events = batch.iter().map(WireEvent::from_event).collect();
         let hashes: Vec<BlobHash> = batch.iter().flat_map(|e| e.op.blobs()).collect();
         let store = blobs.clone();
-        let inline = tokio::task::spawn_blocking(move || {
-            let mut inline = Vec::new();
+        let (mut inline, mut budget, unfiled) = tokio::task::spawn_blocking(move || {
+            let (mut inline, mut unfiled) = (Vec::new(), Vec::new());
             let mut budget = FRAME_BYTES_MAX as u64 / 2;
             for hash in hashes {
-                // A blob we lack (yet) is the peer's to fetch elsewhere; one
-                // too large is fetched over its own stream.
-                let Ok(mut reader) = store.open(&hash) else { continue };
+                let Ok(mut reader) = store.open(&hash) else {
+                    unfiled.push(hash);
+                    continue;
+                };
+                // One too large is fetched over its own stream.
                 let size = reader.len();
                 if size <= INLINE_BLOB_BYTES_MAX && size * 2 < budget {
                     let mut raw = Vec::with_capacity(size as usize);
@@ -210,11 +240,53 @@ async fn send_loop(
                     }
                 }
             }
-            inline
+            (inline, budget, unfiled)
         })
         .await?;
+        // Not in the blob store: still in the spool (received a moment ago),
+        // or lacked here, which is the peer's to fetch elsewhere.
+        for hash in unfiled {
+            if let Some(raw) = daemon.spooled_blob(hash).await? {
+                let size = raw.len() as u64;
+                if size <= INLINE_BLOB_BYTES_MAX && size * 2 < budget {
+                    budget -= size * 2;
+                    inline.push(InlineBlob { hash, data: data_encoding::BASE64.encode(&raw) });
+                }
+            }
+        }
         let n = write_frame(&mut send, &Message::Events { events, blobs: inline }).await?;
-        stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
+        lag_stage("sent", batch.len());
+        view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n as u64;
+    }
+}
+
+/// Whether a change consists of events the peer has (known from it, or sent
+/// to it); an empty list is an unknown change, not a known one.
+fn peer_has_all(
+    peer_has: &std::sync::Mutex<VersionVector>,
+    sent: &VersionVector,
+    events: &[roost_core::model::EventId],
+) -> bool {
+    let peer_has = peer_has.lock().unwrap_or_else(|e| e.into_inner());
+    !events.is_empty() && events.iter().all(|id| peer_has.contains(*id) || sent.contains(*id))
+}
+
+/// Raises `vv` over the events of `batch`.
+fn note_events(vv: &mut VersionVector, batch: &[Event]) {
+    for event in batch {
+        if vv.get(&event.id.origin) < event.id.seq {
+            vv.set(event.id.origin, event.id.seq);
+        }
+    }
+}
+
+/// Logs a timestamp of one stage of the replication path (target
+/// `roost::lag`, debug): wall-clock microseconds, which two daemons on one
+/// machine share, so the sync bench lines up A's send with B's commit.
+fn lag_stage(stage: &str, events: usize) {
+    if tracing::enabled!(target: "roost::lag", tracing::Level::DEBUG) {
+        let at_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        tracing::debug!(target: "roost::lag", "lag-stage {stage} {at_us} {events}");
     }
 }
 
@@ -225,7 +297,7 @@ async fn receive_loop(
     mut recv: iroh::endpoint::RecvStream,
     peer: DeviceId,
     acks: tokio::sync::mpsc::Sender<Message>,
-    stats: Arc<std::sync::Mutex<PeerStats>>,
+    view: Arc<PeerView>,
 ) -> Result<()> {
     // Runs for the life of the session.
     loop {
@@ -233,30 +305,40 @@ async fn receive_loop(
             return Ok(());
         };
         {
-            let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stats = view.stats.lock().unwrap_or_else(|e| e.into_inner());
             stats.bytes_received += n as u64;
             stats.last_seen_ms = Some(now_ms());
         }
         match message {
             Message::Hello { .. } => bail!("a second Hello"),
             Message::Ack { vv } => {
-                stats.lock().unwrap_or_else(|e| e.into_inner()).acked = vv;
+                view.has.lock().unwrap_or_else(|e| e.into_inner()).merge(&vv);
+                view.stats.lock().unwrap_or_else(|e| e.into_inner()).acked = vv;
             }
             Message::Events { events, blobs: inline } => {
-                let mut staged = stage_inline_blobs(&blobs, inline).await?;
+                lag_stage("received", events.len());
+                let (spooled, mut staged) = take_inline_blobs(&blobs, inline).await?;
                 let mut decoded = Vec::with_capacity(events.len());
                 for wire in events {
                     decoded.push(wire.into_event().map_err(|e| format_err!("peer {} sent {e}", peer.short()))?);
                 }
-                staged.extend(fetch_missing_blobs(&blobs, &conn, &decoded, &staged).await?);
-                // Every blob of the batch becomes durable in one round of
-                // overlapping fsyncs, before the events naming them commit.
-                let store = blobs.clone();
-                tokio::task::spawn_blocking(move || store.commit(staged)).await??;
+                note_events(&mut view.has.lock().unwrap_or_else(|e| e.into_inner()), &decoded);
+                let known: BTreeSet<BlobHash> =
+                    staged.iter().map(|b| b.hash()).chain(spooled.iter().map(|b| b.hash)).collect();
+                staged.extend(fetch_missing_blobs(&blobs, &conn, &decoded, &known).await?);
+                // Blobs staged as files become durable in one round of
+                // overlapping fsyncs, before the events naming them commit;
+                // spooled ones commit with the events.
+                if !staged.is_empty() {
+                    let store = blobs.clone();
+                    tokio::task::spawn_blocking(move || store.commit(staged)).await??;
+                }
+                lag_stage("blobs-durable", decoded.len());
                 let newest_ms = decoded.iter().map(|e| e.hlc.ms()).max();
                 // The store holds events whose dependencies are missing and
                 // applies them when they arrive (from this peer or another).
-                let report = daemon.ingest(decoded).await?;
+                let (report, vv) = daemon.ingest(decoded, spooled).await?;
+                lag_stage("committed", report.applied as usize);
                 if 0 < report.pending {
                     tracing::debug!(pending = report.pending, "events wait for their dependencies");
                 }
@@ -269,9 +351,8 @@ async fn receive_loop(
                 let now = now_ms();
                 if let Some(created_ms) = newest_ms {
                     // Commit there to apply here; skewed clocks make this approximate.
-                    stats.lock().unwrap_or_else(|e| e.into_inner()).lag_ms = Some(now.saturating_sub(created_ms));
+                    view.stats.lock().unwrap_or_else(|e| e.into_inner()).lag_ms = Some(now.saturating_sub(created_ms));
                 }
-                let vv = daemon.read(|s| s.version_vector()).await?;
                 // The sender may be blocked writing: never wait here for it.
                 let _ = acks.try_send(Message::Ack { vv });
             }
@@ -279,29 +360,35 @@ async fn receive_loop(
     }
 }
 
-/// Decodes and hash-checks the blobs that came inside an events frame and
-/// writes them to temporary files (durable only at `BlobStore::commit`).
-async fn stage_inline_blobs(blobs: &Arc<BlobStore>, inline: Vec<InlineBlob>) -> Result<Vec<StagedBlob>> {
+/// Decodes and hash-checks the blobs that came inside an events frame. A
+/// frame with up to `SPOOL_FRAME_BYTES_MAX` of them returns them to be
+/// spooled with the events; a larger one writes them to temporary files
+/// (durable only at `BlobStore::commit`).
+async fn take_inline_blobs(
+    blobs: &Arc<BlobStore>,
+    inline: Vec<InlineBlob>,
+) -> Result<(Vec<SpooledBlob>, Vec<StagedBlob>)> {
     if inline.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let blobs = blobs.clone();
     tokio::task::spawn_blocking(move || {
-        let mut staged = Vec::with_capacity(inline.len());
+        let mut decoded = Vec::with_capacity(inline.len());
         for blob in inline {
-            let raw = data_encoding::BASE64
+            let data = data_encoding::BASE64
                 .decode(blob.data.as_bytes())
                 .map_err(|e| format_err!("inline blob {} is not base64: {e}", blob.hash.to_hex()))?;
-            // A blob sealed in place keeps its plaintext name (core's
-            // blobs.rs): `stage_named` accepts it, and checks the rest.
-            let named = blobs.stage_named(&blob.hash, &raw);
-            staged.push(
-                named.map_err(|e| {
-                    format_err!("blob {} from the peer does not match its hash ({e})", blob.hash.to_hex())
-                })?,
-            );
+            // A blob sealed in place keeps its plaintext name (core's blobs.rs).
+            if !BlobStore::accepts(&blob.hash, &data) {
+                bail!("blob {} from the peer does not match its hash", blob.hash.to_hex());
+            }
+            decoded.push(SpooledBlob { hash: blob.hash, data });
         }
-        Ok(staged)
+        if decoded.iter().map(|b| b.data.len()).sum::<usize>() <= SPOOL_FRAME_BYTES_MAX {
+            return Ok((decoded, Vec::new()));
+        }
+        let staged = decoded.iter().map(|b| blobs.stage_named(&b.hash, &b.data)).collect::<Result<Vec<_>, _>>()?;
+        Ok((Vec::new(), staged))
     })
     .await?
 }
@@ -312,11 +399,11 @@ async fn fetch_missing_blobs(
     blobs: &Arc<BlobStore>,
     conn: &iroh::endpoint::Connection,
     events: &[Event],
-    staged: &[StagedBlob],
+    known: &BTreeSet<BlobHash>,
 ) -> Result<Vec<StagedBlob>> {
-    let mut wanted: BTreeSet<BlobHash> = events.iter().flat_map(|e| e.op.blobs()).collect();
-    for blob in staged {
-        wanted.remove(&blob.hash());
+    let wanted: BTreeSet<BlobHash> = events.iter().flat_map(|e| e.op.blobs()).filter(|h| !known.contains(h)).collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new()); // A live push: everything came inline.
     }
     let missing = {
         let blobs = blobs.clone();
@@ -399,19 +486,30 @@ pub async fn send_blob<W: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn serve_blobs(blobs: Arc<BlobStore>, conn: iroh::endpoint::Connection) -> Result<()> {
+async fn serve_blobs(daemon: Arc<Daemon>, blobs: Arc<BlobStore>, conn: iroh::endpoint::Connection) -> Result<()> {
     // Runs for the life of the session; each request is its own stream.
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
             Err(_) => return Ok(()), // Connection closed.
         };
-        let blobs = blobs.clone();
+        let (daemon, blobs) = (daemon.clone(), blobs.clone());
         tokio::spawn(async move {
             let res: Result<()> = async {
                 let Some((request, _)) = read_frame::<_, BlobRequest>(&mut recv).await? else { return Ok(()) };
                 for hash in request.hashes {
-                    send_blob(&mut send, &blobs, hash).await?;
+                    // A blob received a moment ago may still be in the spool.
+                    let spooled = match blobs.contains(&hash) {
+                        true => None,
+                        false => daemon.spooled_blob(hash).await?,
+                    };
+                    match spooled {
+                        Some(raw) => {
+                            send.write_u64(raw.len() as u64).await?;
+                            send.write_all(&raw).await?;
+                        }
+                        None => send_blob(&mut send, &blobs, hash).await?,
+                    }
                 }
                 send.finish()?;
                 Ok(())

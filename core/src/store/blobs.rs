@@ -363,6 +363,25 @@ impl BlobStore {
         in_parallel(&parents, |parent| File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent)))
     }
 
+    /// Stores several blobs and returns once each is durable under its name,
+    /// including those the store had already: such a one may have been
+    /// renamed into place by a concurrent `commit` that has not yet fsynced
+    /// its directory, so its directory is fsynced here too. What the blob
+    /// spool calls before it forgets a blob (`Store::unspool`).
+    pub fn put_all(&self, raws: &[&[u8]]) -> Result<(), BlobError> {
+        let staged = raws.iter().map(|raw| self.stage(raw)).collect::<Result<Vec<_>, _>>()?;
+        let present: Vec<BlobHash> =
+            staged.iter().filter(|b| matches!(b.content, Staged::Present)).map(|b| b.hash).collect();
+        self.commit(staged)?;
+        if let BlobStore::Dir(dir) = self {
+            let parents: std::collections::BTreeSet<PathBuf> =
+                present.iter().map(|h| Self::path_of(dir, h).parent().unwrap_or(dir).to_path_buf()).collect();
+            let parents: Vec<PathBuf> = parents.into_iter().collect();
+            in_parallel(&parents, |parent| File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent)))?;
+        }
+        Ok(())
+    }
+
     /// Opens a blob for reading in pieces (to send it to a peer without
     /// holding it in memory); returns its length and a reader. The bytes are
     /// not hash-checked here: the receiver checks them.
@@ -498,10 +517,24 @@ impl BlobStore {
         if let Some(plain) = key.and_then(|k| k.opened().get(hash)) {
             return Ok(plain);
         }
-        let (stored, named_by_bytes) = self.read_checked(hash)?;
+        let (stored, _) = self.read_checked(hash)?;
+        Self::open_stored(hash, stored, key)
+    }
+
+    /// Whether `raw` may be stored under `hash`: its bytes hash to the name,
+    /// or it is sealed (mail sealed in place keeps its plaintext's name and
+    /// is checked when opened: [`BlobStore::open_stored`]).
+    pub fn accepts(hash: &BlobHash, raw: &[u8]) -> bool {
+        BlobHash::of(raw) == *hash || crypto::is_sealed(raw)
+    }
+
+    /// The plaintext of `stored`, the bytes kept under `hash` (already
+    /// checked by [`BlobStore::accepts`]): see [`BlobStore::get_plain`].
+    pub(crate) fn open_stored(hash: &BlobHash, stored: Vec<u8>, key: Option<&SessionKey>) -> Result<Vec<u8>, StoreError> {
         if !crypto::is_sealed(&stored) {
             return Ok(stored);
         }
+        let named_by_bytes = BlobHash::of(&stored) == *hash;
         let Some(key) = key else {
             return Err(StoreError::Sealed(*hash));
         };

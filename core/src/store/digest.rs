@@ -181,7 +181,7 @@ impl Store {
         let rebuilt = digest(&tx)?;
         let rebuilt_local = digest_of(&tx, LOCAL_DIGEST_QUERIES)?;
         for blob in crate::store::state::all_blobs(&read)? {
-            if !self.blobs.contains(&blob) {
+            if !self.has_blob(&blob)? {
                 problems.push(format!("message blob {} is missing from the blob store", blob.to_hex()));
             }
         }

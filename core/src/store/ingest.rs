@@ -13,6 +13,7 @@ use crate::log::event::Event;
 use crate::log::version_vector::VersionVector;
 use crate::merge::Effects;
 use crate::model::EventId;
+use crate::store::spool::{self, SpooledBlob};
 use crate::store::{rejoin, state, Store, StoreError, StoreResult};
 
 /// Most events held for missing dependencies. A peer streams in causal order,
@@ -46,6 +47,19 @@ impl Store {
     /// Errors: a bad signature or undecodable event fails the whole call
     /// (nothing is written; the caller drops the peer's batch).
     pub fn ingest(&mut self, now_ms: u64, events: &[Event]) -> StoreResult<(IngestReport, Effects)> {
+        self.ingest_spooled(now_ms, events, &[])
+    }
+
+    /// [`Store::ingest`], also putting `blobs` (small blobs the events name,
+    /// as received, hash-checked here) into the blob spool in the same
+    /// transaction: the events and their blobs become durable in one commit
+    /// (see `spool.rs` for why and what a crash leaves).
+    pub fn ingest_spooled(
+        &mut self,
+        now_ms: u64,
+        events: &[Event],
+        blobs: &[SpooledBlob],
+    ) -> StoreResult<(IngestReport, Effects)> {
         let have = state::version_vector(&self.conn)?;
         for event in events.iter().filter(|e| !have.contains(e.id)) {
             // Untrusted input: the struct's fields may not match its bytes.
@@ -64,6 +78,7 @@ impl Store {
         let own = self.identity.id();
         self.write(now_ms, |w| {
             let mut report = IngestReport::default();
+            spool::spool(w.blobs(), w.conn(), blobs)?;
             let have = state::version_vector(w.conn())?;
             let rejoining = rejoin::is_rejoining(w.conn())?;
             for event in events {

@@ -17,6 +17,7 @@ mod rejoin;
 mod schema;
 mod seal_existing;
 pub mod snapshot;
+mod spool;
 pub(crate) mod state;
 mod writer;
 
@@ -33,6 +34,7 @@ pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, LoginRecord, MailboxInfo, StoreStats, UserInfo};
 pub use rejoin::{RejoinProgress, RejoinState};
 pub use seal_existing::SealReport;
+pub use spool::{SpooledBlob, FLUSH_BATCH};
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
 use crate::log::event::DecodeError;

@@ -10,7 +10,7 @@ use crate::model::{
     BlobHash, EntryId, Flag, ItemId, MailboxId, MailboxName, ModSeq, SpecialUse, Uid, UidValidity, UserName,
 };
 use crate::store::state::{self, MailboxRow};
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{BlobError, BlobStore, Store, StoreError, StoreResult};
 
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,14 +375,18 @@ impl Store {
     /// A message's blob as stored (ciphertext when sealed): what peers
     /// replicate.
     pub fn message(&self, blob: &BlobHash) -> StoreResult<Vec<u8>> {
-        Ok(self.blobs.get(blob)?)
+        self.blob_bytes(blob)
     }
 
     /// A message's plaintext: a sealed blob is opened with `key` (the
     /// session's unlocked identity); a plaintext blob (encryption off, or
     /// stored before it existed) is returned as it is.
     pub fn message_plain(&self, blob: &BlobHash, key: Option<&SessionKey>) -> StoreResult<Vec<u8>> {
-        self.blobs.get_plain(blob, key)
+        match self.blobs.get_plain(blob, key) {
+            // Not in the blob store yet: a peer's blob still in the spool.
+            Err(StoreError::Blob(BlobError::Missing(_))) => BlobStore::open_stored(blob, self.blob_bytes(blob)?, key),
+            other => other,
+        }
     }
 
     /// This device's version vector.

@@ -135,6 +135,10 @@ impl<'t> Writer<'t> {
         self.conn
     }
 
+    pub(crate) fn blobs(&self) -> &'t BlobStore {
+        self.blobs
+    }
+
     pub(crate) fn finish(self) -> StoreResult<Effects> {
         assert!(self.effects.rekey_candidates.is_empty(), "a write ends with entries left to re-key");
         Ok(self.effects)

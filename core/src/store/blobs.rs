@@ -530,7 +530,11 @@ impl BlobStore {
 
     /// The plaintext of `stored`, the bytes kept under `hash` (already
     /// checked by [`BlobStore::accepts`]): see [`BlobStore::get_plain`].
-    pub(crate) fn open_stored(hash: &BlobHash, stored: Vec<u8>, key: Option<&SessionKey>) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn open_stored(
+        hash: &BlobHash,
+        stored: Vec<u8>,
+        key: Option<&SessionKey>,
+    ) -> Result<Vec<u8>, StoreError> {
         if !crypto::is_sealed(&stored) {
             return Ok(stored);
         }

@@ -109,11 +109,13 @@ impl LoginRecord {
     /// So a wrong password and an unknown user answer alike and in the same time.
     pub fn check(self, password: &str) -> StoreResult<Option<(UserName, Option<SessionKey>)>> {
         match self.0 {
-            LoginSecret::Keys(name, keys, keyring) => match crypto::unlock_keyring(name.as_str(), &keys, &keyring, password) {
-                Ok(unlocked) => Ok(Some((name, Some(unlocked.key)))),
-                Err(CryptoError::WrongSecret) => Ok(None),
-                Err(e) => Err(e.into()),
-            },
+            LoginSecret::Keys(name, keys, keyring) => {
+                match crypto::unlock_keyring(name.as_str(), &keys, &keyring, password) {
+                    Ok(unlocked) => Ok(Some((name, Some(unlocked.key)))),
+                    Err(CryptoError::WrongSecret) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
             LoginSecret::Hash(name, hash) => Ok(auth::verify_password(&hash, password).then_some((name, None))),
             LoginSecret::Unknown => {
                 auth::verify_password(auth::dummy_hash(), password);

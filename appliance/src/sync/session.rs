@@ -313,7 +313,9 @@ async fn receive_loop(
             Message::Hello { .. } => bail!("a second Hello"),
             Message::Ack { vv } => {
                 view.has.lock().unwrap_or_else(|e| e.into_inner()).merge(&vv);
-                view.stats.lock().unwrap_or_else(|e| e.into_inner()).acked = vv;
+                // Only ever raised in a session: an ack read before the
+                // peer's newest own events may arrive after them.
+                view.stats.lock().unwrap_or_else(|e| e.into_inner()).acked.merge(&vv);
             }
             Message::Events { events, blobs: inline } => {
                 lag_stage("received", events.len());
@@ -323,6 +325,10 @@ async fn receive_loop(
                     decoded.push(wire.into_event().map_err(|e| format_err!("peer {} sent {e}", peer.short()))?);
                 }
                 note_events(&mut view.has.lock().unwrap_or_else(|e| e.into_inner()), &decoded);
+                // The peer sends only what it committed, so it holds these:
+                // without this its own new events would count as unacknowledged
+                // (it does not ack what it sent) and never become stable.
+                note_events(&mut view.stats.lock().unwrap_or_else(|e| e.into_inner()).acked, &decoded);
                 let known: BTreeSet<BlobHash> =
                     staged.iter().map(|b| b.hash()).chain(spooled.iter().map(|b| b.hash)).collect();
                 staged.extend(fetch_missing_blobs(&blobs, &conn, &decoded, &known).await?);

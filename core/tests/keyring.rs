@@ -173,10 +173,14 @@ fn a_data_dir_from_before_the_keyring_gets_both_identities_back_from_its_log() {
     let digest = disk.state_digest().unwrap();
     assert_eq!(digest, c.devices[0].state_digest().unwrap());
     drop(disk);
-    // Back to the schema before the keyring (7; adjust if migrations are
-    // renumbered and another one comes before it).
+    // Back to the schema before the keyring (0007): drop what 0008_keyring
+    // and every later migration created (extend this when one is added).
     let db = rusqlite::Connection::open(root.path().join(roost_core::store::DB_FILE)).unwrap();
-    db.execute_batch("DROP TABLE user_keyring; PRAGMA user_version = 7;").unwrap();
+    db.execute_batch(
+        "DROP TABLE user_keyring; DROP TABLE log_snapshot; DROP TABLE log_snapshot_vector;
+         DROP INDEX mailbox_entries_by_modseq; DROP TABLE blob_spool; PRAGMA user_version = 7;",
+    )
+    .unwrap();
     drop(db);
 
     let reopened = roost_core::store::Store::open(root.path(), secret).unwrap();

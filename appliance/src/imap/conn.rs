@@ -147,7 +147,14 @@ impl Env<'_> {
         match self.blobs {
             // In the daemon, read and decrypt without the store lock: other
             // sessions and the committer go on meanwhile.
-            Some(blobs) => blobs.get_plain(blob, self.key.as_deref()),
+            Some(blobs) => match blobs.get_plain(blob, self.key.as_deref()) {
+                // A peer's blob still in the spool (docs/sync.md) is read
+                // through the store, which falls back to the spool.
+                Err(roost_core::store::StoreError::Blob(roost_core::store::BlobError::Missing(_))) => {
+                    self.store().message_plain(blob, self.key.as_deref())
+                }
+                other => other,
+            },
             None => self.store().message_plain(blob, self.key.as_deref()),
         }
     }

@@ -205,15 +205,16 @@ impl SessionKey {
 
     /// This session with `other`'s identities added (a recovered identity
     /// folded into a session opened by the password).
+    /// What the session already opened stays in its cache.
     pub fn with(self, other: SessionKey) -> SessionKey {
-        let mut identities = self.identities;
+        let SessionKey { mut identities, opened, .. } = self;
         for identity in other.identities {
             let public = identity.to_public().to_string();
             if !identities.iter().any(|i| i.to_public().to_string() == public) {
                 identities.push(identity);
             }
         }
-        SessionKey::new(identities)
+        SessionKey { opened, ..SessionKey::new(identities) }
     }
 
     fn secret_of(&self, public_key: &str) -> Option<age::secrecy::SecretString> {

@@ -10,6 +10,7 @@
 mod compact;
 pub(crate) mod conflicts;
 mod digest;
+mod file_keys;
 mod ingest;
 pub mod peers;
 mod reads;

@@ -175,56 +175,70 @@ fn open_cost_breakdown() {
     let blobs = append(&mut store, &alice(), &raws);
     let tiny_blobs = append(&mut store, &alice(), &tiny);
     let sealed: Vec<Vec<u8>> = blobs.iter().map(|b| store.message(b).unwrap()).collect();
-    let per = |started: Instant| started.elapsed().as_secs_f64() * 1e6 / 400.0;
-
-    let key = login(&store, "alice");
-    let started = Instant::now();
-    for s in &sealed {
-        std::hint::black_box(BlobHash::of(s));
-    }
-    let hash_us = per(started);
-    let started = Instant::now();
-    for s in &sealed {
-        std::hint::black_box(key.open(s).unwrap());
-    }
-    let cold_us = per(started);
-    // Learn every key (cold opens through the store), write, read back.
-    for blob in blobs.iter().chain(&tiny_blobs) {
-        store.message_plain(blob, Some(&key)).unwrap();
-    }
-    let started = Instant::now();
-    store.record_file_keys("alice", &key).unwrap();
-    let record_us = per(started) / 2.0;
-    let warm = login(&store, "alice");
-    let all: Vec<&BlobHash> = blobs.iter().collect();
-    let started = Instant::now();
-    let rows = store.file_keys("alice", &all).unwrap();
-    let sqlite_us = per(started);
-    let started = Instant::now();
-    assert_eq!(warm.prime_file_keys("alice", &rows), 400);
-    let unwrap_us = per(started);
-    let started = Instant::now();
-    for (blob, s) in blobs.iter().zip(&sealed) {
-        std::hint::black_box(warm.open_blob(blob, s).unwrap());
-    }
-    let cached_us = per(started);
-    assert!(!warm.has_learned_file_keys());
-    // Header only: tiny messages opened from cached keys (parse, HKDF, MAC).
     let tiny_sealed: Vec<Vec<u8>> = tiny_blobs.iter().map(|b| store.message(b).unwrap()).collect();
-    let tiny_key = login(&store, "alice");
-    store.prime_file_keys("alice", &tiny_key, &tiny_blobs.iter().collect::<Vec<_>>()).unwrap();
-    let started = Instant::now();
-    for (blob, s) in tiny_blobs.iter().zip(&tiny_sealed) {
-        std::hint::black_box(tiny_key.open_blob(blob, s).unwrap());
+    let all: Vec<&BlobHash> = blobs.iter().collect();
+    let all_tiny: Vec<&BlobHash> = tiny_blobs.iter().collect();
+    let per = |started: Instant| started.elapsed().as_secs_f64() * 1e6 / 400.0;
+    // Each figure is the least of 5 rounds: the machine is shared, and a
+    // round that lost the CPU says nothing about the code.
+    let mut best = [f64::MAX; 9];
+    for _ in 0..5 {
+        let mut round = [0.0; 9];
+        let key = login(&store, "alice");
+        let started = Instant::now();
+        for s in &sealed {
+            std::hint::black_box(BlobHash::of(s));
+        }
+        round[0] = per(started);
+        let started = Instant::now();
+        for s in &sealed {
+            std::hint::black_box(key.open(s).unwrap());
+        }
+        round[1] = per(started);
+        // Learn every key (cold opens through the store), write them.
+        for blob in blobs.iter().chain(&tiny_blobs) {
+            store.message_plain(blob, Some(&key)).unwrap();
+        }
+        let started = Instant::now();
+        store.record_file_keys("alice", &key).unwrap();
+        round[2] = per(started) / 2.0;
+        let warm = login(&store, "alice");
+        let started = Instant::now();
+        let rows = store.file_keys("alice", &all).unwrap();
+        round[3] = per(started);
+        let started = Instant::now();
+        assert_eq!(warm.prime_file_keys("alice", &rows), 400);
+        round[4] = per(started);
+        let started = Instant::now();
+        for (blob, s) in blobs.iter().zip(&sealed) {
+            std::hint::black_box(warm.open_blob(blob, s).unwrap());
+        }
+        round[5] = per(started);
+        assert!(!warm.has_learned_file_keys());
+        // Header only: tiny messages opened from cached keys (parse, HKDF, MAC).
+        store.prime_file_keys("alice", &warm, &all_tiny).unwrap();
+        let started = Instant::now();
+        for (blob, s) in tiny_blobs.iter().zip(&tiny_sealed) {
+            std::hint::black_box(warm.open_blob(blob, s).unwrap());
+        }
+        round[6] = per(started);
+        let started = Instant::now();
+        for s in &tiny_sealed {
+            std::hint::black_box(key.open(s).unwrap());
+        }
+        round[7] = per(started);
+        let started = Instant::now();
+        for s in &sealed {
+            std::hint::black_box(s.to_vec());
+        }
+        round[8] = per(started);
+        for (b, r) in best.iter_mut().zip(round) {
+            *b = b.min(r);
+        }
     }
-    let header_us = per(started);
-    let started = Instant::now();
-    for s in &tiny_sealed {
-        std::hint::black_box(key.open(s).unwrap());
-    }
-    let tiny_cold_us = per(started);
+    let [hash_us, cold_us, record_us, sqlite_us, unwrap_us, cached_us, header_us, tiny_cold_us, copy_us] = best;
     let mean_kb = raws.iter().map(Vec::len).sum::<usize>() as f64 / 400.0 / 1e3;
-    println!("per message, 400 messages, mean {mean_kb:.1} KB:");
+    println!("per message, 400 messages, mean {mean_kb:.1} KB, least of 5 rounds:");
     println!("  cold open (X25519 unwrap + header + STREAM)    {cold_us:8.1} us");
     println!("  open with a cached file key                     {cached_us:8.1} us");
     println!("    of which header parse + HKDF + header MAC     {header_us:8.1} us (tiny message, cached key)");
@@ -234,4 +248,5 @@ fn open_cost_breakdown() {
     println!("  file_keys SQLite read, one row                  {sqlite_us:8.1} us");
     println!("  file-key unwrap (XChaCha20-Poly1305, 32 bytes)  {unwrap_us:8.1} us");
     println!("  file_keys write, one row (in a batch of 800)    {record_us:8.1} us");
+    println!("  copying the stored bytes (memcpy baseline)      {copy_us:8.1} us");
 }

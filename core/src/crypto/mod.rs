@@ -350,8 +350,7 @@ impl Sealer {
 fn decrypt(sealed: &[u8], identities: &[&dyn age::Identity]) -> Result<Vec<u8>, CryptoError> {
     use std::io::Read;
     let decryptor = age::Decryptor::new_buffered(sealed).map_err(|e| CryptoError::Open(e.to_string()))?;
-    let mut reader =
-        decryptor.decrypt(identities.iter().copied()).map_err(|e| CryptoError::Open(e.to_string()))?;
+    let mut reader = decryptor.decrypt(identities.iter().copied()).map_err(|e| CryptoError::Open(e.to_string()))?;
     let mut plain = Vec::with_capacity(sealed.len());
     reader.read_to_end(&mut plain).map_err(|e| CryptoError::Open(e.to_string()))?;
     Ok(plain)

@@ -14,7 +14,8 @@ impl Store {
     /// one. A malformed row is skipped (it only costs an X25519 unwrap; the
     /// open then replaces it).
     pub fn file_keys(&self, user: &str, blobs: &[&BlobHash]) -> StoreResult<Vec<(BlobHash, WrappedFileKey)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT nonce, wrapped FROM file_keys WHERE user = ?1 AND blob = ?2")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT nonce, wrapped FROM file_keys WHERE user = ?1 AND blob = ?2")?;
         let mut rows = Vec::new();
         for blob in blobs {
             let mut found = stmt.query(params![user, blob.as_bytes().as_slice()])?;

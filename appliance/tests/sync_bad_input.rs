@@ -195,7 +195,12 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
     let blobs = vec![roost::sync::messages::InlineBlob { hash, data: data_encoding::BASE64.encode(wrong) }];
     write_frame(&mut send, &Message::Events { events: wire, blobs }).await.unwrap();
     conn.closed().await;
-    assert!(daemon.log.lock().unwrap().matches("does not match its hash").count() > before);
+    // The log line may reach the reader thread after the connection closed.
+    let started = Instant::now();
+    while daemon.log.lock().unwrap().matches("does not match its hash").count() <= before {
+        assert!(started.elapsed() < Duration::from_secs(30), "the inline blob's bad hash was never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     assert_eq!(events_count(&dir), events_before, "nothing of a bad session may be stored");
     // The daemon keeps serving: a well-behaved session still gets its Hello.

@@ -736,4 +736,17 @@ fn a_device_paired_after_compaction_gets_everything_through_the_snapshot() {
         let report = device.store().verify().unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
+
+    // A device with history of its own refuses the snapshot, says what to
+    // do, and keeps its state; A keeps serving.
+    let d = Device::new(root.path(), "d");
+    d.store().write(roost::cli::now_ms(), |w| w.add_user(&UserName::new("bob").unwrap(), "hash")).unwrap();
+    let before = digest(&d);
+    pair(&a, &d);
+    wait_for("d to refuse a's snapshot", || d.log().contains("cannot install the peer's snapshot"));
+    assert!(d.log().contains("roost init"), "{}", d.log());
+    assert_eq!(digest(&d), before);
+    assert!(d.store().snapshot_vector().unwrap().total() == 0);
+    append(&a, "after d");
+    wait_for("c to still get a's mail", || subjects(&c).len() == 5);
 }

@@ -166,3 +166,45 @@ fn a_device_with_history_the_snapshot_lacks_refuses_it_and_says_what_to_do() {
     assert!(matches!(busy.install_snapshot(snapshot, c.now), Err(StoreError::SnapshotRefused { .. })));
     assert_eq!(busy.state_digest().unwrap(), digest, "nothing of the snapshot was installed");
 }
+
+/// Figures for docs/benchmarks.md: image size per message and the time to
+/// offer, check and install a snapshot of `ROOST_SNAPSHOT_MESSAGES` (10,000)
+/// messages in 100 appends.
+#[test]
+#[ignore = "benchmark: run with --release --ignored --nocapture"]
+fn snapshot_transfer_figures() {
+    let messages: usize =
+        std::env::var("ROOST_SNAPSHOT_MESSAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let mut c = Cluster::new(1);
+    let inbox = c.mailbox(0, "INBOX").id;
+    for batch in 0..messages / 100 {
+        let raws: Vec<Vec<u8>> = (0..100).map(|i| merge_support::msg(&format!("m{batch}-{i}"))).collect();
+        let appends: Vec<roost_core::store::AppendMessage> = raws
+            .iter()
+            .map(|raw| roost_core::store::AppendMessage { raw, flags: vec![Flag::seen()], internal_date: 1 })
+            .collect();
+        c.write(0, |w| w.append(inbox, &appends));
+    }
+    let all = c.devices[0].version_vector().unwrap();
+    let started = std::time::Instant::now();
+    c.devices[0].compact_within(c.now, &all).unwrap();
+    let compact = started.elapsed();
+    let started = std::time::Instant::now();
+    let (offer, image) = offer_of(&c.devices[0]);
+    let offered = started.elapsed();
+    let mut fresh = fresh_device();
+    let started = std::time::Instant::now();
+    let snapshot = ReceivedSnapshot::check(offer, &image).unwrap();
+    let checked = started.elapsed();
+    copy_blobs(&c.devices[0], &fresh, &snapshot);
+    let started = std::time::Instant::now();
+    fresh.install_snapshot(snapshot, c.now).unwrap();
+    let installed = started.elapsed();
+    assert_eq!(fresh.state_digest().unwrap(), c.devices[0].state_digest().unwrap());
+    println!(
+        "{messages} messages: image {} bytes ({} per message); compact {compact:?}, offer {offered:?}, \
+         check {checked:?}, install {installed:?}",
+        image.len(),
+        image.len() / messages
+    );
+}

@@ -173,8 +173,7 @@ fn a_device_with_history_the_snapshot_lacks_refuses_it_and_says_what_to_do() {
 #[test]
 #[ignore = "benchmark: run with --release --ignored --nocapture"]
 fn snapshot_transfer_figures() {
-    let messages: usize =
-        std::env::var("ROOST_SNAPSHOT_MESSAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let messages: usize = std::env::var("ROOST_SNAPSHOT_MESSAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let mut c = Cluster::new(1);
     let inbox = c.mailbox(0, "INBOX").id;
     for batch in 0..messages / 100 {

@@ -195,10 +195,73 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
     let blobs = vec![roost::sync::messages::InlineBlob { hash, data: data_encoding::BASE64.encode(wrong) }];
     write_frame(&mut send, &Message::Events { events: wire, blobs }).await.unwrap();
     conn.closed().await;
-    assert!(daemon.log.lock().unwrap().matches("does not match its hash").count() > before);
+    // The log line may reach the reader thread after the connection closed.
+    let started = Instant::now();
+    while daemon.log.lock().unwrap().matches("does not match its hash").count() <= before {
+        assert!(started.elapsed() < Duration::from_secs(30), "the inline blob's bad hash was never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     assert_eq!(events_count(&dir), events_before, "nothing of a bad session may be stored");
     // The daemon keeps serving: a well-behaved session still gets its Hello.
+    let (conn, _send, _recv) = mallory.hello().await;
+    conn.close(0u32.into(), b"done");
+}
+
+/// Mallory's log snapshot: a user and a message, folded.
+fn mallory_snapshot() -> (roost_core::store::SnapshotOffer, Vec<u8>) {
+    let mut store = Store::in_memory(MALLORY, DeviceSlot::new(5).unwrap(), 1).unwrap();
+    let user = UserName::new("mallory").unwrap();
+    store.write(1, |w| w.add_user(&user, "hash")).unwrap();
+    let all = store.version_vector().unwrap();
+    store.compact_within(2, &all).unwrap();
+    store.snapshot_offer().unwrap().unwrap()
+}
+
+/// Sends a snapshot offer and `image` in chunks, then ends the stream.
+async fn offer_snapshot(mallory: &Mallory, offer: roost_core::store::SnapshotOffer, image: &[u8]) {
+    let (conn, mut send, _recv) = mallory.hello().await;
+    roost::sync::snapshot::send(&mut send, offer, image).await.unwrap();
+    let _ = send.finish();
+    conn.closed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_from_a_peer_is_refused_and_nothing_is_installed() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a");
+    let daemon = start(&dir);
+    let mallory = Mallory::new(&dir).await;
+    let (offer, image) = mallory_snapshot();
+    let installed = || {
+        let store = Store::open(&dir, roost::device::load_key(&dir).unwrap()).unwrap();
+        (store.snapshot_vector().unwrap().total(), store.version_vector().unwrap().total())
+    };
+
+    // A flipped byte: the image does not match the offered hash.
+    let mut flipped = image.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x55;
+    offer_snapshot(&mallory, offer.clone(), &flipped).await;
+    wait_log(&daemon, "damaged in transit").await;
+
+    // Truncated: the stream ends before the offered bytes.
+    offer_snapshot(&mallory, offer.clone(), &image[..image.len() / 2]).await;
+    wait_log(&daemon, "snapshot bytes").await;
+
+    // An intact image whose stated digest is not its state's.
+    let mut lying = offer.clone();
+    lying.digest = "00".repeat(32);
+    offer_snapshot(&mallory, lying, &image).await;
+    wait_log(&daemon, "state digest").await;
+
+    // Announced above the limit: refused before any byte.
+    let mut huge = offer.clone();
+    huge.bytes = roost_core::store::SNAPSHOT_BYTES_MAX + 1;
+    offer_snapshot(&mallory, huge, &[]).await;
+    wait_log(&daemon, "-byte limit").await;
+
+    assert_eq!(installed(), (0, 0), "nothing of a bad snapshot may be installed");
     let (conn, _send, _recv) = mallory.hello().await;
     conn.close(0u32.into(), b"done");
 }

@@ -438,8 +438,9 @@ pub fn binary_section<'r>(raw: &'r [u8], path: &[NonZeroU32]) -> Result<Option<C
     let encoding = part.content_transfer_encoding().map(|e| e.trim().to_ascii_lowercase());
     let decoded = match encoding.as_deref() {
         None | Some("7bit" | "8bit" | "binary") => body,
-        Some("base64") => mail_parser::decoders::base64::base64_decode(&body)
-            .ok_or(BinaryError::Undecodable("base64"))?,
+        Some("base64") => {
+            mail_parser::decoders::base64::base64_decode(&body).ok_or(BinaryError::Undecodable("base64"))?
+        }
         Some("quoted-printable") => mail_parser::decoders::quoted_printable::quoted_printable_decode(&body)
             .ok_or(BinaryError::Undecodable("quoted-printable"))?,
         Some(other) => return Err(BinaryError::UnknownCte(other.to_string())),

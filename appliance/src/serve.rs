@@ -244,6 +244,23 @@ impl Daemon {
         Ok((report, vv))
     }
 
+    /// Installs a peer's checked log snapshot (`Store::install_snapshot`:
+    /// one transaction; the caller stored its blobs first) and tells
+    /// subscribers every mailbox changed. Returns the version vector after it
+    /// (the ack).
+    pub async fn install_snapshot(&self, snapshot: roost_core::store::ReceivedSnapshot) -> StoreResult<VersionVector> {
+        let store = self.store.clone();
+        let (effects, vv) = tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            let effects = store.install_snapshot(snapshot, now_ms())?;
+            Ok::<_, StoreError>((effects, store.version_vector()?))
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+        let _ = self.changes.send(Arc::new(effects));
+        Ok(vv)
+    }
+
     /// A blob's stored bytes from the blob spool, for the sync sender: a blob
     /// just received from one peer may not be in the blob store yet when the
     /// next peer asks for it.

@@ -1,7 +1,9 @@
 //! FETCH and UID FETCH (RFC 9051 6.4.5) with CONDSTORE's MODSEQ and
 //! CHANGEDSINCE (RFC 7162 3.1.4-5) and QRESYNC's VANISHED modifier (RFC 7162
-//! 3.2.6). Valid when selected. ENVELOPE and BODYSTRUCTURE come from the
-//! shared summary cache; body sections are cut from the raw message.
+//! 3.2.6), and BINARY / BINARY.PEEK / BINARY.SIZE (RFC 3516). Valid when
+//! selected. ENVELOPE and BODYSTRUCTURE come from the shared summary cache;
+//! body sections are cut from the raw message, BINARY sections decoded from
+//! it (`message::binary_section`).
 
 use std::borrow::Cow;
 use std::io::Write as _;

@@ -13,36 +13,24 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use roost_core::model::{Flag, UserName};
 use roost_core::store::{AppendMessage, FlagChange, SpooledBlob, Store, StoreMode};
+use support::{roost, wait_for, Listen, Serve};
+
+mod support;
 
 struct Device {
     dir: PathBuf,
-    daemon: Option<Child>,
-    log: Arc<Mutex<String>>,
-}
-
-fn roost(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    daemon: Option<Serve>,
 }
 
 impl Device {
     fn new(root: &Path, name: &str) -> Device {
         let dir = root.join(name);
-        let out = roost(&dir, &["init"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut device = Device { dir, daemon: None, log: Arc::new(Mutex::new(String::new())) };
+        support::init(&dir);
+        let mut device = Device { dir, daemon: None };
         device.start();
         device
     }
@@ -54,36 +42,11 @@ impl Device {
     /// Starts the daemon with its sync endpoint on `sync_listen` (a fixed
     /// port lets two devices that both restarted find each other again).
     fn start_with_sync(&mut self, sync_listen: &str) {
-        let _ = std::fs::remove_file(self.dir.join("sync-addrs.json"));
-        // The log of this run only: addresses are read from it.
-        self.log.lock().unwrap().clear();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(["serve", "--listen-sync", sync_listen, "--listen-imap", "127.0.0.1:0"])
-            .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
-            .env("XDG_CONFIG_HOME", self.dir.with_extension("no-config"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        self.daemon = Some(child);
-        wait_for("the daemon to bind its sync endpoint", || self.dir.join("sync-addrs.json").exists());
+        self.daemon = Some(Serve::start(&self.dir, None, Listen { sync: sync_listen, ..Listen::default() }));
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+        self.daemon = None;
     }
 
     fn store(&self) -> Store {
@@ -91,30 +54,14 @@ impl Device {
         Store::open(&self.dir, secret).unwrap()
     }
 
+    /// The log of the daemon's current run (addresses are read from it).
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        self.daemon.as_ref().map(Serve::log).unwrap_or_default()
     }
 }
 
 fn pair(inviter: &Device, joiner: &Device) {
-    let out = roost(&inviter.dir, &["pair", "invite", "--no-qr"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let ticket = stdout.lines().last().unwrap().to_string();
+    let ticket = support::invite(&inviter.dir);
     let out = roost(&joiner.dir, &["pair", "join", &ticket]);
     assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
     // The same ticket a second time is refused by the inviter.

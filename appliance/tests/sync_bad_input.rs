@@ -4,10 +4,7 @@
 //! daemon closes the connection with a logged reason, stores nothing, and
 //! keeps serving.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::presets;
@@ -20,59 +17,21 @@ use roost::sync::SYNC_ALPN;
 use roost_core::log::VersionVector;
 use roost_core::model::{DeviceId, DeviceSlot, UserName};
 use roost_core::store::{AppendMessage, Store};
+use support::{Listen, Serve as Daemon};
+
+mod support;
 
 const MALLORY: [u8; 32] = [42; 32];
 
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &Path) -> Daemon {
-    let status = Command::new(env!("CARGO_BIN_EXE_roost")).arg("--data-dir").arg(dir).arg("init").output().unwrap();
-    assert!(status.status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["serve", "--listen-sync", "127.0.0.1:0", "--listen-imap", "127.0.0.1:0"])
-        .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
-        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let started = Instant::now();
-    while !dir.join("sync-addrs.json").exists() {
-        assert!(started.elapsed() < Duration::from_secs(30), "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon { child, log }
+    support::init(dir);
+    Daemon::start(dir, None, Listen::default())
 }
 
 async fn wait_log(daemon: &Daemon, needle: &str) {
     let started = Instant::now();
-    while !daemon.log.lock().unwrap().contains(needle) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "log never said {needle:?}: {}",
-            daemon.log.lock().unwrap()
-        );
+    while !daemon.log().contains(needle) {
+        assert!(started.elapsed() < Duration::from_secs(60), "log never said {needle:?}: {}", daemon.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -188,7 +147,7 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
     conn.closed().await;
 
     // The same lie in an inline blob.
-    let before = daemon.log.lock().unwrap().matches("does not match its hash").count();
+    let before = daemon.log().matches("does not match its hash").count();
     let (conn, mut send, _recv) = mallory.hello().await;
     let wire: Vec<WireEvent> = events.iter().map(WireEvent::from_event).collect();
     let hash = events.iter().flat_map(|e| e.op.blobs()).next().unwrap();
@@ -197,7 +156,7 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
     conn.closed().await;
     // The log line may reach the reader thread after the connection closed.
     let started = Instant::now();
-    while daemon.log.lock().unwrap().matches("does not match its hash").count() <= before {
+    while daemon.log().matches("does not match its hash").count() <= before {
         assert!(started.elapsed() < Duration::from_secs(30), "the inline blob's bad hash was never logged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

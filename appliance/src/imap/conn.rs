@@ -600,6 +600,7 @@ impl ImapConn {
             "QRESYNC",
             "STATUS=SIZE",
             "UTF8=ACCEPT",
+            "BINARY",
         ]);
         if !self.compressed {
             caps.push("COMPRESS=DEFLATE");

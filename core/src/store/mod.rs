@@ -7,6 +7,7 @@
 //! applied by `merge::apply_event`, and the transaction commits (fsync, WAL with
 //! `synchronous=FULL`) before `write` returns. Nothing is acknowledged earlier.
 
+mod checkpoint;
 mod compact;
 pub(crate) mod conflicts;
 mod digest;
@@ -29,6 +30,7 @@ use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
 pub use blobs::{BlobError, BlobReader, BlobStore, BlobWriter, PrestoredMessage, StagedBlob};
+pub use checkpoint::{CheckpointReport, Checkpointer};
 pub use compact::CompactReport;
 pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};

@@ -9,12 +9,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use roost_core::model::UserName;
 use roost_core::store::Store;
+use support::{wait_for, Listen, Serve};
+
+mod support;
 
 /// Words of the test messages that must never be on disk in clear.
 const SECRETS: &[&str] = &[
@@ -33,8 +35,7 @@ const PASSWORD: &str = "first passphrase 1";
 
 struct Device {
     dir: PathBuf,
-    daemon: Option<Child>,
-    log: Arc<Mutex<String>>,
+    daemon: Option<Serve>,
 }
 
 fn roost(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
@@ -68,7 +69,7 @@ impl Device {
     fn with_config(root: &Path, name: &str, config: Option<&str>) -> Device {
         let dir = root.join(name);
         roost(&dir, &["init"], "");
-        let mut device = Device { dir, daemon: None, log: Arc::default() };
+        let mut device = Device { dir, daemon: None };
         device.start(config, "127.0.0.1:0");
         device
     }
@@ -76,54 +77,35 @@ impl Device {
     /// Starts `roost serve` (with `config`, else the defaults; new IMAP/LMTP
     /// ports; sync on `listen_sync`) and waits until it listens.
     fn start(&mut self, config: Option<&str>, listen_sync: &str) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roost"));
-        command.arg("--data-dir").arg(&self.dir);
-        if let Some(config) = config {
+        let config = config.map(|config| {
             let path = self.dir.with_extension("toml");
             std::fs::write(&path, config).unwrap();
-            command.arg("--config").arg(path);
-        }
-        let mut child = command
-            .args(["serve", "--listen-sync", listen_sync, "--listen-imap", "127.0.0.1:0"])
-            .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
-            .env("XDG_CONFIG_HOME", self.dir.with_extension("no-config"))
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        self.log = Arc::new(Mutex::new(String::new()));
-        let sink = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
+            path
         });
-        self.daemon = Some(child);
-        wait_for("the daemon to bind", || self.dir.join("sync-addrs.json").exists() && self.addr("IMAP").is_some());
+        let listen = Listen { sync: listen_sync, ..Listen::default() };
+        self.daemon = Some(Serve::start(&self.dir, config.as_deref(), listen));
+        wait_for("the daemon to log its IMAP address", || self.addr("IMAP").is_some());
     }
 
     /// Stops the daemon (SIGKILL: everything it acknowledged is committed);
     /// returns its sync address, to start it again on (its peers know that one).
     fn stop(&mut self) -> String {
-        let log = self.log.lock().unwrap().clone();
+        let log = self.log();
         let line = log.lines().find(|l| l.contains("sync endpoint bound")).expect("sync endpoint logged");
         let bound = line.split("bound=[").nth(1).and_then(|r| r.split(']').next()).unwrap().to_string();
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // The next start writes it again once it listens.
-        let _ = std::fs::remove_file(self.dir.join("sync-addrs.json"));
+        self.daemon = None;
         bound
+    }
+
+    /// The log of the daemon's current run.
+    fn log(&self) -> String {
+        self.daemon.as_ref().map(Serve::log).unwrap_or_default()
     }
 
     /// The address of the first listener whose log line contains `what`
     /// (`IMAP` gives the plain one: it is logged first).
     fn addr(&self, what: &str) -> Option<SocketAddr> {
-        let log = self.log.lock().unwrap();
+        let log = self.log();
         let line = log.lines().find(|l| l.contains(&format!("{what} listening")) && l.contains("addr="))?;
         let rest = &line[line.find("addr=")? + 5..];
         rest.split_whitespace().next()?.trim_matches(|c| c == '"' || c == ',').parse().ok()
@@ -135,24 +117,8 @@ impl Device {
     }
 }
 
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn pair(inviter: &Device, joiner: &Device) {
-    let out = roost(&inviter.dir, &["pair", "invite", "--no-qr"], "");
-    let ticket = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
-    roost(&joiner.dir, &["pair", "join", &ticket], "");
+    support::pair(&inviter.dir, &joiner.dir);
 }
 
 fn alice() -> UserName {
@@ -408,7 +374,7 @@ fn mail_stored_in_clear_is_sealed_when_encryption_is_turned_on() {
 
     a.stop();
     a.start(None, "127.0.0.1:0");
-    assert!(a.log.lock().unwrap().contains("sealed messages stored in clear"), "{}", a.log.lock().unwrap());
+    assert!(a.log().contains("sealed messages stored in clear"), "{}", a.log());
     let found = plaintext_on_disk(&a.dir, SECRETS);
     assert!(found.is_empty(), "plaintext left after sealing: {found:#?}");
     let (mut c, reply) = imap_login(a.addr("IMAP").unwrap(), "alice", PASSWORD);
@@ -420,7 +386,7 @@ fn mail_stored_in_clear_is_sealed_when_encryption_is_turned_on() {
     // A second start has nothing left to seal.
     a.stop();
     a.start(None, "127.0.0.1:0");
-    assert!(!a.log.lock().unwrap().contains("sealed messages stored in clear"));
+    assert!(!a.log().contains("sealed messages stored in clear"));
 }
 
 #[test]

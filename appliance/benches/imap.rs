@@ -16,6 +16,11 @@
 //! - Mixed throughput on "big": 10 and 50 clients, each `IMAP_BENCH_MIX` [40]
 //!   rounds of FETCH (FLAGS BODY.PEEK[HEADER]), FETCH BODY.PEEK[], STORE.
 //!
+//! - Then the whole workload again against a Dovecot with `mail_fsync =
+//!   always` (`IMAP_BENCH_DOVECOT_FSYNC=0` skips it): Roost fsyncs a STORE
+//!   before its OK, Dovecot's default does not, and this pass compares like
+//!   with like.
+//!
 //! Needs root (Dovecot runs as its own user) and dovecot-imapd; it installs
 //! it with `bench/dovecot-ref.sh install` when missing. Works in
 //! `IMAP_BENCH_DIR` [/tmp/roost-imap-bench], wiped first.
@@ -450,14 +455,17 @@ impl Drop for DovecotServer {
     }
 }
 
-fn start_dovecot(work: &Path) -> Result<(DovecotServer, SocketAddr, u32)> {
+/// Dovecot with `mail_fsync` = `fsync_mode` (`optimized`, its default, or
+/// `always`), in `work/<name>`.
+fn start_dovecot(work: &Path, name: &str, fsync_mode: &str) -> Result<(DovecotServer, SocketAddr, u32)> {
     if Command::new("dovecot").arg("--version").stdout(Stdio::null()).status().is_err() {
         let status = Command::new(dovecot_script()).arg("install").status()?;
         ensure!(status.success(), "bench/dovecot-ref.sh install failed");
     }
-    let dir = work.join("dovecot");
+    let dir = work.join(name);
     let (imap, lmtp) = (free_port()?, free_port()?);
     let out = Command::new(dovecot_script())
+        .env("DOVECOT_REF_MAIL_FSYNC", fsync_mode)
         .arg("start")
         .arg(&dir)
         .args([imap.to_string(), lmtp.to_string(), USER.to_string(), PASSWORD.to_string()])
@@ -489,11 +497,22 @@ fn main() -> Result<()> {
         all.insert("roost", run_workload(addr, move || vec![pid])?);
     }
     {
-        let (_server, addr, master) = start_dovecot(&work)?;
+        let (_server, addr, master) = start_dovecot(&work, "dovecot", "optimized")?;
         eprintln!("dovecot (master {master}) on {addr}");
         all.insert("dovecot", run_workload(addr, move || session_pids(master))?);
     }
     report(&all["roost"], &all["dovecot"]);
+    // Dovecot's default does not fsync its index log, so an acknowledged
+    // flag change can be lost on power loss; Roost fsyncs before every OK.
+    // The same workload against a Dovecot that fsyncs every write compares
+    // like with like (STORE above all).
+    if std::env::var("IMAP_BENCH_DOVECOT_FSYNC").map(|v| v != "0").unwrap_or(true) {
+        let (_server, addr, master) = start_dovecot(&work, "dovecot-fsync", "always")?;
+        eprintln!("dovecot with mail_fsync=always (master {master}) on {addr}");
+        let durable = run_workload(addr, move || session_pids(master))?;
+        println!("\nagainst Dovecot with mail_fsync=always (flag changes on disk before OK, as in Roost):");
+        report(&all["roost"], &durable);
+    }
     Ok(())
 }
 

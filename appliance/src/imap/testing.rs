@@ -216,6 +216,14 @@ impl Harness {
         shared.store.get_mut().unwrap().mark_restored(now_ms).unwrap();
     }
 
+    /// `Store::mailbox_counts` of alice's `mailbox`.
+    pub fn mailbox_counts(&self, mailbox: &str) -> roost_core::store::MailboxCounts {
+        let shared = self.shared.borrow();
+        let store = shared.store.lock().unwrap();
+        let info = store.mailbox_by_name(&UserName::new("alice").unwrap(), mailbox).unwrap().unwrap();
+        store.mailbox_counts(info.id).unwrap()
+    }
+
     /// HIGHESTMODSEQ of alice's `mailbox`.
     pub fn highest_modseq(&self, mailbox: &str) -> u64 {
         let shared = self.shared.borrow();

@@ -4,10 +4,12 @@
 
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::status::StatusDataItemName;
-use roost_core::store::{MailboxInfo, Store};
+use roost_core::model::Flag;
+use roost_core::store::{EntryInfo, MailboxCounts, MailboxInfo, Store};
 
 use crate::imap::cmd::{mailbox_name, user, wire_name, CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
+use crate::imap::snapshot::SnapshotCache;
 use crate::imap::wire;
 
 /// STATUS.
@@ -19,11 +21,14 @@ pub fn status(
 ) -> Result<Done, CmdError> {
     let user = user(conn)?;
     let name = mailbox_name(conn, mailbox)?;
-    let Some(info) = env.store().mailbox_by_name(&user, &name)? else {
-        return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}")));
-    };
     let names: Vec<String> = items.iter().map(|i| item_name(i).to_string()).collect();
-    let line = status_line(conn, &env.store(), &info, &names)?;
+    let line = {
+        let store = env.store();
+        let Some(info) = store.mailbox_by_name(&user, &name)? else {
+            return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}")));
+        };
+        status_line(conn, &store, env.snapshots, &info, &names)?
+    };
     conn.raw(&line);
     Ok(Done::ok("STATUS completed"))
 }
@@ -43,14 +48,22 @@ fn item_name(item: &StatusDataItemName) -> &'static str {
 }
 
 /// `* STATUS name (ITEM n ...)` for upper-case item names; unknown names are
-/// a BAD (RFC 9051 6.3.11 grammar).
-pub fn status_line(conn: &ImapConn, store: &Store, info: &MailboxInfo, items: &[String]) -> Result<Vec<u8>, CmdError> {
-    // Counted in SQLite only when an item needs it (UIDNEXT alone is free).
+/// a BAD (RFC 9051 6.3.11 grammar). Counts come from the sessions' shared snapshot of the mailbox when there
+/// is a snapshot cache (a pass over entries in memory, after reading only
+/// what changed since the snapshot), else from one SQLite aggregate.
+pub fn status_line(
+    conn: &ImapConn,
+    store: &Store,
+    snapshots: Option<&SnapshotCache>,
+    info: &MailboxInfo,
+    items: &[String],
+) -> Result<Vec<u8>, CmdError> {
+    // Counted only when an item needs it (UIDNEXT alone is free).
     let counted = ["MESSAGES", "UNSEEN", "DELETED", "SIZE", "DELETED-STORAGE"];
-    let counts = if items.iter().any(|i| counted.contains(&i.as_str())) {
-        store.mailbox_counts(info.id)?
-    } else {
-        Default::default()
+    let counts = match snapshots {
+        _ if !items.iter().any(|i| counted.contains(&i.as_str())) => MailboxCounts::default(),
+        Some(snapshots) => count(&snapshots.entries(store, info.id, info.highest_modseq)?),
+        None => store.mailbox_counts(info.id)?,
     };
     let mut values = Vec::new();
     for item in items {
@@ -72,6 +85,23 @@ pub fn status_line(conn: &ImapConn, store: &Store, info: &MailboxInfo, items: &[
     wire::string(&mut out, wire_name(conn, &info.name).as_bytes());
     out.extend_from_slice(format!(" ({})\r\n", values.join(" ")).as_bytes());
     Ok(out)
+}
+
+/// What `Store::mailbox_counts` adds up, from entries in memory.
+fn count(entries: &[EntryInfo]) -> MailboxCounts {
+    let (seen, deleted) = (Flag::seen(), Flag::deleted());
+    let mut counts = MailboxCounts { messages: entries.len() as u64, ..MailboxCounts::default() };
+    for entry in entries {
+        counts.size += entry.size;
+        if !entry.flags.contains(&seen) {
+            counts.unseen += 1;
+        }
+        if entry.flags.contains(&deleted) {
+            counts.deleted += 1;
+            counts.deleted_size += entry.size;
+        }
+    }
+    counts
 }
 
 #[cfg(test)]
@@ -112,6 +142,9 @@ mod tests {
         other.transact("o3 STORE 3 +FLAGS.SILENT (\\Deleted)", "OK");
         let out = status(&mut h, "b");
         assert!(out.contains("(MESSAGES 3 UNSEEN 1 DELETED 1 SIZE 54 DELETED-STORAGE 19)"), "{out}");
+        // The SQLite aggregate (STATUS without a snapshot cache) agrees.
+        let sql = h.mailbox_counts("INBOX");
+        assert_eq!((sql.messages, sql.unseen, sql.deleted, sql.size, sql.deleted_size), (3, 1, 1, 54, 19));
         other.transact("o4 EXPUNGE", "OK");
         let out = status(&mut h, "c");
         assert!(out.contains("(MESSAGES 2 UNSEEN 0 DELETED 0 SIZE 35 DELETED-STORAGE 0)"), "{out}");
@@ -129,6 +162,8 @@ mod tests {
         h.ingest_from(&peer);
         let out = status(&mut h, "d");
         assert!(out.contains("(MESSAGES 3 UNSEEN 2 DELETED 0 SIZE 55 DELETED-STORAGE 0)"), "{out}");
+        let sql = h.mailbox_counts("INBOX");
+        assert_eq!((sql.messages, sql.unseen, sql.deleted, sql.size, sql.deleted_size), (3, 2, 0, 55, 0));
         // The selected session reads the same through its own view (once
         // told of the changes: updates follow a command's own output).
         other.transact("o5 NOOP", "OK");

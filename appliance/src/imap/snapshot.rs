@@ -14,9 +14,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use roost_core::model::Flag;
 use roost_core::model::MailboxId;
 use roost_core::model::Uid;
-use roost_core::store::{EntryInfo, Store, StoreResult};
+use roost_core::store::{EntryInfo, MailboxCounts, Store, StoreResult};
 
 /// Entries of one mailbox in UID order, shared read-only.
 pub type SharedEntries = Arc<Vec<EntryInfo>>;
@@ -43,6 +44,8 @@ struct Snapshot {
     /// HIGHESTMODSEQ the entries are current at.
     modseq: u64,
     entries: SharedEntries,
+    /// STATUS counts of `entries`, computed at the first STATUS.
+    counts: Option<MailboxCounts>,
     last_used: u64,
 }
 
@@ -70,6 +73,21 @@ impl SnapshotCache {
         Ok(entries)
     }
 
+    /// STATUS counts of [`SnapshotCache::entries`], counted once per
+    /// snapshot: a STATUS of an unchanged mailbox costs a lookup.
+    pub fn counts(&self, store: &Store, mailbox: MailboxId, version: u64) -> StoreResult<MailboxCounts> {
+        let entries = self.entries(store, mailbox, version)?;
+        let same = |s: &&mut Snapshot| Arc::ptr_eq(&s.entries, &entries);
+        if let Some(counts) = self.lock().by_mailbox.get_mut(&mailbox).filter(same).and_then(|s| s.counts) {
+            return Ok(counts);
+        }
+        let counts = count(&entries);
+        if let Some(snapshot) = self.lock().by_mailbox.get_mut(&mailbox).filter(same) {
+            snapshot.counts = Some(counts);
+        }
+        Ok(counts)
+    }
+
     fn touch(&self, mailbox: MailboxId) {
         let mut snapshots = self.lock();
         snapshots.clock += 1;
@@ -87,7 +105,7 @@ impl SnapshotCache {
         if snapshots.by_mailbox.get(&mailbox).is_some_and(|s| s.modseq > modseq) {
             return;
         }
-        snapshots.by_mailbox.insert(mailbox, Snapshot { modseq, entries, last_used });
+        snapshots.by_mailbox.insert(mailbox, Snapshot { modseq, entries, counts: None, last_used });
         // Bound the snapshots nobody holds (the cache's own Arc is the only one).
         loop {
             let unheld = snapshots.by_mailbox.iter().filter(|(_, s)| Arc::strong_count(&s.entries) == 1);
@@ -106,6 +124,23 @@ impl SnapshotCache {
         // Plain data: usable after a panic elsewhere.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What `Store::mailbox_counts` adds up, from entries in memory.
+pub fn count(entries: &[EntryInfo]) -> MailboxCounts {
+    let (seen, deleted) = (Flag::seen(), Flag::deleted());
+    let mut counts = MailboxCounts { messages: entries.len() as u64, ..MailboxCounts::default() };
+    for entry in entries {
+        counts.size += entry.size;
+        if !entry.flags.contains(&seen) {
+            counts.unseen += 1;
+        }
+        if entry.flags.contains(&deleted) {
+            counts.deleted += 1;
+            counts.deleted_size += entry.size;
+        }
+    }
+    counts
 }
 
 /// `entries` (current at `since`) with the changes above `since` applied,

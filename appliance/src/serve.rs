@@ -40,6 +40,21 @@ const EXTERNAL_CHANGE_POLL: std::time::Duration = std::time::Duration::from_mill
 /// blobs (see `run_spool_mover`).
 const SPOOL_MOVE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long the checkpoint thread lets commits accumulate after a wake-up:
+/// under steady writes, one checkpoint (two fsyncs, off the commit path, on
+/// the same disk as the commits' fsyncs) per 250 ms rather than per commit.
+const CHECKPOINT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The checkpoint thread checkpoints at least this often (a no-op without
+/// new WAL frames), for writes that do not go through the committer.
+const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// WAL frames (4 KiB pages) above which a checkpoint that could not catch up
+/// with the writes is finished under the store lock, so the WAL starts over
+/// (SQLite restarts it only once it is wholly checkpointed). 16 MiB, about
+/// 400 STOREs of ~10 pages each; readers slow down as the WAL grows.
+const WAL_FRAMES_RESTART: i64 = 4096;
+
 /// Write requests queued for the committer thread before `write` waits.
 const WRITE_QUEUE_CAPACITY: usize = 1024;
 
@@ -80,6 +95,8 @@ pub struct Daemon {
     store: Arc<Mutex<Store>>,
     /// Queue of the committer thread, which group-commits concurrent writes.
     writes: std::sync::mpsc::SyncSender<WriteJob>,
+    /// What a commit made outside the committer reports to.
+    sink: CommitSink,
     /// Every committed write's effects, for IDLE and NOOP updates of other sessions.
     changes: broadcast::Sender<Arc<Effects>>,
     /// The configuration the daemon started with.
@@ -110,12 +127,16 @@ impl Daemon {
         let (writes, queue) = std::sync::mpsc::sync_channel(WRITE_QUEUE_CAPACITY);
         let store = Arc::new(Mutex::new(store));
         let committer_store = store.clone();
-        let committer_changes = changes.clone();
         let commit_counts = Arc::new(CommitCounts::default());
-        let committer_counts = commit_counts.clone();
+        let sink = CommitSink {
+            changes: changes.clone(),
+            counts: commit_counts.clone(),
+            checkpoint_wake: start_checkpoint_thread(&store),
+        };
+        let committer_sink = sink.clone();
         std::thread::Builder::new()
             .name("roost-committer".into())
-            .spawn(move || run_committer(committer_store, queue, committer_changes, &committer_counts))
+            .spawn(move || run_committer(committer_store, queue, committer_sink))
             .expect("cannot start the committer thread");
         let (spool_wake, spool_wakes) = std::sync::mpsc::sync_channel(1);
         // The first round moves whatever a crash left in the spool.
@@ -125,7 +146,7 @@ impl Daemon {
             .name("roost-spool".into())
             .spawn(move || run_spool_mover(mover_store, &blob_dir, spool_wakes))
             .expect("cannot start the spool mover thread");
-        Arc::new(Daemon { store, writes, changes, config, data_dir, commit_counts, spool_wake })
+        Arc::new(Daemon { store, writes, sink, changes, config, data_dir, commit_counts, spool_wake })
     }
 
     /// Runs `f` in a durable transaction (group-committed with concurrent
@@ -150,8 +171,9 @@ impl Daemon {
     }
 
     /// [`Daemon::write`] for a caller on a blocking thread (an IMAP session,
-    /// whose state machine is synchronous): queues `f` for the committer and
-    /// waits for the commit. Must not be called with the store lock held (the
+    /// whose state machine is synchronous): commits `f` on this thread when
+    /// the store is free, else queues it for the committer, and waits for
+    /// the commit. Must not be called with the store lock held (the
     /// committer needs it). Returns the batch's effects, which the committer
     /// has already published on the change feed.
     pub fn write_blocking<T, F>(&self, f: F) -> StoreResult<(T, Arc<Effects>)>
@@ -163,7 +185,17 @@ impl Daemon {
         let job = write_job(f, move |result| {
             let _ = reply.send(result);
         });
-        self.writes.send(job).map_err(|_| StoreError::Corrupt("the committer has stopped".into()))?;
+        match self.store.try_lock() {
+            // Nobody holds the store (no commit or read running): commit on
+            // this thread, sparing two thread hand-offs (to the committer and
+            // back). Writers arriving meanwhile queue for the committer and
+            // share its next commit, so group commit is kept.
+            Ok(store) => commit_jobs(store, vec![job], &self.sink),
+            Err(std::sync::TryLockError::Poisoned(p)) => commit_jobs(p.into_inner(), vec![job], &self.sink),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.writes.send(job).map_err(|_| StoreError::Corrupt("the committer has stopped".into()))?
+            }
+        }
         answer.recv().map_err(|_| StoreError::Corrupt("the committer dropped a write".into()))?
     }
 
@@ -210,6 +242,23 @@ impl Daemon {
             let _ = self.spool_wake.try_send(());
         }
         Ok((report, vv))
+    }
+
+    /// Installs a peer's checked log snapshot (`Store::install_snapshot`:
+    /// one transaction; the caller stored its blobs first) and tells
+    /// subscribers every mailbox changed. Returns the version vector after it
+    /// (the ack).
+    pub async fn install_snapshot(&self, snapshot: roost_core::store::ReceivedSnapshot) -> StoreResult<VersionVector> {
+        let store = self.store.clone();
+        let (effects, vv) = tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            let effects = store.install_snapshot(snapshot, now_ms())?;
+            Ok::<_, StoreError>((effects, store.version_vector()?))
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+        let _ = self.changes.send(Arc::new(effects));
+        Ok(vv)
     }
 
     /// A blob's stored bytes from the blob spool, for the sync sender: a blob
@@ -311,12 +360,7 @@ impl Daemon {
 /// The committer loop: takes the first queued write, then whatever else is
 /// queued (up to `GROUP_COMMIT_JOBS_MAX`), commits them in one transaction and
 /// completes them. Ends when every sender is gone.
-fn run_committer(
-    store: Arc<Mutex<Store>>,
-    queue: std::sync::mpsc::Receiver<WriteJob>,
-    changes: broadcast::Sender<Arc<Effects>>,
-    counts: &CommitCounts,
-) {
+fn run_committer(store: Arc<Mutex<Store>>, queue: std::sync::mpsc::Receiver<WriteJob>, sink: CommitSink) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < GROUP_COMMIT_JOBS_MAX {
@@ -325,33 +369,103 @@ fn run_committer(
                 Err(_) => break,
             }
         }
-        let batch: Vec<roost_core::store::BatchJob<'_, Completion>> =
-            jobs.into_iter().map(|job| Box::new(job) as roost_core::store::BatchJob<'_, Completion>).collect();
-        // A panic is a broken invariant inside one batch: its transaction rolls
-        // back, its callers get errors, and the committer keeps serving.
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-            store.write_batch(now_ms(), batch)
-        }));
-        let res = res.unwrap_or_else(|_| Err(roost_core::store::StoreError::Corrupt("a write panicked".into())));
-        match res {
-            Ok((completions, effects)) => {
-                counts.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                counts.writes.fetch_add(completions.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let effects = Arc::new(effects);
-                for done in completions {
-                    done(Ok(&effects));
-                }
-                if !effects.events.is_empty() {
-                    // No receivers is fine: nobody is connected.
-                    let _ = changes.send(effects);
-                }
+        commit_jobs(store.lock().unwrap_or_else(|e| e.into_inner()), jobs, &sink);
+    }
+}
+
+/// Where a commit's outcome goes: counters, the change feed, the checkpoint
+/// thread. Shared by the committer and `Daemon::write_blocking`'s direct path.
+#[derive(Debug, Clone)]
+struct CommitSink {
+    changes: broadcast::Sender<Arc<Effects>>,
+    counts: Arc<CommitCounts>,
+    checkpoint_wake: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// Commits `jobs` in one transaction on the locked store, releases the lock,
+/// then completes them and publishes the effects.
+fn commit_jobs(mut store: std::sync::MutexGuard<'_, Store>, jobs: Vec<WriteJob>, sink: &CommitSink) {
+    let batch: Vec<roost_core::store::BatchJob<'_, Completion>> =
+        jobs.into_iter().map(|job| Box::new(job) as roost_core::store::BatchJob<'_, Completion>).collect();
+    // A panic is a broken invariant inside one batch: its transaction rolls
+    // back, its callers get errors, and the committer keeps serving.
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.write_batch(now_ms(), batch)));
+    drop(store);
+    let res = res.unwrap_or_else(|_| Err(roost_core::store::StoreError::Corrupt("a write panicked".into())));
+    match res {
+        Ok((completions, effects)) => {
+            sink.counts.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sink.counts.writes.fetch_add(completions.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let effects = Arc::new(effects);
+            for done in completions {
+                done(Ok(&effects));
             }
-            Err(e) => {
-                // The jobs' completions were dropped with the failed batch, so
-                // their callers see "dropped a write": nothing was acknowledged.
-                tracing::error!(error = %e, "group commit failed");
+            if let Some(wake) = &sink.checkpoint_wake {
+                // Full means a checkpoint is pending already, which covers this commit.
+                let _ = wake.try_send(());
             }
+            if !effects.events.is_empty() {
+                // No receivers is fine: nobody is connected.
+                let _ = sink.changes.send(effects);
+            }
+        }
+        Err(e) => {
+            // The jobs' completions were dropped with the failed batch, so
+            // their callers see "dropped a write": nothing was acknowledged.
+            tracing::error!(error = %e, "group commit failed");
+        }
+    }
+}
+
+/// Takes WAL checkpoints off the commit path (`Store::checkpoint_elsewhere`)
+/// and starts the thread that runs them; returns its wake-up handle for the
+/// committer. Without one (the checkpoint connection does not open), SQLite
+/// keeps checkpointing inside commits, as before, and that is logged.
+fn start_checkpoint_thread(store: &Arc<Mutex<Store>>) -> Option<std::sync::mpsc::SyncSender<()>> {
+    let checkpointer = match store.lock().unwrap_or_else(|e| e.into_inner()).checkpoint_elsewhere() {
+        Ok(checkpointer) => checkpointer,
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL checkpoints stay in the commit path");
+            return None;
+        }
+    };
+    let (wake, wakes) = std::sync::mpsc::sync_channel(1);
+    let store = store.clone();
+    std::thread::Builder::new()
+        .name("roost-checkpoint".into())
+        .spawn(move || run_checkpointer(&store, &checkpointer, &wakes))
+        .expect("cannot start the checkpoint thread");
+    Some(wake)
+}
+
+/// The checkpoint thread: after each wake-up (a commit) and a short delay,
+/// a PASSIVE checkpoint on its own connection, which neither waits for nor
+/// blocks commits. When writes never paused long enough for it to copy the
+/// whole WAL and the WAL is large, it finishes under the store lock (the few
+/// frames committed meanwhile), so the next write starts the WAL over. Runs
+/// at least every `CHECKPOINT_PERIOD`; ends when the committer is gone.
+fn run_checkpointer(
+    store: &Mutex<Store>,
+    checkpointer: &roost_core::store::Checkpointer,
+    wakes: &std::sync::mpsc::Receiver<()>,
+) {
+    loop {
+        match wakes.recv_timeout(CHECKPOINT_PERIOD) {
+            Ok(()) => std::thread::sleep(CHECKPOINT_DELAY),
+            // Writes that bypass the committer (peer ingests, exposure,
+            // compaction, the spool mover) are checkpointed within a period.
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let res = checkpointer.passive().and_then(|report| {
+            if report.complete() || report.wal_frames < WAL_FRAMES_RESTART {
+                return Ok(report);
+            }
+            store.lock().unwrap_or_else(|e| e.into_inner()).checkpoint()
+        });
+        if let Err(e) = res {
+            // The next commit wakes it again; the WAL keeps everything meanwhile.
+            tracing::error!(error = %e, "WAL checkpoint failed; retrying after the next commit");
         }
     }
 }

@@ -8,37 +8,18 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::{roost, wait_for, Listen, Serve};
+
+mod support;
 
 struct Device {
     dir: PathBuf,
-    daemon: Child,
-    log: Arc<Mutex<String>>,
+    daemon: Serve,
     addr: String,
     token: String,
-}
-
-fn roost(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 impl Device {
@@ -60,36 +41,12 @@ impl Device {
 
     fn start(root: &Path, name: &str, imap: &str, config: Option<&Path>) -> Device {
         let dir = root.join(name);
-        let out = roost(&dir, &["init"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roost"));
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        let mut daemon = command
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["serve", "--listen-sync", "127.0.0.1:0", "--listen-imap", imap])
-            .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
-            .args(["--listen-admin", "127.0.0.1:0"])
-            .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = daemon.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
+        support::init(&dir);
+        let daemon = Serve::start(&dir, config, Listen { imap, admin: true, ..Listen::default() });
         wait_for("the admin API to listen", || dir.join("admin-addr").exists());
         let addr = std::fs::read_to_string(dir.join("admin-addr")).unwrap().trim().to_string();
         let token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_string();
-        Device { dir, daemon, log, addr, token }
+        Device { dir, daemon, addr, token }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -115,10 +72,9 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        self.daemon.stop();
         // Secrets never reach the log.
-        let log = self.log.lock().unwrap();
+        let log = self.daemon.log();
         assert!(!log.contains(&self.token), "the admin token was logged");
         assert!(!log.contains("panicked"), "a task panicked:\n{log}");
     }
@@ -508,15 +464,16 @@ fn name_clash_between_two_daemons_is_listed_and_metrics_show_the_sync() {
             .filter(|l| l.starts_with(&prefix) && l.contains(extra))
             .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
     };
-    wait_for("A's metrics to show B caught up", || {
+    // Byte counters are the session's statistics, recorded once a second.
+    wait_for("A's metrics to show B caught up and bytes moved", || {
         let (_, _, text) = http(&a.addr, "GET", "/metrics", Some(&a.token), None);
         metric(&text, "roost_peer_connected", "") == Some(1.0)
             && metric(&text, "roost_peer_events_behind", "to_peer") == Some(0.0)
             && metric(&text, "roost_peer_events_behind", "from_peer") == Some(0.0)
+            && metric(&text, "roost_peer_sent_bytes_total", "").is_some_and(|b| b > 0.0)
+            && metric(&text, "roost_peer_received_bytes_total", "").is_some_and(|b| b > 0.0)
     });
     let (_, _, text) = http(&a.addr, "GET", "/metrics", Some(&a.token), None);
-    assert!(metric(&text, "roost_peer_sent_bytes_total", "").unwrap() > 0.0, "{text}");
-    assert!(metric(&text, "roost_peer_received_bytes_total", "").unwrap() > 0.0, "{text}");
     assert!(metric(&text, "roost_peer_last_seen_timestamp_seconds", "").unwrap() > 1_700_000_000.0, "{text}");
     assert!(text.contains("# TYPE roost_peer_sent_bytes_total counter"), "{text}");
 }

@@ -259,6 +259,14 @@ fn plaintext_on_disk(dir: &Path, needles: &[&str]) -> Vec<String> {
     found
 }
 
+/// Rows of alice's file-key cache on `device` for the messages in her INBOX.
+fn file_key_rows(device: &Device) -> usize {
+    let store = device.store();
+    let Some(inbox) = store.mailbox_by_name(&alice(), "INBOX").unwrap() else { return 0 };
+    let blobs: Vec<_> = store.entries(inbox.id).unwrap().into_iter().map(|e| e.blob).collect();
+    store.file_keys("alice", &blobs.iter().collect::<Vec<_>>()).unwrap().len()
+}
+
 fn inbox_len(device: &Device) -> usize {
     let store = device.store();
     let Some(inbox) = store.mailbox_by_name(&alice(), "INBOX").unwrap() else { return 0 };
@@ -311,14 +319,33 @@ fn mail_is_ciphertext_on_disk_and_on_the_wire_and_keys_follow_the_user() {
     let hits: Vec<&str> = search.lines().filter_map(|l| l.strip_prefix("* SEARCH")).collect();
     assert_eq!(hits.len(), 1, "{search}");
     assert_eq!(hits[0].split_whitespace().count(), 1, "{search}");
+    let first_bodies = c.imap("f2", "FETCH 1:* BODY.PEEK[]");
     drop(c);
 
+    // The session recorded each message's file key (wrapped) in the
+    // file-key cache: APPEND when sealing, the others when first opened.
+    wait_for("a's file-key cache to hold the three messages", || file_key_rows(&a) == 3);
     wait_for("b to get the three messages", || inbox_len(&b) == 3);
-    // Both data dirs, databases and WAL files included: no plaintext.
+    // Both data dirs, databases and WAL files included (the file-key cache
+    // too): no plaintext.
     for dir in [&a.dir, &b.dir] {
         let found = plaintext_on_disk(dir, SECRETS);
         assert!(found.is_empty(), "plaintext at rest: {found:#?}");
     }
+
+    // A new session opens the messages from the cache: the same bytes.
+    let (mut c, reply) = imap_login(imap_a, "alice", PASSWORD);
+    assert!(reply.starts_with("l1 OK"), "{reply}");
+    c.imap("s1", "SELECT INBOX");
+    assert_eq!(c.imap("f2", "FETCH 1:* BODY.PEEK[]"), first_bodies);
+    // Expunging a message removes its row.
+    let search = c.imap("q2", "SEARCH BODY \"quartzfeather body via append\"");
+    let appended = search.lines().find_map(|l| l.strip_prefix("* SEARCH ")).expect("the appended message").trim();
+    c.imap("d1", &format!("STORE {appended} +FLAGS.SILENT (\\Deleted)"));
+    assert!(c.imap("e1", "EXPUNGE").contains("e1 OK"));
+    assert_eq!(file_key_rows(&a), 2);
+    drop(c);
+    wait_for("b to see the expunge", || inbox_len(&b) == 2);
 
     // b reads the replicated ciphertext with alice's password.
     let imap_b = b.addr("IMAP").unwrap();

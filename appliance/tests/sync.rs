@@ -13,36 +13,24 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use roost_core::model::{Flag, UserName};
-use roost_core::store::{AppendMessage, SpooledBlob, Store};
+use roost_core::store::{AppendMessage, FlagChange, SpooledBlob, Store, StoreMode};
+use support::{roost, wait_for, Listen, Serve};
+
+mod support;
 
 struct Device {
     dir: PathBuf,
-    daemon: Option<Child>,
-    log: Arc<Mutex<String>>,
-}
-
-fn roost(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    daemon: Option<Serve>,
 }
 
 impl Device {
     fn new(root: &Path, name: &str) -> Device {
         let dir = root.join(name);
-        let out = roost(&dir, &["init"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut device = Device { dir, daemon: None, log: Arc::new(Mutex::new(String::new())) };
+        support::init(&dir);
+        let mut device = Device { dir, daemon: None };
         device.start();
         device
     }
@@ -54,36 +42,11 @@ impl Device {
     /// Starts the daemon with its sync endpoint on `sync_listen` (a fixed
     /// port lets two devices that both restarted find each other again).
     fn start_with_sync(&mut self, sync_listen: &str) {
-        let _ = std::fs::remove_file(self.dir.join("sync-addrs.json"));
-        // The log of this run only: addresses are read from it.
-        self.log.lock().unwrap().clear();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(["serve", "--listen-sync", sync_listen, "--listen-imap", "127.0.0.1:0"])
-            .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
-            .env("XDG_CONFIG_HOME", self.dir.with_extension("no-config"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        self.daemon = Some(child);
-        wait_for("the daemon to bind its sync endpoint", || self.dir.join("sync-addrs.json").exists());
+        self.daemon = Some(Serve::start(&self.dir, None, Listen { sync: sync_listen, ..Listen::default() }));
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+        self.daemon = None;
     }
 
     fn store(&self) -> Store {
@@ -91,30 +54,14 @@ impl Device {
         Store::open(&self.dir, secret).unwrap()
     }
 
+    /// The log of the daemon's current run (addresses are read from it).
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        self.daemon.as_ref().map(Serve::log).unwrap_or_default()
     }
 }
 
 fn pair(inviter: &Device, joiner: &Device) {
-    let out = roost(&inviter.dir, &["pair", "invite", "--no-qr"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let ticket = stdout.lines().last().unwrap().to_string();
+    let ticket = support::invite(&inviter.dir);
     let out = roost(&joiner.dir, &["pair", "join", &ticket]);
     assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
     // The same ticket a second time is refused by the inviter.
@@ -322,6 +269,18 @@ fn strip_ansi(line: &str) -> String {
 
 const PASSWORD: &str = "secret";
 
+/// Two paired daemons `a` and `b`; alice (password `PASSWORD`), added on
+/// `a`, has reached `b`.
+fn paired_with_alice(root: &Path) -> (Device, Device) {
+    let a = Device::new(root, "a");
+    let b = Device::new(root, "b");
+    pair(&a, &b);
+    let hash = roost_core::auth::hash_password(PASSWORD, &mut rand::rngs::OsRng);
+    a.store().write(roost::cli::now_ms(), |w| w.add_user(&alice(), &hash)).unwrap();
+    wait_for("b to get the user", || b.store().user_exists(&alice()).unwrap());
+    (a, b)
+}
+
 async fn imap_login(addr: SocketAddr) -> async_imap::Session<tokio::net::TcpStream> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut client = async_imap::Client::new(stream);
@@ -356,12 +315,7 @@ async fn idle_until(
 #[test]
 fn imap_idle_on_one_daemon_sees_changes_made_over_imap_on_the_other() {
     let root = tempfile::tempdir().unwrap();
-    let a = Device::new(root.path(), "a");
-    let b = Device::new(root.path(), "b");
-    pair(&a, &b);
-    let hash = roost_core::auth::hash_password(PASSWORD, &mut rand::rngs::OsRng);
-    a.store().write(roost::cli::now_ms(), |w| w.add_user(&alice(), &hash)).unwrap();
-    wait_for("b to get the user", || b.store().user_exists(&alice()).unwrap());
+    let (a, b) = paired_with_alice(root.path());
     let (a_imap, b_imap) = (imap_addr(&a), imap_addr(&b));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
@@ -620,11 +574,7 @@ fn compaction_while_a_peer_is_down_keeps_everything_it_brings_back() {
     append(&b, "from b");
     wait_for("a and b to converge", || subjects(&a).len() == 2 && digest(&a) == digest(&b));
     // What b acknowledged is what a may fold: wait until a recorded all of it.
-    wait_for("a to record b's acknowledgement of everything", || {
-        let store = a.store();
-        let mine = store.version_vector().unwrap();
-        store.peers().unwrap().iter().any(|p| p.stats.acked == mine)
-    });
+    wait_for_acks_of_everything(&a);
     b.stop();
     append(&a, "while b was down");
     // `roost compact` while a's daemon runs (another process, like `verify`).
@@ -641,4 +591,109 @@ fn compaction_while_a_peer_is_down_keeps_everything_it_brings_back() {
     }
     assert!(a.store().verify().unwrap().folded > 0);
     assert!(subjects(&a).contains(&"Subject: b offline".to_string()));
+}
+
+/// Waits until `device` recorded that some peer acknowledged everything it has.
+fn wait_for_acks_of_everything(device: &Device) {
+    wait_for("the peer's acknowledgement of everything", || {
+        let store = device.store();
+        let mine = store.version_vector().unwrap();
+        store.peers().unwrap().iter().any(|p| p.stats.acked == mine)
+    });
+}
+
+#[test]
+fn a_device_paired_after_compaction_gets_everything_through_the_snapshot() {
+    use futures::TryStreamExt;
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = paired_with_alice(root.path());
+    append(&a, "first");
+    wait_for("b to get a's message", || subjects(&b) == ["Subject: first"]);
+    append(&b, "second");
+    // A mailbox with mail in it, deleted later; a flag on the first message.
+    b.store()
+        .write(roost::cli::now_ms(), |w| {
+            let old = w.create_mailbox(&alice(), "Old", None)?;
+            w.append(old, &[AppendMessage { raw: b"Subject: old\r\n\r\nold\r\n", flags: vec![], internal_date: 1 }])
+        })
+        .unwrap();
+    wait_for("a and b to converge", || subjects(&a).len() == 2 && digest(&a) == digest(&b));
+    let first = a.store().mailbox_by_name(&alice(), "INBOX").unwrap().unwrap();
+    let first_entry = a.store().entries(first.id).unwrap()[0].entry_id;
+    a.store()
+        .write(roost::cli::now_ms(), |w| {
+            let change = FlagChange { mode: StoreMode::Add, flags: vec![Flag::flagged()] };
+            w.store_flags(first.id, &[first_entry], &change)?;
+            w.delete_mailbox(&alice(), "Old")
+        })
+        .unwrap();
+    wait_for("a and b to converge again", || digest(&a) == digest(&b));
+    wait_for_acks_of_everything(&a);
+    wait_for_acks_of_everything(&b);
+    for device in [&a, &b] {
+        let out = roost(&device.dir, &["compact"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("0 events left in the log"), "{text}");
+    }
+    append(&a, "after the compaction");
+    wait_for("b to get it", || subjects(&b).len() == 3);
+
+    // A fresh third device, paired with A only, a long time later.
+    let c = Device::new(root.path(), "c");
+    pair(&a, &c);
+    wait_for("c to install a's snapshot and catch up", || subjects(&c).len() == 3 && digest(&c) == digest(&a));
+    assert!(c.log().contains("installed the peer's log snapshot"), "{}", c.log());
+    assert!(c.store().snapshot_vector().unwrap().total() > 0);
+    let report = c.store().verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let names: Vec<String> = c.store().mailboxes(&alice()).unwrap().into_iter().map(|m| m.name).collect();
+    assert!(names.contains(&"INBOX".to_string()) && !names.contains(&"Old".to_string()), "{names:?}");
+
+    // Bodies and flags over IMAP on C.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut session = imap_login(imap_addr(&c)).await;
+        session.select("INBOX").await.unwrap();
+        let fetches: Vec<_> =
+            session.uid_fetch("1:*", "(FLAGS BODY.PEEK[])").await.unwrap().try_collect().await.unwrap();
+        let mut bodies: Vec<String> =
+            fetches.iter().map(|f| String::from_utf8_lossy(f.body().unwrap()).into_owned()).collect();
+        bodies.sort();
+        assert_eq!(
+            bodies,
+            [
+                "Subject: after the compaction\r\n\r\nbody\r\n",
+                "Subject: first\r\n\r\nbody\r\n",
+                "Subject: second\r\n\r\nbody\r\n"
+            ]
+        );
+        let flagged = fetches.iter().filter(|f| f.flags().any(|flag| flag == async_imap::types::Flag::Flagged)).count();
+        assert_eq!(flagged, 1);
+        drop(fetches);
+        session.logout().await.unwrap();
+    });
+
+    // C's own writes reach A and, through A, B.
+    append(&c, "from c");
+    wait_for("everyone to converge on c's message", || {
+        subjects(&b).len() == 4 && digest(&a) == digest(&c) && digest(&b) == digest(&c)
+    });
+    for device in [&a, &b, &c] {
+        let report = device.store().verify().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    // A device with history of its own refuses the snapshot, says what to
+    // do, and keeps its state; A keeps serving.
+    let d = Device::new(root.path(), "d");
+    d.store().write(roost::cli::now_ms(), |w| w.add_user(&UserName::new("bob").unwrap(), "hash")).unwrap();
+    let before = digest(&d);
+    pair(&a, &d);
+    wait_for("d to refuse a's snapshot", || d.log().contains("cannot install the peer's snapshot"));
+    assert!(d.log().contains("roost init"), "{}", d.log());
+    assert_eq!(digest(&d), before);
+    assert!(d.store().snapshot_vector().unwrap().total() == 0);
+    append(&a, "after d");
+    wait_for("c to still get a's mail", || subjects(&c).len() == 5);
 }

@@ -4,10 +4,7 @@
 //! daemon closes the connection with a logged reason, stores nothing, and
 //! keeps serving.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::presets;
@@ -20,59 +17,21 @@ use roost::sync::SYNC_ALPN;
 use roost_core::log::VersionVector;
 use roost_core::model::{DeviceId, DeviceSlot, UserName};
 use roost_core::store::{AppendMessage, Store};
+use support::{Listen, Serve as Daemon};
+
+mod support;
 
 const MALLORY: [u8; 32] = [42; 32];
 
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &Path) -> Daemon {
-    let status = Command::new(env!("CARGO_BIN_EXE_roost")).arg("--data-dir").arg(dir).arg("init").output().unwrap();
-    assert!(status.status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["serve", "--listen-sync", "127.0.0.1:0", "--listen-imap", "127.0.0.1:0"])
-        .args(["--listen-imaps", "127.0.0.1:0", "--listen-lmtp", "127.0.0.1:0"])
-        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let started = Instant::now();
-    while !dir.join("sync-addrs.json").exists() {
-        assert!(started.elapsed() < Duration::from_secs(30), "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon { child, log }
+    support::init(dir);
+    Daemon::start(dir, None, Listen::default())
 }
 
 async fn wait_log(daemon: &Daemon, needle: &str) {
     let started = Instant::now();
-    while !daemon.log.lock().unwrap().contains(needle) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "log never said {needle:?}: {}",
-            daemon.log.lock().unwrap()
-        );
+    while !daemon.log().contains(needle) {
+        assert!(started.elapsed() < Duration::from_secs(60), "log never said {needle:?}: {}", daemon.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -188,17 +147,80 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
     conn.closed().await;
 
     // The same lie in an inline blob.
-    let before = daemon.log.lock().unwrap().matches("does not match its hash").count();
+    let before = daemon.log().matches("does not match its hash").count();
     let (conn, mut send, _recv) = mallory.hello().await;
     let wire: Vec<WireEvent> = events.iter().map(WireEvent::from_event).collect();
     let hash = events.iter().flat_map(|e| e.op.blobs()).next().unwrap();
     let blobs = vec![roost::sync::messages::InlineBlob { hash, data: data_encoding::BASE64.encode(wrong) }];
     write_frame(&mut send, &Message::Events { events: wire, blobs }).await.unwrap();
     conn.closed().await;
-    assert!(daemon.log.lock().unwrap().matches("does not match its hash").count() > before);
+    // The log line may reach the reader thread after the connection closed.
+    let started = Instant::now();
+    while daemon.log().matches("does not match its hash").count() <= before {
+        assert!(started.elapsed() < Duration::from_secs(30), "the inline blob's bad hash was never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     assert_eq!(events_count(&dir), events_before, "nothing of a bad session may be stored");
     // The daemon keeps serving: a well-behaved session still gets its Hello.
+    let (conn, _send, _recv) = mallory.hello().await;
+    conn.close(0u32.into(), b"done");
+}
+
+/// Mallory's log snapshot: a user and a message, folded.
+fn mallory_snapshot() -> (roost_core::store::SnapshotOffer, Vec<u8>) {
+    let mut store = Store::in_memory(MALLORY, DeviceSlot::new(5).unwrap(), 1).unwrap();
+    let user = UserName::new("mallory").unwrap();
+    store.write(1, |w| w.add_user(&user, "hash")).unwrap();
+    let all = store.version_vector().unwrap();
+    store.compact_within(2, &all).unwrap();
+    store.snapshot_offer().unwrap().unwrap()
+}
+
+/// Sends a snapshot offer and `image` in chunks, then ends the stream.
+async fn offer_snapshot(mallory: &Mallory, offer: roost_core::store::SnapshotOffer, image: &[u8]) {
+    let (conn, mut send, _recv) = mallory.hello().await;
+    roost::sync::snapshot::send(&mut send, offer, image).await.unwrap();
+    let _ = send.finish();
+    conn.closed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_from_a_peer_is_refused_and_nothing_is_installed() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a");
+    let daemon = start(&dir);
+    let mallory = Mallory::new(&dir).await;
+    let (offer, image) = mallory_snapshot();
+    let installed = || {
+        let store = Store::open(&dir, roost::device::load_key(&dir).unwrap()).unwrap();
+        (store.snapshot_vector().unwrap().total(), store.version_vector().unwrap().total())
+    };
+
+    // A flipped byte: the image does not match the offered hash.
+    let mut flipped = image.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x55;
+    offer_snapshot(&mallory, offer.clone(), &flipped).await;
+    wait_log(&daemon, "damaged in transit").await;
+
+    // Truncated: the stream ends before the offered bytes.
+    offer_snapshot(&mallory, offer.clone(), &image[..image.len() / 2]).await;
+    wait_log(&daemon, "snapshot bytes").await;
+
+    // An intact image whose stated digest is not its state's.
+    let mut lying = offer.clone();
+    lying.digest = "00".repeat(32);
+    offer_snapshot(&mallory, lying, &image).await;
+    wait_log(&daemon, "state digest").await;
+
+    // Announced above the limit: refused before any byte.
+    let mut huge = offer.clone();
+    huge.bytes = roost_core::store::SNAPSHOT_BYTES_MAX + 1;
+    offer_snapshot(&mallory, huge, &[]).await;
+    wait_log(&daemon, "-byte limit").await;
+
+    assert_eq!(installed(), (0, 0), "nothing of a bad snapshot may be installed");
     let (conn, _send, _recv) = mallory.hello().await;
     conn.close(0u32.into(), b"done");
 }

@@ -17,17 +17,22 @@ use roost_core::store::{AppendMessage, Store};
 const SECRET: [u8; 32] = [5; 32];
 const CHILD_ENV: &str = "ROOST_DURABILITY_CHILD";
 
+/// Commits message `i` to alice's INBOX.
+fn append(store: &mut Store, user: &UserName, i: u64) {
+    let raw = format!("Subject: message {i}\r\n\r\nbody {i}\r\n").into_bytes();
+    store
+        .write(1_700_000_000_000 + i, |w| {
+            let inbox = w.mailbox(user, "INBOX")?;
+            w.append(inbox, &[AppendMessage { raw: &raw, flags: vec![], internal_date: i as i64 }])
+        })
+        .unwrap();
+}
+
 fn child(dir: &Path) {
     let mut store = Store::open(dir, SECRET).unwrap();
     let user = UserName::new("alice").unwrap();
     for i in 0u64.. {
-        let raw = format!("Subject: message {i}\r\n\r\nbody {i}\r\n").into_bytes();
-        store
-            .write(1_700_000_000_000 + i, |w| {
-                let inbox = w.mailbox(&user, "INBOX")?;
-                w.append(inbox, &[AppendMessage { raw: &raw, flags: vec![], internal_date: i as i64 }])
-            })
-            .unwrap();
+        append(&mut store, &user, i);
         println!("committed {i}");
     }
 }
@@ -83,4 +88,38 @@ fn sigkill_during_commits_loses_nothing_reported() {
     }
     let report = store.verify().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// WAL frame size: a 4 KiB page plus its 24-byte frame header.
+const WAL_FRAME_BYTES: u64 = 4096 + 24;
+
+// The daemon moves checkpoints off the commit path (docs/benchmarks.md):
+// commits no longer checkpoint at SQLite's 1,000 pages, the second
+// connection's PASSIVE checkpoint copies the whole WAL into the database,
+// the next write starts the WAL over, and nothing committed is lost.
+#[test]
+fn checkpoints_move_off_the_commit_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserName::new("alice").unwrap();
+    let mut store = Store::init(dir.path(), SECRET, DeviceSlot::new(0).unwrap(), 1_700_000_000_000).unwrap();
+    store.write(1_700_000_000_000, |w| w.add_user(&user, "hash")).unwrap();
+    let checkpointer = store.checkpoint_elsewhere().unwrap();
+    let wal = dir.path().join("roost.db-wal");
+    let mut appended = 0;
+    // Past 1,500 frames: a commit-path checkpoint would have started the WAL over at 1,000.
+    while std::fs::metadata(&wal).unwrap().len() < 1_500 * WAL_FRAME_BYTES {
+        append(&mut store, &user, appended);
+        appended += 1;
+        assert!(appended < 20_000, "the WAL does not grow");
+    }
+    let report = checkpointer.passive().unwrap();
+    assert!(report.complete() && report.wal_frames >= 1_500, "{report:?}");
+    append(&mut store, &user, appended);
+    appended += 1;
+    let report = checkpointer.passive().unwrap();
+    assert!(report.complete() && report.wal_frames < 100, "the WAL did not start over: {report:?}");
+    drop((checkpointer, store));
+    let store = Store::open(dir.path(), SECRET).unwrap();
+    let inbox = store.mailbox_by_name(&user, "INBOX").unwrap().unwrap();
+    assert_eq!(store.entries(inbox.id).unwrap().len() as u64, appended);
 }

@@ -77,3 +77,28 @@ fn sim_field_profile_converges_and_rarely_rekeys() {
     assert!(placed > 0, "the field runs placed no entries");
     println!("{seeds} field seeds clean; {rekeys} re-keys for {placed} entries placed");
 }
+
+#[test]
+fn sim_late_joiners_catch_up_from_a_log_snapshot() {
+    // A fresh device installs a device's snapshot after the run (with the
+    // events above it when the device compacted mid-run, and once everything
+    // is folded) and must converge. Off in the default seeds, which keep the
+    // behaviour of the soak that started before this check existed.
+    let seeds: u64 = std::env::var("ROOST_SIM_LATE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let (mut joins, mut with_events_above) = (0u64, 0u64);
+    for seed in 0..seeds {
+        let report = run(&SimConfig { late_joiner: true, ..SimConfig::for_seed(seed) });
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed} with a late joiner failed: {}\nreplay: roost sim --late-joiner --seed {seed}",
+            report.violations.join("; ")
+        );
+        joins += report.late_joins;
+        with_events_above += report.late_joins.saturating_sub(1);
+        let plain = run(&SimConfig::for_seed(seed));
+        assert_eq!((plain.rekeys, plain.folded, plain.late_joins), (report.rekeys, report.folded, 0), "seed {seed}");
+    }
+    println!("{seeds} seeds: {joins} late joins, {with_events_above} of them onto a mid-run snapshot");
+    assert_eq!(joins, seeds + with_events_above);
+    assert!(seeds < 20 || with_events_above > 0, "no late join onto a mid-run snapshot in {seeds} seeds");
+}

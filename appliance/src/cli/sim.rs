@@ -39,6 +39,10 @@ pub struct SimArgs {
     /// the re-key rate users would see).
     #[arg(long, default_value = "stress", value_parser = ["stress", "field"])]
     pub profile: String,
+    /// After each run, a fresh device catches up from a log snapshot and
+    /// must converge (off by default: seeds keep their earlier behaviour).
+    #[arg(long)]
+    pub late_joiner: bool,
     /// Worker threads (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -50,6 +54,7 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         config.devices = devices as usize;
     }
     config.steps = args.steps;
+    config.late_joiner = args.late_joiner;
     if let Some(step_ms) = args.step_ms {
         config.step_ms_max = step_ms;
     }

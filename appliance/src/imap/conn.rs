@@ -141,12 +141,17 @@ pub struct Env<'a> {
     /// The logged-in session's key, set by `ImapConn` before each command
     /// (drivers pass `None`).
     pub key: Option<Arc<SessionKey>>,
+    /// Whose key it is (the file-key cache is per user).
+    pub key_user: Option<UserName>,
 }
 
 impl Env<'_> {
     /// A message's plaintext, opened with the session's key (or taken from
     /// the key's cache of opened messages).
     pub(crate) fn message(&self, blob: &roost_core::model::BlobHash) -> Result<Vec<u8>, roost_core::store::StoreError> {
+        if self.key.as_deref().is_some_and(|key| key.wants_opened(blob)) {
+            self.prime_file_keys(&[blob]);
+        }
         match self.blobs {
             // In the daemon, read and decrypt without the store lock: other
             // sessions and the committer go on meanwhile.
@@ -177,6 +182,7 @@ impl Env<'_> {
             return;
         };
         let wanted: Vec<&roost_core::model::BlobHash> = blobs.iter().filter(|b| key.wants_opened(b)).collect();
+        self.prime_file_keys(&wanted);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(OPEN_AHEAD_THREADS_MAX);
         if wanted.len() < 2 || threads < 2 {
             return;
@@ -193,10 +199,41 @@ impl Env<'_> {
     }
 }
 
+impl Env<'_> {
+    /// Reads the user's file-key cache rows of `blobs` into the session key
+    /// (one store lock for all), so opening them needs no X25519. A failed
+    /// read only costs that unwrap, so it is logged, not reported.
+    fn prime_file_keys(&self, blobs: &[&roost_core::model::BlobHash]) {
+        let (Some(key), Some(user)) = (self.key.as_deref(), self.key_user.as_ref()) else {
+            return;
+        };
+        if blobs.iter().all(|b| key.knows_file_key(b)) {
+            return;
+        }
+        if let Err(e) = self.store().prime_file_keys(user.as_str(), key, blobs) {
+            tracing::warn!(error = %e, "reading the file-key cache failed; opening with the identity");
+        }
+    }
+
+    /// Writes the file keys the session learned during a command to the
+    /// user's file-key cache. A failure is logged: the keys are learned again.
+    pub(crate) fn record_file_keys(&self) {
+        let (Some(key), Some(user)) = (self.key.as_deref(), self.key_user.as_ref()) else {
+            return;
+        };
+        if !key.has_learned_file_keys() {
+            return;
+        }
+        if let Err(e) = self.store().record_file_keys(user.as_str(), key) {
+            tracing::warn!(error = %e, "writing the file-key cache failed");
+        }
+    }
+}
+
 impl<'a> Env<'a> {
     /// An environment whose writes commit directly under the store lock.
     pub fn new(store: &'a Mutex<Store>, now_ms: u64, access: &'a Access, summaries: &'a SummaryCache) -> Env<'a> {
-        Env { store, committer: None, blobs: None, now_ms, access, summaries, snapshots: None, key: None }
+        Env { store, committer: None, blobs: None, now_ms, access, summaries, snapshots: None, key: None, key_user: None }
     }
 
     /// Writes go through the daemon's committer (group commit with every
@@ -230,7 +267,7 @@ impl<'a> Env<'a> {
             // Sealed to the user's key when encryption is on (docs/security.md).
             Some(blobs) => {
                 let sealer = self.store().sealer(user)?;
-                Ok(Some(blobs.put_message(sealer.as_ref(), raw)?))
+                Ok(Some(blobs.put_message(sealer.as_ref(), raw, self.key.as_deref())?))
             }
             None => Ok(None),
         }
@@ -408,6 +445,12 @@ impl ImapConn {
 
     fn handle_message(&mut self, env: &mut Env<'_>, bytes: Vec<u8>) {
         env.key = self.session.as_ref().and_then(|s| s.key.clone());
+        env.key_user = self.session.as_ref().map(|s| s.user.clone());
+        self.handle_flow(env, bytes);
+        env.record_file_keys();
+    }
+
+    fn handle_flow(&mut self, env: &mut Env<'_>, bytes: Vec<u8>) {
         match self.flow.take() {
             Some(Flow::Idle { tag }) => {
                 // RFC 2177: the only thing a client may send while idling is DONE.
@@ -567,6 +610,7 @@ impl ImapConn {
             "QRESYNC",
             "STATUS=SIZE",
             "UTF8=ACCEPT",
+            "BINARY",
         ]);
         if !self.compressed {
             caps.push("COMPRESS=DEFLATE");

@@ -3,6 +3,8 @@
 //! Every string goes through `string`/`nstring`, which choose quoted or
 //! literal form, so no caller can emit a malformed string (RFC 9051 4.3).
 
+use std::io::Write as _;
+
 /// Longest string we send quoted; longer ones go as literals so clients need
 /// no special line-length handling.
 const QUOTED_BYTES_MAX: usize = 256;
@@ -31,8 +33,25 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
 /// Writes `s` as a literal. NUL is not allowed in a literal (RFC 9051 9,
 /// CHAR8); it is sent as 0x80 the way Dovecot does, keeping the size.
 pub fn literal(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
-    out.extend(s.iter().map(|b| if *b == 0 { 0x80 } else { *b }));
+    let _ = write!(out, "{{{}}}\r\n", s.len());
+    if s.contains(&0) {
+        out.extend(s.iter().map(|b| if *b == 0 { 0x80 } else { *b }));
+    } else {
+        // The usual case: one copy, not a byte-by-byte map.
+        out.extend_from_slice(s);
+    }
+}
+
+/// Writes decoded BINARY data (RFC 3516 4.3): as a `~{n}` literal8 when it
+/// holds NUL (which a plain literal cannot carry), else as a plain literal,
+/// which every client parser reads.
+pub fn binary_literal(out: &mut Vec<u8>, s: &[u8]) {
+    if s.contains(&0) {
+        let _ = write!(out, "~{{{}}}\r\n", s.len());
+        out.extend_from_slice(s);
+    } else {
+        literal(out, s);
+    }
 }
 
 /// `NIL` or a string.

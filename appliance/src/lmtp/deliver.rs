@@ -154,7 +154,7 @@ impl Deliverer {
         let sealer = self.daemon.read(move |s| s.sealer(&sealer_user)).await?;
         let blobs = self.blobs.clone();
         let blob_raw = raw.clone();
-        let prestored = tokio::task::spawn_blocking(move || blobs.put_message(sealer.as_ref(), &blob_raw))
+        let prestored = tokio::task::spawn_blocking(move || blobs.put_message(sealer.as_ref(), &blob_raw, None))
             .await
             .map_err(|e| StoreError::Corrupt(format!("blob task failed: {e}")))??;
         let folder = if self.subaddress_folders { target.detail.clone().filter(|d| !d.is_empty()) } else { None };

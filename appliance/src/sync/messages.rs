@@ -8,6 +8,7 @@ use roost_core::clock::Hlc;
 use roost_core::log::VersionVector;
 use roost_core::log::{DecodeError, Event};
 use roost_core::model::{BlobHash, DeviceId, EventId};
+use roost_core::store::SnapshotOffer;
 
 /// Version of the sync protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -39,6 +40,18 @@ pub enum Message {
     Ack {
         /// The sender's version vector.
         vv: VersionVector,
+    },
+    /// The receiver lacks events the sender folded into its log snapshot:
+    /// the snapshot follows in `SnapshotChunk` frames (`snapshot.rs`), then
+    /// the events above it.
+    Snapshot {
+        /// What the image covers and how to check it.
+        offer: SnapshotOffer,
+    },
+    /// Part of a snapshot image, in order.
+    SnapshotChunk {
+        /// The bytes, base64.
+        data: String,
     },
 }
 

@@ -5,7 +5,8 @@
 //! - `roost/sync/1`: both sides send `Hello` with their version vector, then
 //!   each streams the events the other lacks, in causal order, and pushes new
 //!   events as they commit. Before applying events, the receiver fetches the
-//!   blobs they name over separate streams and checks their hashes.
+//!   blobs they name over separate streams and checks their hashes. A peer
+//!   below the sender's log snapshot gets the snapshot first (`snapshot.rs`).
 //!
 //! Relays and discovery are off unless the config names relays: tests and
 //! LANs use direct addresses only.
@@ -14,6 +15,7 @@ pub mod frames;
 pub mod messages;
 pub mod pairing;
 pub mod session;
+pub mod snapshot;
 pub mod ticket;
 
 use std::collections::HashMap;

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use roost_core::log::{Event, VersionVector};
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::peers::PeerStats;
-use roost_core::store::{BlobStore, RejoinProgress, SpooledBlob, StagedBlob, BLOB_DIR};
+use roost_core::store::{BlobStore, RejoinProgress, SpooledBlob, StagedBlob, StoreError, BLOB_DIR};
 
 use crate::cli::now_ms;
 use crate::serve::Daemon;
@@ -179,15 +179,30 @@ async fn send_loop(
     loop {
         sent.merge(&view.has.lock().unwrap_or_else(|e| e.into_inner()));
         let have = sent.clone();
-        let (active, batch) = daemon
+        let (active, batch, snapshot) = daemon
             .read(move |s| {
                 // `roost pair remove` (another process) takes effect before the next send.
-                let active = s.is_active_peer(peer)?;
-                Ok((active, if active { s.events_missing(&have, EVENTS_PER_FRAME)? } else { Vec::new() }))
+                if !s.is_active_peer(peer)? {
+                    return Ok((false, Vec::new(), None));
+                }
+                match s.events_missing(&have, EVENTS_PER_FRAME) {
+                    Ok(batch) => Ok((true, batch, None)),
+                    // Below what this device folded: the snapshot goes first.
+                    Err(StoreError::SnapshotNeeded { .. }) => Ok((true, Vec::new(), s.snapshot_offer()?)),
+                    Err(e) => Err(e),
+                }
             })
             .await?;
         if !active {
             bail!("the peer was removed");
+        }
+        if let Some((offer, image)) = snapshot {
+            tracing::info!(peer = %peer.short(), bytes = image.len(), "the peer lacks compacted events: sending the log snapshot");
+            let vector = offer.vector.clone();
+            let n = crate::sync::snapshot::send(&mut send, offer, &image).await?;
+            view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n;
+            sent.merge(&vector);
+            continue;
         }
         if batch.is_empty() {
             // Waits for a reason to read again: a commit of events the peer
@@ -311,6 +326,12 @@ async fn receive_loop(
         }
         match message {
             Message::Hello { .. } => bail!("a second Hello"),
+            Message::SnapshotChunk { .. } => bail!("a snapshot chunk without its offer"),
+            Message::Snapshot { offer } => {
+                let (vv, read) = crate::sync::snapshot::receive(&daemon, &blobs, &conn, &mut recv, peer, offer).await?;
+                view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_received += read;
+                let _ = acks.try_send(Message::Ack { vv });
+            }
             Message::Ack { vv } => {
                 view.has.lock().unwrap_or_else(|e| e.into_inner()).merge(&vv);
                 // Only ever raised in a session: an ack read before the
@@ -411,6 +432,16 @@ async fn fetch_missing_blobs(
     if wanted.is_empty() {
         return Ok(Vec::new()); // A live push: everything came inline.
     }
+    fetch_blobs(blobs, conn, wanted).await
+}
+
+/// Fetches the blobs of `wanted` that are not stored here, over one request
+/// stream, each streamed to a temporary file (durable at `BlobStore::commit`).
+pub(crate) async fn fetch_blobs(
+    blobs: &Arc<BlobStore>,
+    conn: &iroh::endpoint::Connection,
+    wanted: BTreeSet<BlobHash>,
+) -> Result<Vec<StagedBlob>> {
     let missing = {
         let blobs = blobs.clone();
         tokio::task::spawn_blocking(move || wanted.into_iter().filter(|h| !blobs.contains(h)).collect::<Vec<_>>())

@@ -7,6 +7,7 @@ mod harness;
 
 mod auth;
 mod bad_input;
+mod binary;
 mod clients;
 mod condstore;
 mod fetch;

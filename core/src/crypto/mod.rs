@@ -9,6 +9,7 @@
 //! events, so the user can log in on any device. docs/security.md says what
 //! this protects and what it does not.
 
+mod filekeys;
 mod opened;
 
 use std::fmt;
@@ -23,6 +24,8 @@ use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+pub use crate::crypto::filekeys::WrappedFileKey;
+use crate::crypto::filekeys::{FileKeyBytes, FileKeys, KnownFileKey, RecordingIdentity, RecordingRecipient};
 pub use crate::crypto::opened::OpenedBudget;
 use crate::crypto::opened::OpenedCache;
 
@@ -148,11 +151,14 @@ impl FromStr for RecoveryKey {
 /// zeroises itself). Usually one identity; more when the user was created on
 /// two devices before they synced (the keyring, docs/security.md): a blob
 /// opens with whichever identity it was sealed to.
-/// It keeps the plaintexts the session opened (see [`SessionKey::keep_opened`]).
+/// It keeps the plaintexts the session opened (see [`SessionKey::keep_opened`])
+/// and the age file keys it learned or read from the file-key cache
+/// (`filekeys.rs`).
 pub struct SessionKey {
     identities: Vec<age::x25519::Identity>,
     id: [u8; 32],
     opened: OpenedCache,
+    file_keys: FileKeys,
 }
 
 impl fmt::Debug for SessionKey {
@@ -171,19 +177,69 @@ impl SessionKey {
             hasher.update(public.as_bytes());
             hasher.update(b"\n");
         }
-        SessionKey { identities, id: *hasher.finalize().as_bytes(), opened: OpenedCache::default() }
+        // The cache key follows the first (current) identity; without one
+        // (never: a key has at least one identity) no row ever unwraps.
+        let secret = identities.first().map(|i| i.to_string()).unwrap_or_else(|| String::new().into());
+        SessionKey {
+            identities,
+            id: *hasher.finalize().as_bytes(),
+            opened: OpenedCache::default(),
+            file_keys: FileKeys::new(&secret),
+        }
     }
 
     /// Decrypts a sealed blob with whichever of the identities it was sealed to.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        use std::io::Read;
-        let decryptor = age::Decryptor::new_buffered(sealed).map_err(|e| CryptoError::Open(e.to_string()))?;
-        let mut reader = decryptor
-            .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
-            .map_err(|e| CryptoError::Open(e.to_string()))?;
-        let mut plain = Vec::with_capacity(sealed.len());
-        reader.read_to_end(&mut plain).map_err(|e| CryptoError::Open(e.to_string()))?;
+        let identities: Vec<&dyn age::Identity> = self.identities.iter().map(|i| i as &dyn age::Identity).collect();
+        decrypt(sealed, &identities)
+    }
+
+    /// Decrypts the sealed blob `blob`: with its file key when this session
+    /// has it (learned, or primed from the file-key cache), else with the
+    /// identities, learning the file key for the cache. A known key that is
+    /// wrong fails age's header MAC; the identities then decide, and the key
+    /// they unwrap replaces it.
+    pub fn open_blob(&self, blob: &crate::model::BlobHash, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if let Some(file_key) = self.file_keys.take(blob) {
+            if let Ok(plain) = decrypt(sealed, &[&KnownFileKey(file_key)]) {
+                return Ok(plain);
+            }
+        }
+        let recording = RecordingIdentity { identities: &self.identities, file_key: Default::default() };
+        let plain = decrypt(sealed, &[&recording])?;
+        if let Some(file_key) = recording.file_key.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            self.file_keys.learn(blob, file_key);
+        }
         Ok(plain)
+    }
+
+    /// Reads the rows of `user`'s file-key cache for blobs about to be
+    /// opened (`store::file_keys`); rows that do not unwrap under this
+    /// session's cache key are ignored. Returns how many did.
+    pub fn prime_file_keys(&self, user: &str, rows: &[(crate::model::BlobHash, WrappedFileKey)]) -> usize {
+        self.file_keys.prime(user, rows)
+    }
+
+    /// Whether this session holds the file key of `blob` in memory.
+    pub fn knows_file_key(&self, blob: &crate::model::BlobHash) -> bool {
+        self.file_keys.knows(blob)
+    }
+
+    /// Whether file keys were learned since the last
+    /// [`SessionKey::learned_file_keys`].
+    pub fn has_learned_file_keys(&self) -> bool {
+        self.file_keys.has_learned()
+    }
+
+    /// The file keys learned since the last call, wrapped for `user`'s
+    /// file-key cache (`Store::record_file_keys` writes them).
+    pub fn learned_file_keys(&self, user: &str) -> Vec<(crate::model::BlobHash, WrappedFileKey)> {
+        self.file_keys.take_learned(user)
+    }
+
+    /// Records the file key of a blob this session sealed.
+    pub(crate) fn learn_file_key(&self, blob: &crate::model::BlobHash, file_key: FileKeyBytes) {
+        self.file_keys.learn(blob, file_key);
     }
 
     /// A fingerprint of these identities (BLAKE3 of their public keys), to
@@ -207,14 +263,15 @@ impl SessionKey {
     /// folded into a session opened by the password).
     /// What the session already opened stays in its cache.
     pub fn with(self, other: SessionKey) -> SessionKey {
-        let SessionKey { mut identities, opened, .. } = self;
+        let SessionKey { mut identities, opened, file_keys, .. } = self;
         for identity in other.identities {
             let public = identity.to_public().to_string();
             if !identities.iter().any(|i| i.to_public().to_string() == public) {
                 identities.push(identity);
             }
         }
-        SessionKey { opened, ..SessionKey::new(identities) }
+        // The first identity stays first, so the cache key is the same.
+        SessionKey { opened, file_keys, ..SessionKey::new(identities) }
     }
 
     fn secret_of(&self, public_key: &str) -> Option<age::secrecy::SecretString> {
@@ -258,6 +315,14 @@ impl Sealer {
         age::encrypt(&self.recipient, plaintext).map_err(|e| CryptoError::Seal(e.to_string()))
     }
 
+    /// Encrypts a message to the user, keeping its file key for the
+    /// session's file-key cache.
+    pub(crate) fn seal_recording(&self, plaintext: &[u8]) -> Result<(Vec<u8>, Option<FileKeyBytes>), CryptoError> {
+        let recording = RecordingRecipient { recipient: &self.recipient, file_key: Default::default() };
+        let sealed = age::encrypt(&recording, plaintext).map_err(|e| CryptoError::Seal(e.to_string()))?;
+        Ok((sealed, recording.file_key.into_inner().unwrap_or_else(|p| p.into_inner())))
+    }
+
     /// Encrypts a message to several users at once (one age file, one
     /// stanza per recipient): a blob stored in clear before encryption and
     /// shared by several users' entries is sealed in place to all of them
@@ -279,6 +344,16 @@ impl Sealer {
     pub fn content_hash(&self, plaintext: &[u8]) -> [u8; 32] {
         *blake3::keyed_hash(&self.content_hash_key, plaintext).as_bytes()
     }
+}
+
+/// Decrypts an age file with the first of `identities` that matches it.
+fn decrypt(sealed: &[u8], identities: &[&dyn age::Identity]) -> Result<Vec<u8>, CryptoError> {
+    use std::io::Read;
+    let decryptor = age::Decryptor::new_buffered(sealed).map_err(|e| CryptoError::Open(e.to_string()))?;
+    let mut reader = decryptor.decrypt(identities.iter().copied()).map_err(|e| CryptoError::Open(e.to_string()))?;
+    let mut plain = Vec::with_capacity(sealed.len());
+    reader.read_to_end(&mut plain).map_err(|e| CryptoError::Open(e.to_string()))?;
+    Ok(plain)
 }
 
 /// Whether stored bytes are an age file rather than a plaintext message.
@@ -548,6 +623,34 @@ mod tests {
         let after = unlock_keyring("u", &main, &[main.clone(), also[0].clone(), other], "new passphrase").unwrap();
         assert!(after.key.open(&sealed[1]).is_ok());
         assert_ne!(after.key.id(), unlock_keyring("u", &main, &[], "new passphrase").unwrap().key.id());
+    }
+
+    #[test]
+    fn a_known_file_key_opens_and_a_wrong_one_falls_back_to_the_identity() {
+        let mut rng = rand::rngs::OsRng;
+        let (keys, _) = UserKeys::generate("file keys", &mut rng);
+        let sealer = keys.sealer("alice").unwrap();
+        let session = keys.unlock("alice", "file keys").unwrap();
+        let (sealed, file_key) = sealer.seal_recording(b"Subject: cached\r\n\r\nbody").unwrap();
+        let blob = crate::model::BlobHash::of(&sealed);
+        // A wrong key (stale, or a row that unwrapped to garbage) is refused
+        // by the header MAC: the identity opens it and its key is learned.
+        session.learn_file_key(&blob, Zeroizing::new([0; 16]));
+        assert_eq!(session.open_blob(&blob, &sealed).unwrap(), b"Subject: cached\r\n\r\nbody");
+        let rows = session.learned_file_keys("alice");
+        assert_eq!(rows.len(), 1);
+        // The learned key is the sealer's: a new session given the row opens
+        // without its identity (a key whose identity cannot open it).
+        let other = UserKeys::generate("other", &mut rng).0.unlock("u", "other").unwrap();
+        assert!(other.open(&sealed).is_err());
+        assert_eq!(session.prime_file_keys("alice", &rows), 1);
+        assert!(!session.has_learned_file_keys());
+        assert_eq!(session.open_blob(&blob, &sealed).unwrap(), b"Subject: cached\r\n\r\nbody");
+        assert!(!session.has_learned_file_keys(), "opened with the cached key");
+        session.learn_file_key(&blob, file_key.unwrap());
+        assert_eq!(session.learned_file_keys("alice")[0].0, blob);
+        // Another blob's name: the header MAC still decides.
+        assert!(other.open_blob(&blob, &sealed).is_err());
     }
 
     #[test]

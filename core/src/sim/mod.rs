@@ -30,7 +30,9 @@ use crate::log::version_vector::VersionVector;
 use crate::model::{BlobHash, DeviceSlot, EntryId, EventId, Flag, ItemId, MailboxId, UserName};
 use crate::sim::client::Client;
 use crate::sim::net::{Faults, Net, Packet, Payload};
-use crate::store::{AppendMessage, FlagChange, MailboxInfo, Store, StoreError, StoreMode, StoreResult, Writer};
+use crate::store::{
+    AppendMessage, FlagChange, MailboxInfo, ReceivedSnapshot, Store, StoreError, StoreMode, StoreResult, Writer,
+};
 
 /// Virtual time at the start of a run.
 const START_MS: u64 = 1_700_000_000_000;
@@ -65,6 +67,12 @@ pub struct SimConfig {
     /// Devices 0 and 1 start in the same UID slot (a cloned device, a pairing
     /// race): the one with the greater id must move when it meets the other.
     pub shared_slot: bool,
+    /// After settling, a fresh device installs a device's log snapshot
+    /// (snapshot transfer), takes the events above it, and must converge;
+    /// again once every log is folded. Off in [`SimConfig::for_seed`], so
+    /// every seed runs as it did before this check existed (a soak started
+    /// on those semantics); `roost sim --late-joiner` turns it on.
+    pub late_joiner: bool,
 }
 
 /// The world a run simulates.
@@ -93,6 +101,7 @@ impl SimConfig {
             step_ms_max: STEP_MS_MAX,
             profile: SimProfile::Stress,
             shared_slot: seed % 8 == 5,
+            late_joiner: false,
         }
     }
 
@@ -133,6 +142,8 @@ pub struct SimReport {
     pub partitions: u64,
     /// Client resyncs checked.
     pub resyncs: u64,
+    /// Fresh devices that caught up from a log snapshot (`late_joiner`).
+    pub late_joins: u64,
     /// Broken invariants (empty: the run passed). The first one stops the run.
     pub violations: Vec<String>,
 }
@@ -186,6 +197,7 @@ pub fn run(config: &SimConfig) -> SimReport {
         report.crashes = sim.crashes;
         report.partitions = sim.partitions;
         report.resyncs = sim.clients.iter().map(|c| c.resyncs).sum();
+        report.late_joins = sim.late_joins;
     }
     report
 }
@@ -245,6 +257,10 @@ struct Sim {
     dirty: Vec<bool>,
     /// The field profile: partitions start and crashes happen a tenth as often.
     field: bool,
+    /// `SimConfig::late_joiner`, and the fresh devices that caught up.
+    late_joiner: bool,
+    late_joins: u64,
+    seed: u64,
 }
 
 /// A local operation, chosen at random.
@@ -322,6 +338,9 @@ impl Sim {
             folded: 0,
             dirty: vec![true; config.devices],
             field: config.profile == SimProfile::Field,
+            late_joiner: config.late_joiner,
+            late_joins: 0,
+            seed: config.seed,
         };
         // The user exists everywhere before devices go their own ways.
         let now = sim.device_now(0);
@@ -741,6 +760,53 @@ impl Sim {
         self.fail("devices did not settle".into())
     }
 
+    /// A fresh device (slot 15, no RNG draw: the run's randomness is
+    /// untouched) installs `donor`'s log snapshot, as the sync session does,
+    /// then takes the events above it; it must end with `donor`'s digest and
+    /// pass `verify` and the invariants.
+    fn late_join(&mut self, donor: usize) -> SimResult<()> {
+        let secret = *blake3::hash(&self.seed.to_le_bytes()).as_bytes();
+        let slot = DeviceSlot::new(15).ok_or_else(|| Failure("slot".into()))?;
+        let now = self.device_now(donor);
+        let mut joiner = Store::in_memory(secret, slot, now)?;
+        // As a daemon does while its peer is reachable: nothing is shown
+        // before the catch-up is done (no time passes here).
+        joiner.set_exposure_hold_ms(HOLD_MS);
+        let Some((offer, image)) = self.devices[donor].store.snapshot_offer()? else {
+            return self.fail(format!("device {donor} has no log snapshot to offer"));
+        };
+        joiner.snapshot_installable(&offer.vector)?;
+        let snapshot = ReceivedSnapshot::check(offer, &image)?;
+        for blob in snapshot.blobs()? {
+            let raw = self.blobs.get(&blob).ok_or_else(|| Failure(format!("unknown blob {blob:?}")))?;
+            joiner.blobs().put(raw).map_err(StoreError::from)?;
+        }
+        joiner.install_snapshot(snapshot, now)?;
+        // Each round takes at least one event, so the log bounds the rounds.
+        loop {
+            let batch = self.devices[donor].store.events_missing(&joiner.version_vector()?, EVENTS_PER_PACKET)?;
+            if batch.is_empty() {
+                break;
+            }
+            for blob in batch.iter().flat_map(|e| e.op.blobs()) {
+                let raw = self.blobs.get(&blob).ok_or_else(|| Failure(format!("unknown blob {blob:?}")))?;
+                joiner.blobs().put(raw).map_err(StoreError::from)?;
+            }
+            joiner.ingest(now, &batch)?;
+        }
+        joiner.expose(now, 0)?;
+        let (mine, theirs) = (joiner.state_digest()?, self.devices[donor].store.state_digest()?);
+        if mine != theirs {
+            return self.fail(format!("late joiner differs from device {donor}: {:?}", mine.differences(&theirs)));
+        }
+        let problems = joiner.verify()?.problems.into_iter().chain(joiner.check_invariants()?);
+        if let Some(p) = problems.into_iter().next() {
+            return self.fail(format!("late joiner from device {donor}: {p}"));
+        }
+        self.late_joins += 1;
+        Ok(())
+    }
+
     fn settle_and_check(&mut self) -> SimResult<()> {
         self.step = usize::MAX;
         self.settle()?;
@@ -772,6 +838,12 @@ impl Sim {
                 return self.fail(format!("device {d}: entries still held after exposing everything"));
             }
         }
+        // A device that compacted during the run has events above its
+        // snapshot: a fresh device takes both.
+        let donor = (self.seed % self.devices.len() as u64) as usize;
+        if self.late_joiner && self.devices[donor].store.snapshot_vector()?.total() > 0 {
+            self.late_join(donor)?;
+        }
         // Folding the whole (now stable) log changes no state, and verify
         // from the snapshot still rebuilds it.
         for d in 0..self.devices.len() {
@@ -786,6 +858,9 @@ impl Sim {
             if let Some(p) = self.devices[d].store.verify()?.problems.first() {
                 return self.fail(format!("device {d}: verify after compaction: {p}"));
             }
+        }
+        if self.late_joiner {
+            self.late_join(donor)?;
         }
         // Nothing acknowledged is lost unless an acknowledged removal took it.
         let mut present = BTreeSet::new();

@@ -413,10 +413,21 @@ impl BlobStore {
     /// import: the fsync stays off the committer), sealed when `sealer` is
     /// given. The write then calls [`crate::store::Writer::adopt_prestored`]
     /// so its append uses this blob instead of storing the message again.
-    pub fn put_message(&self, sealer: Option<&Sealer>, raw: &[u8]) -> Result<PrestoredMessage, StoreError> {
+    /// A session key given (APPEND: the session holds the user's identity)
+    /// learns the sealed blob's file key for the file-key cache.
+    pub fn put_message(
+        &self,
+        sealer: Option<&Sealer>,
+        raw: &[u8],
+        key: Option<&SessionKey>,
+    ) -> Result<PrestoredMessage, StoreError> {
         match sealer {
             Some(sealer) => {
-                let blob = self.put(&sealer.seal(raw)?)?;
+                let (sealed, file_key) = sealer.seal_recording(raw)?;
+                let blob = self.put(&sealed)?;
+                if let (Some(key), Some(file_key)) = (key, file_key) {
+                    key.learn_file_key(&blob, file_key);
+                }
                 Ok(PrestoredMessage { blob, sealed_content: Some(sealer.content_hash(raw)) })
             }
             None => Ok(PrestoredMessage { blob: self.put(raw)?, sealed_content: None }),
@@ -542,7 +553,7 @@ impl BlobStore {
         let Some(key) = key else {
             return Err(StoreError::Sealed(*hash));
         };
-        let plain = key.open(&stored)?;
+        let plain = key.open_blob(hash, &stored)?;
         if !named_by_bytes && BlobHash::of(&plain) != *hash {
             return Err(BlobError::Corrupt(*hash).into());
         }

@@ -15,7 +15,8 @@
 //! absence still merges everything it brings. What folding does take away:
 //! a peer below the snapshot vector cannot be sent the events it lacks
 //! ([`StoreError::SnapshotNeeded`]); only a newly paired device can be
-//! there, since stable means every paired device has acknowledged them.
+//! there, since stable means every paired device has acknowledged them, and
+//! it catches up from the snapshot itself (`snapshot_transfer.rs`).
 
 use std::path::Path;
 
@@ -44,8 +45,8 @@ pub struct CompactReport {
 impl Store {
     /// Folds the causally stable prefix ([`Store::stable_vector`]: what this
     /// device and every active paired device have) into the log snapshot.
-    /// A device paired later than this call needs a snapshot transfer to
-    /// catch up, which is not implemented: `events_missing` refuses it.
+    /// A device paired later than this call catches up by installing the
+    /// snapshot ([`Store::snapshot_offer`]): `events_missing` refuses it.
     pub fn compact(&mut self, now_ms: u64) -> StoreResult<CompactReport> {
         let stable = self.stable_vector()?;
         self.compact_within(now_ms, &stable)
@@ -82,19 +83,7 @@ impl Store {
         scratch.execute_batch("VACUUM")?;
         let vector = state::version_vector(&scratch)?;
         let image = scratch.serialize(MAIN_DB)?;
-        tx.execute(
-            "INSERT INTO log_snapshot (id, events, image, taken_ms) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET events = excluded.events, image = excluded.image,
-                                            taken_ms = excluded.taken_ms",
-            params![counter as i64, &image[..], now_ms as i64],
-        )?;
-        tx.execute("DELETE FROM log_snapshot_vector", [])?;
-        for (origin, seq) in vector.iter() {
-            tx.execute(
-                "INSERT INTO log_snapshot_vector (origin, seq) VALUES (?1, ?2)",
-                params![origin.as_bytes().as_slice(), *seq as i64],
-            )?;
-        }
+        store_snapshot(&tx, counter, &image, &vector, now_ms)?;
         let deleted = tx.execute("DELETE FROM events WHERE applied_idx <= ?1", [cut])? as u64;
         if deleted != report.folded {
             return Err(StoreError::Corrupt(format!(
@@ -191,6 +180,36 @@ fn stable_cut(conn: &Connection, stable: &VersionVector) -> StoreResult<Option<i
     Ok(cut)
 }
 
+/// Replaces the log snapshot: the image, how many events it folds, and its
+/// vector (in the caller's transaction).
+pub(crate) fn store_snapshot(
+    conn: &Connection,
+    folded: u64,
+    image: &[u8],
+    vector: &VersionVector,
+    now_ms: u64,
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO log_snapshot (id, events, image, taken_ms) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET events = excluded.events, image = excluded.image,
+                                        taken_ms = excluded.taken_ms",
+        params![folded as i64, image, now_ms as i64],
+    )?;
+    set_snapshot_vector(conn, vector)
+}
+
+/// Replaces the log snapshot's vector.
+pub(crate) fn set_snapshot_vector(conn: &Connection, vector: &VersionVector) -> StoreResult<()> {
+    conn.execute("DELETE FROM log_snapshot_vector", [])?;
+    for (origin, seq) in vector.iter() {
+        conn.execute(
+            "INSERT INTO log_snapshot_vector (origin, seq) VALUES (?1, ?2)",
+            params![origin.as_bytes().as_slice(), *seq as i64],
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn snapshot_vector(conn: &Connection) -> StoreResult<VersionVector> {
     let mut stmt = conn.prepare_cached("SELECT origin, seq FROM log_snapshot_vector")?;
     let mut rows = stmt.query([])?;
@@ -205,7 +224,7 @@ pub(crate) fn snapshot_vector(conn: &Connection) -> StoreResult<VersionVector> {
 }
 
 /// Refuses to stream to a peer that lacks folded events: they are gone from
-/// the log, so it would never converge.
+/// the log, so it would never converge; it needs the snapshot.
 pub(crate) fn require_above_snapshot(conn: &Connection, have: &VersionVector) -> StoreResult<()> {
     for (origin, folded) in snapshot_vector(conn)?.iter() {
         if have.get(origin) < *folded {

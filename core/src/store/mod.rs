@@ -7,9 +7,11 @@
 //! applied by `merge::apply_event`, and the transaction commits (fsync, WAL with
 //! `synchronous=FULL`) before `write` returns. Nothing is acknowledged earlier.
 
+mod checkpoint;
 mod compact;
 pub(crate) mod conflicts;
 mod digest;
+mod file_keys;
 mod ingest;
 pub mod peers;
 mod reads;
@@ -17,6 +19,7 @@ mod rejoin;
 mod schema;
 mod seal_existing;
 pub mod snapshot;
+mod snapshot_transfer;
 mod spool;
 pub(crate) mod state;
 mod writer;
@@ -27,6 +30,7 @@ use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags};
 
 pub use blobs::{BlobError, BlobReader, BlobStore, BlobWriter, PrestoredMessage, StagedBlob};
+pub use checkpoint::{CheckpointReport, Checkpointer};
 pub use compact::CompactReport;
 pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
@@ -34,6 +38,7 @@ pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, LoginRecord, MailboxCounts, MailboxInfo, StoreStats, UserInfo};
 pub use rejoin::{RejoinProgress, RejoinState};
 pub use seal_existing::SealReport;
+pub use snapshot_transfer::{ReceivedSnapshot, SnapshotOffer, SNAPSHOT_BYTES_MAX};
 pub use spool::{SpooledBlob, FLUSH_BATCH};
 pub use writer::{AppendMessage, Effects, FlagChange, RemoteApply, StoreMode, Writer};
 
@@ -127,10 +132,10 @@ pub enum StoreError {
     #[error("more than {0} events from peers wait for their dependencies")]
     TooManyPending(u64),
     /// A peer lacks events this device folded into its log snapshot: it can
-    /// only catch up by a snapshot transfer, which is not implemented.
+    /// only catch up by a snapshot transfer (`snapshot_transfer.rs`).
     #[error(
         "the peer lacks events this device has compacted (origin {origin}: folded up to seq {folded}, the peer \
-         has {have}); it needs a snapshot transfer, which is not implemented (re-pair it from a backup)"
+         has {have}); it needs the log snapshot"
     )]
     SnapshotNeeded {
         /// Short id of the origin.
@@ -139,6 +144,22 @@ pub enum StoreError {
         folded: u64,
         /// What the peer has of it.
         have: u64,
+    },
+    /// A snapshot from a peer is damaged or does not match what was offered;
+    /// nothing of it was installed.
+    #[error("snapshot from the peer refused, nothing installed: {0}")]
+    Snapshot(String),
+    /// This device's log holds events a peer's snapshot does not cover, so
+    /// installing the snapshot would drop them.
+    #[error(
+        "cannot install the peer's snapshot: this device has events the snapshot does not hold ({beyond}). \
+         Installing is for a device with no history of its own: export its mail (`roost export`), move its \
+         data directory away, `roost init` and pair again, then import the mail; or compact the peer only \
+         after this device has synced with it"
+    )]
+    SnapshotRefused {
+        /// Per origin, how far this device's log goes beyond the snapshot.
+        beyond: String,
     },
     /// The operation is not implemented yet.
     #[error("not implemented: {0}")]

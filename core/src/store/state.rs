@@ -231,6 +231,7 @@ pub(crate) fn sealed_blob_put(
 pub(crate) fn user_delete(conn: &Connection, user: &str) -> StoreResult<()> {
     exec(conn, "DELETE FROM users WHERE name = ?1", [user])?;
     exec(conn, "DELETE FROM sealed_blobs WHERE user = ?1", [user])?;
+    exec(conn, "DELETE FROM file_keys WHERE user = ?1", [user])?;
     exec(conn, "DELETE FROM subscriptions WHERE user = ?1", [user])?;
     exec(conn, "DELETE FROM user_keyring WHERE user = ?1", [user])?;
     Ok(())
@@ -666,6 +667,17 @@ pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq, no
 /// Removes an entry for good: a later placement of the same entry id (a
 /// duplicate delivery) does not bring it back.
 pub(crate) fn entry_delete(conn: &Connection, id: EntryId) -> StoreResult<()> {
+    // The message's file-key cache row goes with the user's last entry
+    // naming its blob (a copy or a move keeps it).
+    exec(
+        conn,
+        "DELETE FROM file_keys WHERE (user, blob) IN (
+             SELECT m.user, e.blob FROM mailbox_entries e JOIN mailboxes m ON m.id = e.mailbox_id
+             WHERE e.entry_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM mailbox_entries o JOIN mailboxes om ON om.id = o.mailbox_id
+                               WHERE o.blob = e.blob AND o.entry_id != e.entry_id AND om.user = m.user))",
+        [id.raw()],
+    )?;
     exec(conn, "DELETE FROM mailbox_entries WHERE entry_id = ?1", [id.raw()])?;
     exec(conn, "DELETE FROM entry_adds WHERE entry_id = ?1", [id.raw()])?;
     exec(conn, "INSERT OR IGNORE INTO removed_entries (entry_id) VALUES (?1)", [id.raw()])?;

@@ -1,8 +1,12 @@
 //! FETCH and UID FETCH (RFC 9051 6.4.5) with CONDSTORE's MODSEQ and
 //! CHANGEDSINCE (RFC 7162 3.1.4-5) and QRESYNC's VANISHED modifier (RFC 7162
-//! 3.2.6). Valid when selected. ENVELOPE and BODYSTRUCTURE come from the
-//! shared summary cache; body sections are cut from the raw message.
+//! 3.2.6), and BINARY / BINARY.PEEK / BINARY.SIZE (RFC 3516). Valid when
+//! selected. ENVELOPE and BODYSTRUCTURE come from the shared summary cache;
+//! body sections are cut from the raw message, BINARY sections decoded from
+//! it (`message::binary_section`).
 
+use std::borrow::Cow;
+use std::io::Write as _;
 use std::num::NonZeroU32;
 
 use imap_codec::imap_types::command::FetchModifier;
@@ -14,7 +18,7 @@ use roost_core::store::{EntryInfo, FlagChange, StoreError, StoreMode};
 
 use crate::imap::cmd::{CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
-use crate::imap::message::{self, Fields, SectionText};
+use crate::imap::message::{self, BinaryError, Fields, SectionText};
 use crate::imap::selected::{flag_list, set_contains};
 use crate::imap::wire;
 
@@ -57,11 +61,6 @@ pub fn fetch(
     if changed_since.is_some() && !items.contains(&MessageDataItemName::ModSeq) {
         items.push(MessageDataItemName::ModSeq); // RFC 7162 3.1.4.1.
     }
-    for item in &items {
-        if matches!(item, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }) {
-            return Err(CmdError::No("[CANNOT] not implemented yet: BINARY".into()));
-        }
-    }
     let selected = conn.selected.as_ref().ok_or_else(|| CmdError::Bad("No mailbox selected".into()))?;
     let mut indices = selected.resolve(set, by_uid)?;
     if let Some(since) = changed_since {
@@ -91,6 +90,8 @@ pub fn fetch(
                 | MessageDataItemName::Rfc822Header
                 | MessageDataItemName::Rfc822Text
                 | MessageDataItemName::BodyExt { .. }
+                | MessageDataItemName::Binary { .. }
+                | MessageDataItemName::BinarySize { .. }
         )
     });
     for (n, &idx) in indices.iter().enumerate() {
@@ -100,7 +101,8 @@ pub fn fetch(
             env.open_ahead(&window);
         }
         let message = &selected.messages[idx];
-        out.extend_from_slice(format!("* {} FETCH (", idx + 1).as_bytes());
+        let _ = write!(out, "* {} FETCH (", idx + 1);
+        // Read once per message, and only if an item needs the bytes.
         let mut raw: Option<Vec<u8>> = None;
         for (n, item) in items.iter().enumerate() {
             if n > 0 {
@@ -131,6 +133,7 @@ fn mark_seen(
         matches!(
             i,
             MessageDataItemName::BodyExt { peek: false, .. }
+                | MessageDataItemName::Binary { peek: false, .. }
                 | MessageDataItemName::Rfc822
                 | MessageDataItemName::Rfc822Text
         )
@@ -162,6 +165,16 @@ fn mark_seen(
     Ok(())
 }
 
+/// The message's bytes, read on first use and kept for its other items.
+fn loaded<'r>(env: &Env<'_>, message: &EntryInfo, raw: &'r mut Option<Vec<u8>>) -> Result<&'r [u8], CmdError> {
+    if raw.is_none() {
+        *raw = Some(env.message(&message.blob)?);
+    }
+    Ok(raw.as_deref().unwrap_or_default())
+}
+
+/// Writes one FETCH item. Appends to `out` with `write!`, which cannot fail
+/// on a `Vec` (hence the ignored results).
 fn item_value(
     env: &mut Env<'_>,
     message: &EntryInfo,
@@ -169,27 +182,30 @@ fn item_value(
     raw: &mut Option<Vec<u8>>,
     out: &mut Vec<u8>,
 ) -> Result<(), CmdError> {
-    let mut load = |env: &mut Env<'_>| -> Result<Vec<u8>, CmdError> {
-        if raw.is_none() {
-            *raw = Some(env.message(&message.blob)?);
-        }
-        Ok(raw.clone().unwrap_or_default())
-    };
     match item {
-        MessageDataItemName::Uid => out.extend_from_slice(format!("UID {}", message.uid.get()).as_bytes()),
-        MessageDataItemName::Flags => out.extend_from_slice(format!("FLAGS ({})", flag_list(message)).as_bytes()),
+        MessageDataItemName::Uid => {
+            let _ = write!(out, "UID {}", message.uid.get());
+        }
+        MessageDataItemName::Flags => {
+            let _ = write!(out, "FLAGS ({})", flag_list(message));
+        }
         MessageDataItemName::InternalDate => {
             let date = chrono::DateTime::from_timestamp(message.internal_date, 0).unwrap_or_default();
-            out.extend_from_slice(format!("INTERNALDATE \"{}\"", date.format("%d-%b-%Y %H:%M:%S +0000")).as_bytes());
+            let _ = write!(out, "INTERNALDATE \"{}\"", date.format("%d-%b-%Y %H:%M:%S +0000"));
         }
-        MessageDataItemName::Rfc822Size => out.extend_from_slice(format!("RFC822.SIZE {}", message.size).as_bytes()),
-        MessageDataItemName::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", message.modseq.get()).as_bytes()),
+        MessageDataItemName::Rfc822Size => {
+            let _ = write!(out, "RFC822.SIZE {}", message.size);
+        }
+        MessageDataItemName::ModSeq => {
+            let _ = write!(out, "MODSEQ ({})", message.modseq.get());
+        }
         MessageDataItemName::Envelope | MessageDataItemName::BodyStructure | MessageDataItemName::Body => {
-            let raw_bytes = load(env)?;
-            let summary = env
-                .summaries
-                .get(env.key.as_deref(), &message.blob, || Some(raw_bytes))
-                .ok_or_else(|| CmdError::No("[SERVERBUG] Message could not be read".into()))?;
+            // A cached summary needs no read of the message at all.
+            let summary = match raw.as_deref() {
+                Some(bytes) => env.summaries.get(env.key.as_deref(), &message.blob, || Some(bytes.to_vec())),
+                None => env.summaries.get(env.key.as_deref(), &message.blob, || env.message(&message.blob).ok()),
+            }
+            .ok_or_else(|| CmdError::No("[SERVERBUG] Message could not be read".into()))?;
             let (name, value) = match item {
                 MessageDataItemName::Envelope => ("ENVELOPE ", &summary.envelope),
                 MessageDataItemName::BodyStructure => ("BODYSTRUCTURE ", &summary.bodystructure),
@@ -200,41 +216,87 @@ fn item_value(
         }
         MessageDataItemName::Rfc822 => {
             out.extend_from_slice(b"RFC822 ");
-            wire::literal(out, &load(env)?);
+            wire::literal(out, loaded(env, message, raw)?);
         }
         MessageDataItemName::Rfc822Header => {
-            let raw = load(env)?;
             out.extend_from_slice(b"RFC822.HEADER ");
-            wire::literal(out, message::split_header(&raw).0);
+            wire::literal(out, message::split_header(loaded(env, message, raw)?).0);
         }
         MessageDataItemName::Rfc822Text => {
-            let raw = load(env)?;
             out.extend_from_slice(b"RFC822.TEXT ");
-            wire::literal(out, message::split_header(&raw).1);
+            wire::literal(out, message::split_header(loaded(env, message, raw)?).1);
         }
         MessageDataItemName::BodyExt { section, partial, .. } => {
-            let raw = load(env)?;
             let (path, text, spec) = section_parts(section.as_ref())?;
-            let data = message::section(&raw, &path, &text).unwrap_or_default();
-            out.extend_from_slice(format!("BODY[{spec}]").as_bytes());
-            match partial {
-                Some((origin, length)) => {
-                    let start = (*origin as usize).min(data.len());
-                    let end = start.saturating_add(length.get() as usize).min(data.len());
-                    out.extend_from_slice(format!("<{origin}> ").as_bytes());
-                    wire::literal(out, &data[start..end]);
-                }
-                None => {
-                    out.push(b' ');
-                    wire::literal(out, &data);
-                }
-            }
+            let data = message::section(loaded(env, message, raw)?, &path, &text).unwrap_or_default();
+            let _ = write!(out, "BODY[{spec}]");
+            partial_literal(out, &data, *partial, wire::literal);
         }
-        MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
-            return Err(CmdError::No("[CANNOT] not implemented yet: BINARY".into()));
+        MessageDataItemName::Binary { section, partial, .. } => {
+            let data = binary_data(env, message, raw, section)?;
+            out.extend_from_slice(b"BINARY");
+            binary_spec(out, section);
+            partial_literal(out, &data, *partial, wire::binary_literal);
+        }
+        MessageDataItemName::BinarySize { section } => {
+            let size = binary_data(env, message, raw, section)?.len();
+            out.extend_from_slice(b"BINARY.SIZE");
+            binary_spec(out, section);
+            let _ = write!(out, " {size}");
         }
     }
     Ok(())
+}
+
+/// ` <data>`, or `<origin> <data[origin..origin+length]>` for a partial
+/// fetch (RFC 9051 6.4.5; RFC 3516 4.2), written by `literal`.
+fn partial_literal(
+    out: &mut Vec<u8>,
+    data: &[u8],
+    partial: Option<(u32, NonZeroU32)>,
+    literal: fn(&mut Vec<u8>, &[u8]),
+) {
+    match partial {
+        Some((origin, length)) => {
+            let start = (origin as usize).min(data.len());
+            let end = start.saturating_add(length.get() as usize).min(data.len());
+            let _ = write!(out, "<{origin}> ");
+            literal(out, &data[start..end]);
+        }
+        None => {
+            out.push(b' ');
+            literal(out, data);
+        }
+    }
+}
+
+/// `[1.2]`: the section echoed in a BINARY response.
+fn binary_spec(out: &mut Vec<u8>, section: &[NonZeroU32]) {
+    out.push(b'[');
+    for (i, n) in section.iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        let _ = write!(out, "{n}");
+    }
+    out.push(b']');
+}
+
+/// The decoded bytes of BINARY[section] (RFC 3516); a part that does not
+/// exist is empty, as for BODY[].
+fn binary_data<'r>(
+    env: &Env<'_>,
+    message: &EntryInfo,
+    raw: &'r mut Option<Vec<u8>>,
+    section: &[NonZeroU32],
+) -> Result<Cow<'r, [u8]>, CmdError> {
+    match message::binary_section(loaded(env, message, raw)?, section) {
+        Ok(data) => Ok(data.unwrap_or_default()),
+        Err(BinaryError::UnknownCte(cte)) => {
+            Err(CmdError::No(format!("[UNKNOWN-CTE] Cannot decode Content-Transfer-Encoding {cte}")))
+        }
+        Err(BinaryError::Undecodable(cte)) => Err(CmdError::No(format!("[PARSE] The part is not valid {cte}"))),
+    }
 }
 
 /// The part path, what of it, and the section spec echoed in the response.

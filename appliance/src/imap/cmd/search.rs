@@ -65,9 +65,13 @@ pub fn search(
         check_sequence_sets(selected, key)?;
     }
     let mut hits = Vec::new();
+    let reads_content = criteria.iter().any(mentions_content);
     // The store is locked per message read only: keys answered from flags
     // or cached headers leave it to other sessions.
     for (idx, entry) in selected.messages.iter().enumerate() {
+        if reads_content && idx % OPEN_AHEAD_LEN == 0 {
+            open_ahead(env, selected, criteria, idx)?;
+        }
         let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new(), summary: OnceCell::new() };
         let mut all = true;
         for key in criteria {
@@ -130,6 +134,87 @@ fn check_sequence_sets(selected: &Selected, key: &SearchKey<'_>) -> Result<(), C
         SearchKey::Or(a, b) => check_sequence_sets(selected, a).and_then(|()| check_sequence_sets(selected, b)),
         _ => Ok(()),
     }
+}
+
+/// Messages whose content SEARCH opens ahead together (in parallel, into
+/// the session's cache; `Env::open_ahead`), as FETCH does.
+const OPEN_AHEAD_LEN: usize = 64;
+
+/// Opens ahead those of the `OPEN_AHEAD_LEN` messages from `first` whose
+/// match the criteria cannot decide without their content.
+fn open_ahead(env: &Env<'_>, selected: &Selected, criteria: &[SearchKey<'_>], first: usize) -> Result<(), CmdError> {
+    let mut window = Vec::new();
+    for (idx, entry) in selected.messages.iter().enumerate().skip(first).take(OPEN_AHEAD_LEN) {
+        let candidate = Candidate { idx, entry, raw: OnceCell::new(), text: OnceCell::new(), summary: OnceCell::new() };
+        let mut undecided = false;
+        for key in criteria {
+            match without_content(env, selected, &candidate, key)? {
+                Some(true) => {}
+                Some(false) => {
+                    undecided = false;
+                    break;
+                }
+                None => undecided = true,
+            }
+        }
+        if undecided {
+            window.push(entry.blob);
+        }
+    }
+    env.open_ahead(&window);
+    Ok(())
+}
+
+/// Whether a key reads a message's headers or body.
+fn mentions_content(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::Body(_)
+        | SearchKey::Text(_)
+        | SearchKey::From(_)
+        | SearchKey::To(_)
+        | SearchKey::Cc(_)
+        | SearchKey::Bcc(_)
+        | SearchKey::Subject(_)
+        | SearchKey::Header(..)
+        | SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_) => true,
+        SearchKey::And(keys) => keys.as_ref().iter().any(mentions_content),
+        SearchKey::Not(k) => mentions_content(k),
+        SearchKey::Or(a, b) => mentions_content(a) || mentions_content(b),
+        _ => false,
+    }
+}
+
+/// A key's result for a message when it does not need the content, else
+/// None (three-valued: AND, OR and NOT decide what they can).
+fn without_content(
+    env: &Env<'_>,
+    selected: &Selected,
+    c: &Candidate<'_>,
+    key: &SearchKey<'_>,
+) -> Result<Option<bool>, CmdError> {
+    Ok(match key {
+        SearchKey::And(keys) => {
+            let mut all = Some(true);
+            for k in keys.as_ref() {
+                match without_content(env, selected, c, k)? {
+                    Some(false) => return Ok(Some(false)),
+                    Some(true) => {}
+                    None => all = None,
+                }
+            }
+            all
+        }
+        SearchKey::Or(a, b) => match (without_content(env, selected, c, a)?, without_content(env, selected, c, b)?) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        SearchKey::Not(k) => without_content(env, selected, c, k)?.map(|m| !m),
+        k if mentions_content(k) => None,
+        k => Some(matches(env, selected, c, k)?),
+    })
 }
 
 fn mentions_modseq(key: &SearchKey<'_>) -> bool {

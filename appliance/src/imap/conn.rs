@@ -233,7 +233,17 @@ impl Env<'_> {
 impl<'a> Env<'a> {
     /// An environment whose writes commit directly under the store lock.
     pub fn new(store: &'a Mutex<Store>, now_ms: u64, access: &'a Access, summaries: &'a SummaryCache) -> Env<'a> {
-        Env { store, committer: None, blobs: None, now_ms, access, summaries, snapshots: None, key: None, key_user: None }
+        Env {
+            store,
+            committer: None,
+            blobs: None,
+            now_ms,
+            access,
+            summaries,
+            snapshots: None,
+            key: None,
+            key_user: None,
+        }
     }
 
     /// Writes go through the daemon's committer (group commit with every

@@ -11,7 +11,8 @@
 //!   STORE +FLAGS, FETCH BODY.PEEK[HEADER], FETCH BODY.PEEK[], SEARCH SUBJECT,
 //!   SEARCH BODY over the N-message INBOX, CREATE and DELETE of N folders.
 //! - `IMAP_BENCH_BIG` [10000] messages APPENDed into "big" by 10 concurrent
-//!   clients (throughput), then `IMAP_BENCH_SELECTS` [200] SELECTs of it.
+//!   clients (throughput), then `IMAP_BENCH_SELECTS` [200] SELECTs of it and
+//!   as many STATUS (MESSAGES UNSEEN UIDNEXT) of it.
 //! - Mixed throughput on "big": 10 and 50 clients, each `IMAP_BENCH_MIX` [40]
 //!   rounds of FETCH (FLAGS BODY.PEEK[HEADER]), FETCH BODY.PEEK[], STORE.
 //!
@@ -249,15 +250,17 @@ fn session_pids(sid: u32) -> Vec<u32> {
 }
 
 /// Prints a phase's result at once, so a long run shows progress and an
-/// interrupted one keeps what it measured.
-fn progress(label: &str, latencies: &[Duration]) {
+/// interrupted one keeps what it measured, with the server's resident memory
+/// at the end of the phase (which phase makes the peak).
+fn progress(label: &str, latencies: &[Duration], rss_kib: u64) {
     let mut sorted = latencies.to_vec();
     sorted.sort();
     eprintln!(
-        "  {label}: n={} p50={:.3} ms p99={:.3} ms",
+        "  {label}: n={} p50={:.3} ms p99={:.3} ms, rss {:.0} MiB",
         sorted.len(),
         ms(percentile(&sorted, 0.5)),
-        ms(percentile(&sorted, 0.99))
+        ms(percentile(&sorted, 0.99)),
+        rss_kib as f64 / 1024.0
     );
 }
 
@@ -268,13 +271,14 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
     let mix = env_count("IMAP_BENCH_MIX", 40);
     let mut results = Results::default();
     let sampler = RssSampler::start(pids.clone());
+    let rss_now = || pids().into_iter().filter_map(rss_kib).sum::<u64>();
     let mut client = Client::connect(addr)?;
 
     let mut lat = Vec::new();
     for i in 0..n {
         client.timed(&append_command("INBOX", &message(i)), &mut lat)?;
     }
-    progress("APPEND", &lat);
+    progress("APPEND", &lat, rss_now());
     results.latencies.push(("APPEND", lat));
 
     client.command(b"SELECT INBOX")?;
@@ -282,33 +286,33 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
     for i in 1..=n {
         client.timed(format!("STORE {i} +FLAGS (\\Flagged)").as_bytes(), &mut lat)?;
     }
-    progress("STORE", &lat);
+    progress("STORE", &lat, rss_now());
     results.latencies.push(("STORE", lat));
 
     let mut lat = Vec::new();
     for i in 1..=n {
         client.timed(format!("FETCH {i} BODY.PEEK[HEADER]").as_bytes(), &mut lat)?;
     }
-    progress("FETCH header", &lat);
+    progress("FETCH header", &lat, rss_now());
     results.latencies.push(("FETCH header", lat));
     let mut lat = Vec::new();
     for i in 1..=n {
         client.timed(format!("FETCH {i} BODY.PEEK[]").as_bytes(), &mut lat)?;
     }
-    progress("FETCH body", &lat);
+    progress("FETCH body", &lat, rss_now());
     results.latencies.push(("FETCH body", lat));
 
     let mut lat = Vec::new();
     for i in 0..n {
         client.timed(format!("SEARCH SUBJECT \"message {i} about\"").as_bytes(), &mut lat)?;
     }
-    progress("SEARCH subject", &lat);
+    progress("SEARCH subject", &lat, rss_now());
     results.latencies.push(("SEARCH subject", lat));
     let mut lat = Vec::new();
     for i in 0..n {
         client.timed(format!("SEARCH BODY \"tok{i}z\"").as_bytes(), &mut lat)?;
     }
-    progress("SEARCH body", &lat);
+    progress("SEARCH body", &lat, rss_now());
     results.latencies.push(("SEARCH body", lat));
     client.command(b"CLOSE")?;
 
@@ -316,13 +320,13 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
     for i in 0..n {
         client.timed(format!("CREATE folder{i}").as_bytes(), &mut lat)?;
     }
-    progress("CREATE", &lat);
+    progress("CREATE", &lat, rss_now());
     results.latencies.push(("CREATE", lat));
     let mut lat = Vec::new();
     for i in 0..n {
         client.timed(format!("DELETE folder{i}").as_bytes(), &mut lat)?;
     }
-    progress("DELETE", &lat);
+    progress("DELETE", &lat, rss_now());
     results.latencies.push(("DELETE", lat));
 
     // Fill "big" with 10 concurrent appenders.
@@ -336,15 +340,22 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
         }
         Ok(done)
     })?;
-    eprintln!("  APPEND, {clients} clients: {appends:.0} msg/s");
+    eprintln!("  APPEND, {clients} clients: {appends:.0} msg/s, rss {:.0} MiB", rss_now() as f64 / 1024.0);
     results.throughput.push((format!("APPEND, {clients} clients (msg/s)"), appends));
 
     let mut lat = Vec::new();
     for _ in 0..selects {
         client.timed(b"SELECT big", &mut lat)?;
     }
-    progress("SELECT 10k", &lat);
+    progress("SELECT 10k", &lat, rss_now());
     results.latencies.push(("SELECT 10k", lat));
+    // UNSEEN makes the server look at every message's flags.
+    let mut lat = Vec::new();
+    for _ in 0..selects {
+        client.timed(b"STATUS big (MESSAGES UNSEEN UIDNEXT)", &mut lat)?;
+    }
+    progress("STATUS 10k", &lat, rss_now());
+    results.latencies.push(("STATUS 10k", lat));
 
     for clients in [10, 50] {
         let ops = parallel(addr, clients, |c, conn| {
@@ -360,7 +371,7 @@ fn run_workload(addr: SocketAddr, pids: impl Fn() -> Vec<u32> + Send + Clone + '
             conn.command(b"LOGOUT").ok();
             Ok(done)
         })?;
-        eprintln!("  mixed FETCH/STORE, {clients} clients: {ops:.0} cmd/s");
+        eprintln!("  mixed FETCH/STORE, {clients} clients: {ops:.0} cmd/s, rss {:.0} MiB", rss_now() as f64 / 1024.0);
         results.throughput.push((format!("mixed FETCH/STORE, {clients} clients (cmd/s)"), ops));
     }
     results.peak_rss_kib = sampler.peak_kib();

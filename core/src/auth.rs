@@ -1,7 +1,9 @@
 //! Password hashing (argon2id, PHC strings) and the password policy.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use std::sync::Mutex;
+
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::{CryptoRng, RngCore};
 
 /// Shortest password accepted. NIST SP 800-63B 5.1.1.2 asks for at least 8.
@@ -63,11 +65,47 @@ pub fn hash_password(password: &str, rng: &mut (impl RngCore + CryptoRng)) -> St
 }
 
 /// Whether `password` matches `phc`. A malformed stored hash never matches.
+/// What argon2's `PasswordVerifier` does (same parameters from the PHC
+/// string, constant-time comparison of the outputs), but with the process's
+/// one argon2 memory ([`argon2_into`]).
 pub fn verify_password(phc: &str, password: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
+    let computed = (|| -> Result<Output, argon2::password_hash::Error> {
+        let algorithm = Algorithm::try_from(parsed.algorithm)?;
+        let version = parsed.version.map(Version::try_from).transpose()?.unwrap_or_default();
+        let argon2 = Argon2::new(algorithm, version, Params::try_from(&parsed)?);
+        let mut salt_bytes = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_bytes)?;
+        let output_len = argon2.params().output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+        Output::init_with(output_len, |out| Ok(argon2_into(&argon2, password.as_bytes(), salt, out)?))
+    })();
+    // `Output`'s equality is constant-time.
+    computed.is_ok_and(|computed| computed == expected)
+}
+
+/// Memory for one argon2id run (19 MiB with the default parameters), kept
+/// for the life of the process and used by one run at a time. Allocating it
+/// per run left each thread's malloc arena holding its own 19 MiB after the
+/// run (glibc raises its mmap threshold once such a block is freed, so the
+/// next ones come from, and stay in, the arenas): with many IMAP sessions
+/// logging in on different threads that was most of `roost serve`'s
+/// resident memory (docs/benchmarks.md, IMAP memory).
+static ARGON2_MEMORY: Mutex<Vec<Block>> = Mutex::new(Vec::new());
+
+/// `argon2.hash_password_into`, in the process's one argon2 memory: runs
+/// wait for each other (each is tens of ms), and the memory is wiped after
+/// each so no password-derived state outlives its run.
+pub(crate) fn argon2_into(argon2: &Argon2<'_>, password: &[u8], salt: &[u8], out: &mut [u8]) -> argon2::Result<()> {
+    // Plain memory: usable after a panic in another run.
+    let mut memory = ARGON2_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    let blocks = argon2.params().block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
     }
+    let result = argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks]);
+    memory[..blocks].fill(Block::default());
+    result
 }
 
 /// A hash of a random password, verified against when the user does not exist,
@@ -89,6 +127,22 @@ mod tests {
         assert!(!verify_password(&phc, "wrong horse"));
         assert!(!verify_password("not a hash", "correct horse"));
         assert!(!verify_password(dummy_hash(), "correct horse"));
+    }
+
+    /// The verifier that runs in the shared argon2 memory agrees with
+    /// argon2's own hashes whatever their parameters (the memory is reused
+    /// across runs of different sizes).
+    #[test]
+    fn verify_with_shared_memory_agrees_with_argon2() {
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        for (algorithm, m_kib, t, p) in
+            [(Algorithm::Argon2id, 19_456, 2, 1), (Algorithm::Argon2id, 1024, 3, 2), (Algorithm::Argon2i, 2048, 1, 1)]
+        {
+            let argon2 = Argon2::new(algorithm, Version::V0x13, Params::new(m_kib, t, p, None).unwrap());
+            let phc = argon2.hash_password(b"correct horse", &salt).unwrap().to_string();
+            assert!(verify_password(&phc, "correct horse"), "{phc}");
+            assert!(!verify_password(&phc, "correct horsE"), "{phc}");
+        }
     }
 
     #[test]

@@ -46,6 +46,7 @@ use crate::imap::framing::{Frame, Framer};
 use crate::imap::limits::Limits;
 use crate::imap::message::SummaryCache;
 use crate::imap::selected::{ExpungePolicy, Selected, SyncOutcome};
+use crate::imap::snapshot::SnapshotCache;
 use crate::serve::Daemon;
 
 /// How the connection reached us; decides whether plaintext logins are allowed.
@@ -135,6 +136,8 @@ pub struct Env<'a> {
     pub access: &'a Access,
     /// Shared ENVELOPE/BODYSTRUCTURE cache.
     pub summaries: &'a SummaryCache,
+    /// Mailbox entries shared between sessions; None: each SELECT reads its own.
+    pub snapshots: Option<&'a SnapshotCache>,
     /// The logged-in session's key, set by `ImapConn` before each command
     /// (drivers pass `None`).
     pub key: Option<Arc<SessionKey>>,
@@ -230,7 +233,17 @@ impl Env<'_> {
 impl<'a> Env<'a> {
     /// An environment whose writes commit directly under the store lock.
     pub fn new(store: &'a Mutex<Store>, now_ms: u64, access: &'a Access, summaries: &'a SummaryCache) -> Env<'a> {
-        Env { store, committer: None, blobs: None, now_ms, access, summaries, key: None, key_user: None }
+        Env {
+            store,
+            committer: None,
+            blobs: None,
+            now_ms,
+            access,
+            summaries,
+            snapshots: None,
+            key: None,
+            key_user: None,
+        }
     }
 
     /// Writes go through the daemon's committer (group commit with every
@@ -238,6 +251,13 @@ impl<'a> Env<'a> {
     pub fn with_committer(mut self, daemon: Option<&'a Daemon>, blobs: Option<&'a BlobStore>) -> Env<'a> {
         self.committer = daemon;
         self.blobs = blobs;
+        self
+    }
+
+    /// SELECT shares one copy of a mailbox's entries with the other sessions
+    /// of `snapshots` (`imap::snapshot`).
+    pub fn with_snapshots(mut self, snapshots: &'a SnapshotCache) -> Env<'a> {
+        self.snapshots = Some(snapshots);
         self
     }
 

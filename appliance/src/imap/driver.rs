@@ -218,7 +218,8 @@ async fn run_conn(mut conn: ImapConn, state: &Arc<ImapState>) -> anyhow::Result<
         // A panic while holding the lock drops the open SQLite transaction,
         // which rolls back, so the store is consistent: keep serving (Env::store).
         let mut env = Env::new(&shared.store, now_ms(), &shared.access, &shared.summaries)
-            .with_committer(shared.committer.as_deref(), shared.blobs.as_deref());
+            .with_committer(shared.committer.as_deref(), shared.blobs.as_deref())
+            .with_snapshots(&shared.snapshots);
         conn.run(&mut env);
         conn
     })

@@ -40,21 +40,49 @@ impl Summary {
 }
 
 /// Summaries by reader and blob, shared by all connections. A message's bytes
-/// never change (content addressed), so entries never go stale; the cache is
-/// cleared when full rather than tracking recency, which keeps it simple and
-/// bounded. The reader (the session key's fingerprint, `None` for a user
+/// never change (content addressed), so entries never go stale. Eviction is
+/// by two generations rather than exact recency: new summaries go into the
+/// current one; when it is full it becomes the old one (the previous old one
+/// is dropped), and a summary found in the old one moves back to the
+/// current one. What was used within the last generation survives; the
+/// cache never empties at once. The reader (the session key's fingerprint, `None` for a user
 /// without a key) is part of the key so one user's session never gets a
 /// summary computed from another user's plaintext (issue 8); the cache lives
 /// in memory only.
 #[derive(Debug, Clone, Default)]
 pub struct SummaryCache {
-    inner: Arc<Mutex<HashMap<SummaryKey, Arc<Summary>>>>,
+    inner: Arc<Mutex<Generations>>,
+}
+
+#[derive(Debug, Default)]
+struct Generations {
+    current: HashMap<SummaryKey, Arc<Summary>>,
+    old: HashMap<SummaryKey, Arc<Summary>>,
+}
+
+impl Generations {
+    fn get(&mut self, key: &SummaryKey) -> Option<Arc<Summary>> {
+        if let Some(summary) = self.current.get(key) {
+            return Some(summary.clone());
+        }
+        let summary = self.old.remove(key)?;
+        self.insert(*key, summary.clone());
+        Some(summary)
+    }
+
+    fn insert(&mut self, key: SummaryKey, summary: Arc<Summary>) {
+        if self.current.len() >= SUMMARY_GENERATION_LEN {
+            self.old = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, summary);
+    }
 }
 
 type SummaryKey = (Option<[u8; 32]>, BlobHash);
 
-/// Summaries kept at most: ~1-2 KiB each, so a few MiB.
+/// Summaries kept at most, over both generations: ~1-2 KiB each, so a few MiB.
 const SUMMARY_CACHE_LEN_MAX: usize = 4096;
+const SUMMARY_GENERATION_LEN: usize = SUMMARY_CACHE_LEN_MAX / 2;
 
 impl SummaryCache {
     /// The summary of `raw` (stored as `blob`, read by `reader`), computed once.
@@ -66,18 +94,25 @@ impl SummaryCache {
     ) -> Option<Arc<Summary>> {
         let key = (reader.map(|k| k.id()), *blob);
         if let Some(summary) = self.lock().get(&key) {
-            return Some(summary.clone());
+            return Some(summary);
         }
         let summary = Arc::new(summarize(&raw()?));
-        let mut map = self.lock();
-        if map.len() >= SUMMARY_CACHE_LEN_MAX {
-            map.clear();
-        }
-        map.insert(key, summary.clone());
+        self.lock().insert(key, summary.clone());
         Some(summary)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SummaryKey, Arc<Summary>>> {
+    /// Summaries held now (both generations).
+    pub fn len(&self) -> usize {
+        let generations = self.lock();
+        generations.current.len() + generations.old.len()
+    }
+
+    /// Whether no summary is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
         // Plain data: usable after a panic elsewhere.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -576,6 +611,25 @@ Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMessage-ID: <1@x>\r\nMIME-Version: 1.0\r
 Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
 hello\r\nworld\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: c@example.org\r\n\r\ninner body\r\n\
 --b1--\r\n";
+
+    /// A summary used within the last generation survives however many new
+    /// ones come in; the cache stays within its bound and never empties.
+    #[test]
+    fn summary_cache_keeps_what_is_used_and_stays_bounded() {
+        let cache = SummaryCache::default();
+        let raw = || Some(b"Subject: s\r\n\r\nbody\r\n".to_vec());
+        let hot = BlobHash::of(b"hot");
+        cache.get(None, &hot, raw);
+        for i in 0..3 * SUMMARY_CACHE_LEN_MAX {
+            cache.get(None, &BlobHash::of(&i.to_le_bytes()), raw);
+            if i % 500 == 0 {
+                // `|| None`: a miss would have nothing to compute from.
+                assert!(cache.get(None, &hot, || None).is_some(), "hot summary evicted after {i} others");
+            }
+            assert!(cache.len() <= SUMMARY_CACHE_LEN_MAX);
+        }
+        assert!(cache.len() > SUMMARY_CACHE_LEN_MAX / 2, "{}", cache.len());
+    }
 
     fn path(p: &[u32]) -> Vec<NonZeroU32> {
         p.iter().map(|n| NonZeroU32::new(*n).unwrap()).collect()

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod message;
 pub mod names;
 pub mod selected;
+pub mod snapshot;
 #[cfg(test)]
 pub mod testing;
 pub mod tls;
@@ -41,6 +42,7 @@ use tokio::task::JoinSet;
 use crate::imap::access::Access;
 use crate::imap::limits::Limits;
 use crate::imap::message::SummaryCache;
+use crate::imap::snapshot::SnapshotCache;
 
 /// What all IMAP connections share.
 #[derive(Debug)]
@@ -58,6 +60,8 @@ pub struct ImapState {
     pub access: Access,
     /// ENVELOPE/BODYSTRUCTURE by blob.
     pub summaries: SummaryCache,
+    /// Mailbox entries shared by the sessions that select a mailbox.
+    pub snapshots: SnapshotCache,
     /// TLS configuration: enables STARTTLS on [`serve`] and is required by
     /// [`serve_tls`].
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -91,6 +95,7 @@ impl ImapState {
             access: Access::new(limits.clone()),
             limits,
             summaries: SummaryCache::default(),
+            snapshots: SnapshotCache::default(),
             tls,
             panics: AtomicUsize::new(0),
             committer: None,

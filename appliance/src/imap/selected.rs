@@ -3,12 +3,15 @@
 //! writes the untagged updates (EXISTS, EXPUNGE or VANISHED, FETCH FLAGS) that
 //! bring the client up to date (RFC 9051 7.4, RFC 7162 3.2.10).
 
+use std::sync::Arc;
+
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use roost_core::model::Uid;
 use roost_core::store::{EntryInfo, MailboxInfo, Store, StoreResult};
 
 use crate::imap::cmd::CmdError;
 use crate::imap::conn::Enabled;
+use crate::imap::snapshot::{SharedEntries, SnapshotCache};
 use crate::imap::wire;
 
 /// Whether expunges may be announced now. RFC 9051 7.5.1: not during FETCH,
@@ -40,7 +43,10 @@ pub struct Selected {
     /// EXAMINE, or SELECT of a mailbox we may not change.
     pub read_only: bool,
     /// Messages in sequence order (UID order), as the client knows them.
-    pub messages: Vec<EntryInfo>,
+    /// Shared with the other sessions that selected the mailbox at the same
+    /// HIGHESTMODSEQ (`imap::snapshot`); copied on this session's first
+    /// change to it.
+    pub messages: SharedEntries,
     /// HIGHESTMODSEQ the client was told about last.
     pub highest_modseq: u64,
     /// The mailbox's HIGHESTMODSEQ when this view was last read from the
@@ -55,11 +61,20 @@ pub struct Selected {
 }
 
 impl Selected {
-    /// Loads the mailbox. `info` must have been read before the entries, so
-    /// that a change committed in between is read again by the next `sync`
-    /// rather than missed.
-    pub fn open(store: &Store, info: MailboxInfo, read_only: bool) -> StoreResult<Selected> {
-        let messages = store.entries(info.id)?;
+    /// Loads the mailbox, from the sessions' shared snapshots when there
+    /// are. `info` must have been read under the same `store` guard (or
+    /// before the entries, so that a change committed in between is read
+    /// again by the next `sync` rather than missed).
+    pub fn open(
+        store: &Store,
+        info: MailboxInfo,
+        read_only: bool,
+        snapshots: Option<&SnapshotCache>,
+    ) -> StoreResult<Selected> {
+        let messages = match snapshots {
+            Some(snapshots) => snapshots.entries(store, info.id, info.highest_modseq)?,
+            None => Arc::new(store.entries(info.id)?),
+        };
         let highest_modseq = info.highest_modseq;
         Ok(Selected {
             info,
@@ -79,7 +94,7 @@ impl Selected {
     pub fn refresh_entries(&mut self, entries: Vec<EntryInfo>) {
         for entry in entries {
             if let Ok(idx) = self.messages.binary_search_by_key(&entry.uid, |m| m.uid) {
-                self.messages[idx] = entry;
+                Arc::make_mut(&mut self.messages)[idx] = entry;
             }
         }
     }
@@ -89,18 +104,28 @@ impl Selected {
         self.messages.last().map(|m| m.uid.get())
     }
 
-    /// Indices of the messages `set` names. Message numbers past the end are
-    /// an error (RFC 9051 9 seq-number); UIDs that do not exist are skipped.
+    /// Indices of the messages `set` names, in order. Message numbers past
+    /// the end are an error (RFC 9051 9 seq-number); UIDs that do not exist
+    /// are skipped. Each range costs two binary searches on the sorted UIDs,
+    /// not a pass over the mailbox.
     pub fn resolve(&self, set: &SequenceSet, by_uid: bool) -> Result<Vec<usize>, CmdError> {
-        let mut out = Vec::new();
         if by_uid {
-            let Some(uid_max) = self.uid_max() else { return Ok(out) };
-            for (idx, message) in self.messages.iter().enumerate() {
-                if set_contains(set, message.uid.get(), uid_max) {
-                    out.push(idx);
-                }
-            }
-            return Ok(out);
+            let Some(uid_max) = self.uid_max() else { return Ok(Vec::new()) };
+            let value = |v: &SeqOrUid| match v {
+                SeqOrUid::Value(v) => v.get(),
+                SeqOrUid::Asterisk => uid_max,
+            };
+            let ranges = set.0.as_ref().iter().map(|seq| {
+                let (lo, hi) = match seq {
+                    Sequence::Single(v) => (value(v), value(v)),
+                    Sequence::Range(a, b) => min_max(value(a), value(b)),
+                };
+                (
+                    self.messages.partition_point(|m| m.uid.get() < lo),
+                    self.messages.partition_point(|m| m.uid.get() <= hi),
+                )
+            });
+            return Ok(union(ranges.collect()));
         }
         let count = self.messages.len() as u32;
         let value = |v: &SeqOrUid| -> Result<u32, CmdError> {
@@ -111,7 +136,7 @@ impl Selected {
                 SeqOrUid::Asterisk => Err(CmdError::Bad("No messages in the mailbox".into())),
             }
         };
-        let mut hit = vec![false; self.messages.len()];
+        let mut ranges = Vec::with_capacity(set.0.as_ref().len());
         for seq in set.0.as_ref() {
             let (lo, hi) = match seq {
                 Sequence::Single(v) => {
@@ -120,12 +145,9 @@ impl Selected {
                 }
                 Sequence::Range(a, b) => min_max(value(a)?, value(b)?),
             };
-            for n in lo..=hi {
-                hit[(n - 1) as usize] = true;
-            }
+            ranges.push((lo as usize - 1, hi as usize));
         }
-        out.extend(hit.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i));
-        Ok(out)
+        Ok(union(ranges))
     }
 
     /// Brings the client up to date with the store (see module doc). Reads
@@ -171,7 +193,7 @@ impl Selected {
                 if !enabled.qresync {
                     out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
                 }
-                self.messages.remove(*i);
+                Arc::make_mut(&mut self.messages).remove(*i);
             }
         }
         let held = !self.expunged.is_empty();
@@ -181,14 +203,15 @@ impl Selected {
         let before = self.messages.len();
         for now in changed {
             if now.uid.get() > uid_max {
-                self.messages.push(now);
+                Arc::make_mut(&mut self.messages).push(now);
                 continue;
             }
             let Ok(idx) = self.messages.binary_search_by_key(&now.uid, |m| m.uid) else { continue };
-            let message = &mut self.messages[idx];
+            let message = &self.messages[idx];
+            // Only a real change copies a shared view.
             if now.flags != message.flags || now.modseq != message.modseq {
-                *message = now;
-                out.extend_from_slice(&flags_fetch(idx + 1, message, enabled, true));
+                out.extend_from_slice(&flags_fetch(idx + 1, &now, enabled, true));
+                Arc::make_mut(&mut self.messages)[idx] = now;
             }
         }
         if self.messages.len() != before {
@@ -241,10 +264,60 @@ pub fn flag_list(message: &EntryInfo) -> String {
     message.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" ")
 }
 
+/// The indices covered by half-open `ranges`, each once, in order: sorting
+/// the ranges keeps `1:*,1:*,...` from costing the mailbox size per range.
+fn union(mut ranges: Vec<(usize, usize)>) -> Vec<usize> {
+    ranges.sort_unstable();
+    let mut out = Vec::new();
+    let mut covered = 0;
+    for (start, end) in ranges {
+        let start = start.max(covered);
+        if start < end {
+            out.extend(start..end);
+            covered = end;
+        }
+    }
+    out
+}
+
 fn min_max(a: u32, b: u32) -> (u32, u32) {
     if a <= b {
         (a, b)
     } else {
         (b, a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::testing::Harness;
+
+    /// Message numbers of the `* n FETCH` lines, in order.
+    fn numbers(out: &str) -> Vec<u32> {
+        out.lines().filter(|l| l.contains(" FETCH ")).filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect()
+    }
+
+    /// UID and message-number sets name each message once, in order, however
+    /// their ranges overlap or are written.
+    #[test]
+    fn sets_resolve_each_message_once_in_order() {
+        let mut h = Harness::logged_in();
+        for i in 1..=5 {
+            h.append("INBOX", &format!("Subject: {i}\r\n\r\n{i}\r\n"));
+        }
+        h.transact("a SELECT INBOX", "OK");
+        assert_eq!(numbers(&h.transact("b FETCH 4:2,1,2:3,5:*,1:* (FLAGS)", "OK")), [1, 2, 3, 4, 5]);
+        let out = h.transact("c UID FETCH 1:* (FLAGS)", "OK");
+        let uids: Vec<u32> = out
+            .lines()
+            .filter_map(|l| l.split("UID ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect();
+        assert_eq!(uids.len(), 5, "{out}");
+        let set = format!("{}:{},{},*:{}", uids[1], uids[2], uids[1], uids[3]);
+        assert_eq!(numbers(&h.transact(&format!("d UID FETCH {set} (FLAGS)"), "OK")), [2, 3, 4, 5]);
+        // UIDs that do not exist are skipped; message numbers past the end are an error.
+        let beyond = format!("{}:{}", uids[4] + 1, uids[4] + 1000);
+        assert_eq!(numbers(&h.transact(&format!("e UID FETCH {beyond} (FLAGS)"), "OK")), Vec::<u32>::new());
+        h.transact("f FETCH 2,6 (FLAGS)", "BAD");
     }
 }

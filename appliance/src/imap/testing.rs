@@ -9,17 +9,19 @@ use std::rc::Rc;
 
 use roost_core::auth::hash_password;
 use roost_core::model::{DeviceSlot, MailboxId, UserName};
-use roost_core::store::{AppendMessage, Store};
+use roost_core::store::{AppendMessage, Effects, Store};
 
 use crate::imap::access::Access;
 use crate::imap::conn::{ConnConfig, Env, ImapConn, Transport};
 use crate::imap::limits::Limits;
 use crate::imap::message::SummaryCache;
+use crate::imap::snapshot::SnapshotCache;
 
 struct Shared {
     store: std::sync::Mutex<Store>,
     access: Access,
     summaries: SummaryCache,
+    snapshots: SnapshotCache,
     /// Every committed change, in order; each harness applies the ones it has
     /// not seen before running (the daemon's broadcast).
     changes: Vec<BTreeSet<MailboxId>>,
@@ -70,6 +72,7 @@ impl Harness {
             store: std::sync::Mutex::new(store),
             access: Access::new(Limits::default()),
             summaries: SummaryCache::default(),
+            snapshots: SnapshotCache::default(),
             changes: Vec::new(),
             now_ms: T0_MS,
         };
@@ -117,8 +120,8 @@ impl Harness {
         }
         // The clock moves on between commands, as it does for real.
         shared.now_ms += 1000;
-        let Shared { store, access, summaries, now_ms, .. } = &mut *shared;
-        let mut env = Env::new(store, *now_ms, access, summaries);
+        let Shared { store, access, summaries, snapshots, now_ms, .. } = &mut *shared;
+        let mut env = Env::new(store, *now_ms, access, summaries).with_snapshots(snapshots);
         self.conn.run(&mut env);
         for effects in self.conn.take_effects() {
             shared.changes.push(effects.mailboxes);
@@ -186,12 +189,39 @@ impl Harness {
         shared.changes.push(effects.mailboxes);
     }
 
+    /// A second device of alice's holding everything this store has (its
+    /// own key and UID slot): what it writes reaches this store through
+    /// [`Harness::ingest_from`], as replication would bring it.
+    pub fn peer(&self) -> Store {
+        let mut peer = Store::in_memory([9; 32], DeviceSlot::new(1).unwrap(), T0_MS).unwrap();
+        let shared = self.shared.borrow();
+        hand_over(&shared.store.lock().unwrap(), &mut peer, shared.now_ms);
+        peer
+    }
+
+    /// Takes the events of `peer` this store lacks (replication) and
+    /// announces the change to every session.
+    pub fn ingest_from(&mut self, peer: &Store) {
+        let mut shared = self.shared.borrow_mut();
+        let now_ms = shared.now_ms;
+        let effects = hand_over(peer, shared.store.get_mut().unwrap(), now_ms);
+        shared.changes.push(effects.mailboxes);
+    }
+
     /// Marks the store as restored from a backup and not yet rejoined with
     /// its peers (`roost restore` of a paired device): changes are refused.
     pub fn mark_restored(&mut self) {
         let mut shared = self.shared.borrow_mut();
         let now_ms = shared.now_ms;
         shared.store.get_mut().unwrap().mark_restored(now_ms).unwrap();
+    }
+
+    /// `Store::mailbox_counts` of alice's `mailbox`.
+    pub fn mailbox_counts(&self, mailbox: &str) -> roost_core::store::MailboxCounts {
+        let shared = self.shared.borrow();
+        let store = shared.store.lock().unwrap();
+        let info = store.mailbox_by_name(&UserName::new("alice").unwrap(), mailbox).unwrap().unwrap();
+        store.mailbox_counts(info.id).unwrap()
     }
 
     /// HIGHESTMODSEQ of alice's `mailbox`.
@@ -201,4 +231,16 @@ impl Harness {
         let info = shared.store.lock().unwrap().mailbox_by_name(&alice, mailbox).unwrap().unwrap();
         info.highest_modseq
     }
+}
+
+/// Hands `to` the events of `from` it lacks, blobs first (what a sync
+/// session does); returns what changed in `to`.
+fn hand_over(from: &Store, to: &mut Store, now_ms: u64) -> Effects {
+    let events = from.events_missing(&to.version_vector().unwrap(), usize::MAX).unwrap();
+    for event in &events {
+        for blob in event.op.blobs() {
+            to.blobs().put_named(&blob, &from.message(&blob).unwrap()).unwrap();
+        }
+    }
+    to.ingest(now_ms, &events).unwrap().1
 }

@@ -370,9 +370,8 @@ fn default_argon2() -> (u32, u32, u32) {
 fn derive_password_key(password: &str, m_kib: u32, t: u32, p: u32, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, String> {
     let params = Params::new(m_kib, t, p, Some(32)).map_err(|e| format!("argon2 parameters: {e}"))?;
     let mut key = Zeroizing::new([0u8; 32]);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(password.as_bytes(), salt, &mut *key)
-        .map_err(|e| format!("argon2: {e}"))?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    crate::auth::argon2_into(&argon2, password.as_bytes(), salt, &mut *key).map_err(|e| format!("argon2: {e}"))?;
     Ok(key)
 }
 

@@ -35,7 +35,7 @@ pub use compact::CompactReport;
 pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
-pub use reads::{EntryInfo, LoginRecord, MailboxInfo, StoreStats, UserInfo};
+pub use reads::{EntryInfo, LoginRecord, MailboxCounts, MailboxInfo, StoreStats, UserInfo};
 pub use rejoin::{RejoinProgress, RejoinState};
 pub use seal_existing::SealReport;
 pub use snapshot_transfer::{ReceivedSnapshot, SnapshotOffer, SNAPSHOT_BYTES_MAX};

@@ -61,6 +61,21 @@ pub struct EntryInfo {
     pub blob: BlobHash,
 }
 
+/// What IMAP STATUS counts in a mailbox, over the entries IMAP may show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxCounts {
+    /// Entries.
+    pub messages: u64,
+    /// Entries without `\Seen`.
+    pub unseen: u64,
+    /// Entries with `\Deleted`.
+    pub deleted: u64,
+    /// Sum of RFC822.SIZE.
+    pub size: u64,
+    /// Sum of RFC822.SIZE of the entries with `\Deleted`.
+    pub deleted_size: u64,
+}
+
 /// Counts for `roost status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStats {
@@ -272,6 +287,42 @@ impl Store {
     /// Names the user is subscribed to.
     pub fn subscriptions(&self, user: &UserName) -> StoreResult<Vec<String>> {
         state::subscribed_names(&self.conn, user.as_str())
+    }
+
+    /// STATUS counts of the entries [`Store::entries`] would return, added
+    /// up in SQLite (flag tests are primary-key lookups) rather than by
+    /// materialising every entry and its flags.
+    pub fn mailbox_counts(&self, mailbox: MailboxId) -> StoreResult<MailboxCounts> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(seen), 0), COALESCE(SUM(deleted), 0),
+                    COALESCE(SUM(size * deleted), 0)
+             FROM (SELECT m.size AS size,
+                          EXISTS (SELECT 1 FROM item_flags f WHERE f.item_id = e.item_id AND f.flag = ?2) AS seen,
+                          EXISTS (SELECT 1 FROM item_flags f WHERE f.item_id = e.item_id AND f.flag = ?3) AS deleted
+                   FROM mailbox_entries e JOIN messages m ON m.blob = e.blob
+                   JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
+                   WHERE e.mailbox_id = ?1 AND e.uid <= l.uid_exposed)",
+        )?;
+        let (seen_flag, deleted_flag) = (Flag::seen(), Flag::deleted());
+        let params = params![mailbox.raw(), seen_flag.as_str(), deleted_flag.as_str()];
+        let (messages, size, seen, deleted, deleted_size) = stmt.query_row(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        // SQLite integers are i64; counts and sizes are never negative.
+        let n = |v: i64| v.max(0) as u64;
+        Ok(MailboxCounts {
+            messages: n(messages),
+            unseen: n(messages - seen),
+            deleted: n(deleted),
+            size: n(size),
+            deleted_size: n(deleted_size),
+        })
     }
 
     /// The mailbox's entries IMAP may show, in UID order, with flags. Entries

@@ -107,7 +107,7 @@ pub fn list(
         wire::string(&mut out, wire_name(conn, name).as_bytes());
         out.extend_from_slice(b"\r\n");
         if let (Some(items), Some(info)) = (&options.return_status, row.info) {
-            out.extend(status_line(conn, &env.store(), info, items)?);
+            out.extend(status_line(conn, &env.store(), env.snapshots, info, items)?);
         }
     }
     conn.raw(&out);

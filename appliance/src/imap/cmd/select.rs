@@ -52,12 +52,15 @@ pub fn select(
     if conn.selected.take().is_some() && conn.enabled.qresync {
         conn.untagged("OK [CLOSED] Previous mailbox closed");
     }
-    let info = match env.store().mailbox_by_name(&user, &name) {
-        Ok(Some(info)) => info,
-        Ok(None) => return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}"))),
-        Err(e) => return Err(e.into()),
+    // The mailbox and its entries under one guard: the entries are exactly
+    // those of the HIGHESTMODSEQ read, which versions the shared snapshot.
+    let selected = {
+        let store = env.store();
+        let Some(info) = store.mailbox_by_name(&user, &name)? else {
+            return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}")));
+        };
+        Selected::open(&store, info, read_only, env.snapshots)?
     };
-    let selected = Selected::open(&env.store(), info, read_only)?;
     let mut out = Vec::new();
     report(conn, &selected, &mut out);
     if let Some(q) = qresync {
@@ -181,5 +184,54 @@ mod tests {
         assert!(h.transact("d SELECT INBOX", "OK").contains("* 1 EXISTS"));
         h.transact("e UNSELECT", "OK");
         h.transact("f UNSELECT", "BAD");
+    }
+
+    /// Sessions that select the same mailbox share one snapshot of its
+    /// entries: each still sees the others' changes, and a session that
+    /// selects later gets the snapshot brought up to date.
+    #[test]
+    fn sessions_sharing_a_snapshot_see_each_others_changes() {
+        let mut a = Harness::logged_in();
+        for i in 1..=3 {
+            a.append("INBOX", &format!("Subject: {i}\r\n\r\nbody {i}\r\n"));
+        }
+        let mut b = a.second();
+        a.transact("a1 SELECT INBOX", "OK");
+        assert!(b.transact("b1 SELECT INBOX", "OK").contains("* 3 EXISTS\r\n"));
+        a.transact("a2 STORE 1 +FLAGS.SILENT (\\Deleted)", "OK");
+        assert!(a.transact("a3 EXPUNGE", "OK").contains("* 1 EXPUNGE\r\n"));
+        let out = b.transact("b2 NOOP", "OK");
+        assert!(out.contains("* 1 EXPUNGE\r\n"), "{out}");
+        b.transact("b3 STORE 2 +FLAGS.SILENT (\\Flagged)", "OK");
+        let out = a.transact("a4 NOOP", "OK");
+        assert!(out.contains("* 2 FETCH (FLAGS (\\Flagged)"), "{out}");
+        a.append("INBOX", "Subject: 4\r\n\r\nbody 4\r\n");
+        assert!(b.transact("b4 NOOP", "OK").contains("* 3 EXISTS\r\n"));
+        // A new session starts from the snapshot caught up with all of it.
+        let mut c = a.second();
+        assert!(c.transact("c1 SELECT INBOX", "OK").contains("* 3 EXISTS\r\n"));
+        let out = c.transact("c2 FETCH 1:* (FLAGS)", "OK");
+        assert!(out.contains("* 1 FETCH (FLAGS ())\r\n"), "{out}");
+        assert!(out.contains("* 2 FETCH (FLAGS (\\Flagged))\r\n"), "{out}");
+        assert!(out.contains("* 3 FETCH (FLAGS ())\r\n"), "{out}");
+        // Every view, shared or copied, holds the same three UIDs.
+        let views: Vec<Vec<u32>> = [&mut a, &mut b, &mut c]
+            .into_iter()
+            .map(|h| {
+                // Updates follow a command's own output: bring each view up to date first.
+                h.transact("n NOOP", "OK");
+                uids(&h.transact("u UID FETCH 1:* (FLAGS)", "OK"))
+            })
+            .collect();
+        assert_eq!(views[0].len(), 3, "{views:?}");
+        assert!(views.iter().all(|v| *v == views[0]), "{views:?}");
+    }
+
+    /// The UIDs of `* n FETCH (... UID u ...)` lines, in order.
+    fn uids(out: &str) -> Vec<u32> {
+        out.lines()
+            .filter_map(|l| l.split("UID ").nth(1))
+            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect()
     }
 }

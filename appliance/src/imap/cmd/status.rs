@@ -4,11 +4,11 @@
 
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::status::StatusDataItemName;
-use roost_core::model::Flag;
-use roost_core::store::{MailboxInfo, Store};
+use roost_core::store::{MailboxCounts, MailboxInfo, Store};
 
 use crate::imap::cmd::{mailbox_name, user, wire_name, CmdError, Done};
 use crate::imap::conn::{Env, ImapConn};
+use crate::imap::snapshot::SnapshotCache;
 use crate::imap::wire;
 
 /// STATUS.
@@ -20,11 +20,14 @@ pub fn status(
 ) -> Result<Done, CmdError> {
     let user = user(conn)?;
     let name = mailbox_name(conn, mailbox)?;
-    let Some(info) = env.store().mailbox_by_name(&user, &name)? else {
-        return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}")));
-    };
     let names: Vec<String> = items.iter().map(|i| item_name(i).to_string()).collect();
-    let line = status_line(conn, &env.store(), &info, &names)?;
+    let line = {
+        let store = env.store();
+        let Some(info) = store.mailbox_by_name(&user, &name)? else {
+            return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}")));
+        };
+        status_line(conn, &store, env.snapshots, &info, &names)?
+    };
     conn.raw(&line);
     Ok(Done::ok("STATUS completed"))
 }
@@ -44,20 +47,34 @@ fn item_name(item: &StatusDataItemName) -> &'static str {
 }
 
 /// `* STATUS name (ITEM n ...)` for upper-case item names; unknown names are
-/// a BAD (RFC 9051 6.3.11 grammar).
-pub fn status_line(conn: &ImapConn, store: &Store, info: &MailboxInfo, items: &[String]) -> Result<Vec<u8>, CmdError> {
-    let entries = store.entries(info.id)?;
+/// a BAD (RFC 9051 6.3.11 grammar). Counts come from the sessions' shared snapshot of the mailbox when there
+/// is a snapshot cache (a pass over entries in memory, after reading only
+/// what changed since the snapshot), else from one SQLite aggregate.
+pub fn status_line(
+    conn: &ImapConn,
+    store: &Store,
+    snapshots: Option<&SnapshotCache>,
+    info: &MailboxInfo,
+    items: &[String],
+) -> Result<Vec<u8>, CmdError> {
+    // Counted only when an item needs it (UIDNEXT alone is free).
+    let counted = ["MESSAGES", "UNSEEN", "DELETED", "SIZE", "DELETED-STORAGE"];
+    let counts = match snapshots {
+        _ if !items.iter().any(|i| counted.contains(&i.as_str())) => MailboxCounts::default(),
+        Some(snapshots) => snapshots.counts(store, info.id, info.highest_modseq)?,
+        None => store.mailbox_counts(info.id)?,
+    };
     let mut values = Vec::new();
     for item in items {
         let value: u64 = match item.as_str() {
-            "MESSAGES" => entries.len() as u64,
+            "MESSAGES" => counts.messages,
             "RECENT" => 0,
             "UIDNEXT" => info.uid_next.into(),
             "UIDVALIDITY" => info.uid_validity.get().into(),
-            "UNSEEN" => entries.iter().filter(|e| !e.flags.contains(&Flag::seen())).count() as u64,
-            "DELETED" => entries.iter().filter(|e| e.flags.contains(&Flag::deleted())).count() as u64,
-            "SIZE" => entries.iter().map(|e| e.size).sum(),
-            "DELETED-STORAGE" => entries.iter().filter(|e| e.flags.contains(&Flag::deleted())).map(|e| e.size).sum(),
+            "UNSEEN" => counts.unseen,
+            "DELETED" => counts.deleted,
+            "SIZE" => counts.size,
+            "DELETED-STORAGE" => counts.deleted_size,
             "HIGHESTMODSEQ" => info.highest_modseq.max(1),
             _ => return Err(CmdError::Bad(format!("Unknown STATUS item {item}"))),
         };
@@ -71,7 +88,13 @@ pub fn status_line(conn: &ImapConn, store: &Store, info: &MailboxInfo, items: &[
 
 #[cfg(test)]
 mod tests {
+    use roost_core::model::{Flag, UserName};
+    use roost_core::store::{AppendMessage, FlagChange, StoreMode};
+
     use crate::imap::testing::Harness;
+
+    /// Later than the harness clock's start: the peer's writes are newer.
+    const T1_MS: u64 = 1_800_000_000_000;
 
     #[test]
     fn status_counts() {
@@ -82,5 +105,53 @@ mod tests {
         assert!(out.contains("* STATUS \"INBOX\" (MESSAGES 2 UNSEEN 2 SIZE 35)"), "{out}");
         h.transact("b STATUS Nope (MESSAGES)", "NO [NONEXISTENT]");
         h.transact("c STATUS INBOX (BOGUS)", "BAD");
+    }
+
+    /// The counts follow flag changes, expunges and changes replicated from
+    /// another device (counted in SQLite, not from a session's view).
+    #[test]
+    fn status_counts_follow_changes() {
+        let mut h = Harness::logged_in();
+        for body in ["1", "22", "333"] {
+            h.append("INBOX", &format!("Subject: s\r\n\r\n{body}\r\n"));
+        }
+        let items = "(MESSAGES UNSEEN DELETED SIZE DELETED-STORAGE)";
+        let status = |h: &mut Harness, tag: &str| h.transact(&format!("{tag} STATUS INBOX {items}"), "OK");
+        assert!(status(&mut h, "a").contains("(MESSAGES 3 UNSEEN 3 DELETED 0 SIZE 54 DELETED-STORAGE 0)"));
+        let mut other = h.second();
+        other.transact("o1 SELECT INBOX", "OK");
+        other.transact("o2 STORE 1:2 +FLAGS.SILENT (\\Seen)", "OK");
+        other.transact("o3 STORE 3 +FLAGS.SILENT (\\Deleted)", "OK");
+        let out = status(&mut h, "b");
+        assert!(out.contains("(MESSAGES 3 UNSEEN 1 DELETED 1 SIZE 54 DELETED-STORAGE 19)"), "{out}");
+        // Unchanged since: the counts kept with the snapshot.
+        assert_eq!(status(&mut h, "b2").replace("b2 ", "b "), out);
+        // The SQLite aggregate (STATUS without a snapshot cache) agrees.
+        let sql = h.mailbox_counts("INBOX");
+        assert_eq!((sql.messages, sql.unseen, sql.deleted, sql.size, sql.deleted_size), (3, 1, 1, 54, 19));
+        other.transact("o4 EXPUNGE", "OK");
+        let out = status(&mut h, "c");
+        assert!(out.contains("(MESSAGES 2 UNSEEN 0 DELETED 0 SIZE 35 DELETED-STORAGE 0)"), "{out}");
+        // Another device appends one message and clears \Seen on another.
+        let mut peer = h.peer();
+        let inbox = peer.mailbox_by_name(&UserName::new("alice").unwrap(), "INBOX").unwrap().unwrap().id;
+        let first = peer.entries(inbox).unwrap()[0].entry_id;
+        peer.write(T1_MS, |w| {
+            let raw = b"Subject: s\r\n\r\n4444\r\n";
+            w.append(inbox, &[AppendMessage { raw, flags: vec![], internal_date: 0 }])?;
+            let unseen = FlagChange { mode: StoreMode::Remove, flags: vec![Flag::seen()] };
+            w.store_flags(inbox, &[first], &unseen).map(|_| ())
+        })
+        .unwrap();
+        h.ingest_from(&peer);
+        let out = status(&mut h, "d");
+        assert!(out.contains("(MESSAGES 3 UNSEEN 2 DELETED 0 SIZE 55 DELETED-STORAGE 0)"), "{out}");
+        let sql = h.mailbox_counts("INBOX");
+        assert_eq!((sql.messages, sql.unseen, sql.deleted, sql.size, sql.deleted_size), (3, 2, 0, 55, 0));
+        // The selected session reads the same through its own view (once
+        // told of the changes: updates follow a command's own output).
+        other.transact("o5 NOOP", "OK");
+        let out = other.transact("o6 SEARCH UNSEEN", "OK");
+        assert_eq!(out.lines().find(|l| l.starts_with("* SEARCH")).map(|l| l.split(' ').count()), Some(4), "{out}");
     }
 }

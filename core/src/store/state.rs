@@ -323,11 +323,16 @@ pub(crate) fn mailbox_get(conn: &Connection, id: MailboxId) -> StoreResult<Optio
 }
 
 pub(crate) fn mailboxes_of(conn: &Connection, user: &str) -> StoreResult<Vec<MailboxRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user = ?1 AND deleted = 0 ORDER BY name, id"
-    ))?;
+    let mut stmt = conn.prepare_cached(&live_mailboxes_sql())?;
     let rows = stmt.query_map([user], mailbox_from_row)?;
     rows.map(|r| mailbox_row(r?)).collect()
+}
+
+/// Every mailbox lookup (SELECT, STATUS, LIST) starts here. Deleted
+/// mailboxes keep their rows, so this must be answered by the partial index
+/// of live ones (migration 0013), never by walking the dead rows.
+fn live_mailboxes_sql() -> String {
+    format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user = ?1 AND deleted = 0 ORDER BY name, id")
 }
 
 /// The live mailbox IMAP shows as `name` (see [`mailboxes_displayed`]).
@@ -925,4 +930,26 @@ pub(crate) fn mailboxes_displayed(conn: &Connection, user: &str) -> StoreResult<
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user's live mailboxes come from the partial index: its cost does
+    /// not grow with the mailboxes the user ever deleted.
+    #[test]
+    fn live_mailboxes_are_read_from_the_partial_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", live_mailboxes_sql()))
+            .unwrap()
+            .query_map(["alice"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("mailboxes_live_by_user_name")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "sorted by the index, not after: {plan:?}");
+    }
 }

@@ -3,7 +3,7 @@
 //! the user holds (`crypto/filekeys.rs`, docs/security.md). The store only
 //! keeps the wrapped rows; it never sees a file key.
 
-use rusqlite::params;
+use rusqlite::{params, Connection};
 
 use crate::crypto::{SessionKey, WrappedFileKey};
 use crate::model::BlobHash;
@@ -46,36 +46,31 @@ impl Store {
     /// crash may lose them (they are learned again) but no acknowledged
     /// state rides on this commit, and an extra fsync per command would cost
     /// more than it saves. WAL at NORMAL stays consistent across a crash.
-    pub fn record_file_keys(&mut self, user: &str, key: &SessionKey) -> StoreResult<usize> {
+    pub fn record_file_keys(&self, user: &str, key: &SessionKey) -> StoreResult<usize> {
         let rows = key.learned_file_keys(user);
         if rows.is_empty() {
             return Ok(0);
         }
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let written = self.put_file_keys(user, &rows);
-        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
-        let written = written?;
-        restored?;
-        Ok(written)
+        crate::store::without_own_fsync(&self.conn, |conn| put_file_keys(conn, user, &rows))
     }
+}
 
-    fn put_file_keys(&mut self, user: &str, rows: &[(BlobHash, WrappedFileKey)]) -> StoreResult<usize> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO file_keys (user, blob, nonce, wrapped) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (user, blob) DO UPDATE SET nonce = excluded.nonce, wrapped = excluded.wrapped",
-            )?;
-            for (blob, wrapped) in rows {
-                stmt.execute(params![
-                    user,
-                    blob.as_bytes().as_slice(),
-                    wrapped.nonce.as_slice(),
-                    wrapped.ciphertext.as_slice()
-                ])?;
-            }
+fn put_file_keys(conn: &Connection, user: &str, rows: &[(BlobHash, WrappedFileKey)]) -> StoreResult<usize> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO file_keys (user, blob, nonce, wrapped) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user, blob) DO UPDATE SET nonce = excluded.nonce, wrapped = excluded.wrapped",
+        )?;
+        for (blob, wrapped) in rows {
+            stmt.execute(params![
+                user,
+                blob.as_bytes().as_slice(),
+                wrapped.nonce.as_slice(),
+                wrapped.ciphertext.as_slice()
+            ])?;
         }
-        tx.commit().map_err(StoreError::from)?;
-        Ok(rows.len())
     }
+    tx.commit().map_err(StoreError::from)?;
+    Ok(rows.len())
 }

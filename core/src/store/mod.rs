@@ -379,6 +379,18 @@ fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// Runs `f` with `conn`'s commits not fsynced (`synchronous=NORMAL`), for
+/// writes that acknowledge nothing (sync statistics, the file-key cache):
+/// their WAL frames reach the disk with the next commit that fsyncs, and a
+/// torn tail is discarded by the WAL checksums, never half-applied. FULL is
+/// restored whatever `f` returned, so every other commit still fsyncs.
+pub(crate) fn without_own_fsync<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let out = f(conn);
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    out
+}
+
 fn configure(conn: &Connection) -> StoreResult<()> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     // Room for every statement the merge rules, reads and invariant checks

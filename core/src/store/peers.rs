@@ -133,33 +133,28 @@ impl Store {
         Ok(())
     }
 
-    /// Records sync statistics of a peer, without an fsync of its own.
-    ///
-    /// A session records them once a second under the store lock; an fsync
-    /// each time held that lock for a disk flush and delayed live pushes
-    /// (p99 lag). Nothing acknowledged depends on them: a lost `acked` only
-    /// delays compaction. With `synchronous=NORMAL` the WAL frame reaches the
-    /// disk with the next commit that fsyncs, and a torn tail is discarded
-    /// by the WAL checksums, never half-applied.
+    /// Records sync statistics of a peer, without an fsync of its own
+    /// ([`crate::store::without_own_fsync`]): a session records them once a
+    /// second under the store lock, and an fsync each time held that lock
+    /// for a disk flush and delayed live pushes (p99 lag). Nothing
+    /// acknowledged depends on them: a lost `acked` only delays compaction.
     pub fn record_peer_stats(&self, device_id: DeviceId, stats: &PeerStats) -> StoreResult<()> {
         let acked = serde_json::to_string(&stats.acked).expect("version vector serialises");
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let updated = self.conn.execute(
-            "UPDATE peers SET last_seen_ms = ?2, acked = ?3, bytes_sent = ?4, bytes_received = ?5, lag_ms = ?6
-             WHERE device_id = ?1",
-            params![
-                device_id.as_bytes().as_slice(),
-                stats.last_seen_ms.map(|v| v as i64),
-                acked,
-                stats.bytes_sent as i64,
-                stats.bytes_received as i64,
-                stats.lag_ms.map(|v| v as i64)
-            ],
-        );
-        // Every other commit must fsync again, whatever the update did.
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        updated?;
-        Ok(())
+        crate::store::without_own_fsync(&self.conn, |conn| {
+            conn.execute(
+                "UPDATE peers SET last_seen_ms = ?2, acked = ?3, bytes_sent = ?4, bytes_received = ?5, lag_ms = ?6
+                 WHERE device_id = ?1",
+                params![
+                    device_id.as_bytes().as_slice(),
+                    stats.last_seen_ms.map(|v| v as i64),
+                    acked,
+                    stats.bytes_sent as i64,
+                    stats.bytes_received as i64,
+                    stats.lag_ms.map(|v| v as i64)
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Updates a peer's last known addresses.

@@ -185,16 +185,18 @@ impl Daemon {
         let job = write_job(f, move |result| {
             let _ = reply.send(result);
         });
-        match self.store.try_lock() {
+        let free = match self.store.try_lock() {
+            Ok(store) => Some(store),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        match free {
             // Nobody holds the store (no commit or read running): commit on
             // this thread, sparing two thread hand-offs (to the committer and
             // back). Writers arriving meanwhile queue for the committer and
             // share its next commit, so group commit is kept.
-            Ok(store) => commit_jobs(store, vec![job], &self.sink),
-            Err(std::sync::TryLockError::Poisoned(p)) => commit_jobs(p.into_inner(), vec![job], &self.sink),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                self.writes.send(job).map_err(|_| StoreError::Corrupt("the committer has stopped".into()))?
-            }
+            Some(store) => commit_jobs(store, vec![job], &self.sink),
+            None => self.writes.send(job).map_err(|_| StoreError::Corrupt("the committer has stopped".into()))?,
         }
         answer.recv().map_err(|_| StoreError::Corrupt("the committer dropped a write".into()))?
     }

@@ -212,7 +212,14 @@ fn without_content(
             _ => None,
         },
         SearchKey::Not(k) => without_content(env, selected, c, k)?.map(|m| !m),
-        k if mentions_content(k) => None,
+        SearchKey::Body(_) | SearchKey::Text(_) => None,
+        // Header keys read the shared summary cache when it holds the
+        // message (`|| None`: never opens it): opening it ahead would decrypt
+        // it for nothing.
+        k if mentions_content(k) => match env.summaries.get(env.key.as_deref(), &c.entry.blob, || None) {
+            Some(_) => Some(matches(env, selected, c, k)?),
+            None => None,
+        },
         k => Some(matches(env, selected, c, k)?),
     })
 }

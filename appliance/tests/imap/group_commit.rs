@@ -2,7 +2,9 @@
 //! commits, while each OK still follows its own commit.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::harness::Server;
 
@@ -12,6 +14,27 @@ const APPENDS: usize = 10;
 #[tokio::test]
 async fn concurrent_appends_and_stores_share_commits() {
     let server = Server::start().await;
+    // A reader holds the store now and then, as sync and IDLE do, so writers
+    // find it busy and queue for the committer. Without it an idle machine
+    // can let every write find the store free and commit alone on its
+    // session's thread (`write_blocking`'s direct path): nothing to share.
+    let writing = Arc::new(AtomicBool::new(true));
+    let holder = {
+        let (daemon, writing) = (server.daemon.clone(), writing.clone());
+        tokio::spawn(async move {
+            // Ends when the clients are done.
+            while writing.load(Ordering::Relaxed) {
+                daemon
+                    .read(|_| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let mut raw = server.raw_login().await;
@@ -39,6 +62,8 @@ async fn concurrent_appends_and_stores_share_commits() {
         }
     }
     assert_eq!(all.len(), CLIENTS * APPENDS);
+    writing.store(false, Ordering::Relaxed);
+    holder.await.unwrap();
 
     // Everything acknowledged is there, with its flag.
     let mut raw = server.raw_login().await;

@@ -373,13 +373,7 @@ impl BlobStore {
         let present: Vec<BlobHash> =
             staged.iter().filter(|b| matches!(b.content, Staged::Present)).map(|b| b.hash).collect();
         self.commit(staged)?;
-        if let BlobStore::Dir(dir) = self {
-            let parents: std::collections::BTreeSet<PathBuf> =
-                present.iter().map(|h| Self::path_of(dir, h).parent().unwrap_or(dir).to_path_buf()).collect();
-            let parents: Vec<PathBuf> = parents.into_iter().collect();
-            in_parallel(&parents, |parent| File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent)))?;
-        }
-        Ok(())
+        self.sync_parent_dirs(&present)
     }
 
     /// Opens a blob for reading in pieces (to send it to a peer without
@@ -588,6 +582,46 @@ impl BlobStore {
             return Err(BlobError::Corrupt(*hash));
         }
         Ok((raw, named_by_bytes))
+    }
+
+    /// Unlinks a blob's file (blob garbage collection, `gc.rs`, which decided
+    /// under the store's write lock that nothing names it); returns its size,
+    /// or `None` if it was not there. Durable once [`BlobStore::sync_removals`]
+    /// returned.
+    pub fn remove(&self, hash: &BlobHash) -> Result<Option<u64>, BlobError> {
+        match self {
+            BlobStore::Memory(map) => {
+                Ok(map.lock().unwrap_or_else(|e| e.into_inner()).remove(hash).map(|raw| raw.len() as u64))
+            }
+            BlobStore::Dir(dir) => {
+                let path = Self::path_of(dir, hash);
+                let len = match fs::metadata(&path) {
+                    Ok(meta) => meta.len(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(source) => return Err(BlobError::Io { path, source }),
+                };
+                match fs::remove_file(&path) {
+                    Ok(()) => Ok(Some(len)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(BlobError::Io { path, source }),
+                }
+            }
+        }
+    }
+
+    /// Fsyncs the directories of removed blobs, so the unlinks survive a
+    /// crash (a file that came back would only be collected again).
+    pub fn sync_removals(&self, hashes: &[BlobHash]) -> Result<(), BlobError> {
+        self.sync_parent_dirs(hashes)
+    }
+
+    /// Fsyncs the shard directories of `hashes` (in parallel).
+    fn sync_parent_dirs(&self, hashes: &[BlobHash]) -> Result<(), BlobError> {
+        let BlobStore::Dir(dir) = self else { return Ok(()) };
+        let parents: std::collections::BTreeSet<PathBuf> =
+            hashes.iter().map(|h| Self::path_of(dir, h).parent().unwrap_or(dir).to_path_buf()).collect();
+        let parents: Vec<PathBuf> = parents.into_iter().collect();
+        in_parallel(&parents, |parent| File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent)))
     }
 
     /// Total bytes and number of blobs stored.

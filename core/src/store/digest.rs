@@ -180,7 +180,7 @@ impl Store {
         let events = crate::store::compact::replay_events(&read, &tx, None, &mut counter, self.identity.slot())?;
         let rebuilt = digest(&tx)?;
         let rebuilt_local = digest_of(&tx, LOCAL_DIGEST_QUERIES)?;
-        for blob in crate::store::state::all_blobs(&read)? {
+        for blob in crate::store::state::live_entry_blobs(&read)? {
             if !self.has_blob(&blob)? {
                 problems.push(format!("message blob {} is missing from the blob store", blob.to_hex()));
             }

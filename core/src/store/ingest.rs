@@ -9,10 +9,12 @@
 //! [`Store::expose`] whenever time passes, with a hold of about one round trip
 //! while peers are reachable and 0 when none is.
 
+use std::collections::HashSet;
+
 use crate::log::event::Event;
 use crate::log::version_vector::VersionVector;
 use crate::merge::Effects;
-use crate::model::EventId;
+use crate::model::{BlobHash, EventId};
 use crate::store::spool::{self, SpooledBlob};
 use crate::store::{rejoin, state, Store, StoreError, StoreResult};
 
@@ -60,6 +62,23 @@ impl Store {
         events: &[Event],
         blobs: &[SpooledBlob],
     ) -> StoreResult<(IngestReport, Effects)> {
+        self.ingest_from_peer(now_ms, events, blobs, &HashSet::new())
+    }
+
+    /// [`Store::ingest_spooled`], where the peer said the blobs in `gone`
+    /// were collected there (docs/replication.md, "Blob garbage
+    /// collection"): an event naming one applies without it, since the
+    /// removal of every entry naming it follows in the peer's log. Every
+    /// other blob an applied event names must be stored (checked under the
+    /// write lock, so blob GC cannot remove it between the check and the
+    /// commit): else [`StoreError::EventBlobMissing`] and nothing is applied.
+    pub fn ingest_from_peer(
+        &mut self,
+        now_ms: u64,
+        events: &[Event],
+        blobs: &[SpooledBlob],
+        gone: &HashSet<BlobHash>,
+    ) -> StoreResult<(IngestReport, Effects)> {
         let have = state::version_vector(&self.conn)?;
         for event in events.iter().filter(|e| !have.contains(e.id)) {
             // Untrusted input: the struct's fields may not match its bytes.
@@ -98,7 +117,7 @@ impl Store {
             if PENDING_EVENTS_MAX < state::pending_count(w.conn())? {
                 return Err(StoreError::TooManyPending(PENDING_EVENTS_MAX));
             }
-            report.applied = apply_ready(w)?;
+            report.applied = apply_ready(w, gone)?;
             report.pending = state::pending_count(w.conn())?;
             report.rekeys = w.rekeys();
             report.rejoined = rejoin::finish_if_caught_up(w.conn(), own)? == rejoin::RejoinProgress::Done;
@@ -176,7 +195,7 @@ pub(crate) fn expose_held(
 
 /// Applies held events that are next in causal order until none is; returns
 /// how many were applied.
-fn apply_ready(w: &mut crate::store::Writer<'_>) -> StoreResult<u64> {
+fn apply_ready(w: &mut crate::store::Writer<'_>, gone: &HashSet<BlobHash>) -> StoreResult<u64> {
     let mut applied = 0;
     loop {
         let mut progress = false;
@@ -192,6 +211,7 @@ fn apply_ready(w: &mut crate::store::Writer<'_>) -> StoreResult<u64> {
                 continue;
             }
             state::pending_delete(w.conn(), next)?;
+            require_blobs(w, &event, gone)?;
             let res = w.apply_remote(&event)?;
             assert!(res == crate::store::RemoteApply::Applied, "ready event {next:?} was not applied: {res:?}");
             applied += 1;
@@ -201,4 +221,19 @@ fn apply_ready(w: &mut crate::store::Writer<'_>) -> StoreResult<u64> {
             return Ok(applied);
         }
     }
+}
+
+/// Fails unless every blob `event` names is stored (file or spool) or the
+/// peer said it is gone.
+fn require_blobs(w: &crate::store::Writer<'_>, event: &Event, gone: &HashSet<BlobHash>) -> StoreResult<()> {
+    for blob in event.op.blobs() {
+        if gone.contains(&blob) || w.blobs().contains(&blob) || spool::is_spooled(w.conn(), &blob)? {
+            continue;
+        }
+        return Err(StoreError::EventBlobMissing {
+            event: format!("{}:{}", event.id.origin.short(), event.id.seq),
+            blob: blob.to_hex(),
+        });
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ mod compact;
 pub(crate) mod conflicts;
 mod digest;
 mod file_keys;
+mod gc;
 mod ingest;
 pub mod peers;
 mod reads;
@@ -34,6 +35,7 @@ pub use checkpoint::{CheckpointReport, Checkpointer};
 pub use compact::CompactReport;
 pub use conflicts::{ConflictKind, ConflictRecord};
 pub use digest::{StateDigest, TableDigest, VerifyReport};
+pub use gc::GcReport;
 pub use ingest::{IngestReport, PENDING_EVENTS_MAX};
 pub use reads::{EntryInfo, LoginRecord, MailboxCounts, MailboxInfo, StoreStats, UserInfo};
 pub use rejoin::{RejoinProgress, RejoinState};
@@ -160,6 +162,18 @@ pub enum StoreError {
     SnapshotRefused {
         /// Per origin, how far this device's log goes beyond the snapshot.
         beyond: String,
+    },
+    /// An event to apply names a blob that is not stored here: blob garbage
+    /// collection removed it after it was received (no entry named it then).
+    /// Nothing of the batch was applied; the sync session fetches it again.
+    #[error(
+        "event {event} names blob {blob}, which is not stored here (collected since it was received); fetch it again"
+    )]
+    EventBlobMissing {
+        /// The event, `origin:seq`.
+        event: String,
+        /// The blob, hex.
+        blob: String,
     },
     /// The operation is not implemented yet.
     #[error("not implemented: {0}")]

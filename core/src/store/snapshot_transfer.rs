@@ -117,16 +117,16 @@ impl Store {
     pub fn install_snapshot(&mut self, received: ReceivedSnapshot, now_ms: u64) -> StoreResult<Effects> {
         self.refresh_slot()?;
         let ReceivedSnapshot { offer, conn: image } = received;
-        // Blobs are never deleted, so what is here now is here at the commit.
-        for blob in state::all_blobs(&image)? {
-            if !self.has_blob(&blob)? {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Under the write lock, which blob GC takes to remove a blob.
+        for blob in state::live_entry_blobs(&image)? {
+            if !self.blobs.contains(&blob) && !crate::store::spool::is_spooled(&tx, &blob)? {
                 return Err(StoreError::Snapshot(format!(
                     "blob {} the snapshot refers to is not stored here yet",
                     blob.to_hex()
                 )));
             }
         }
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Under the write lock: nothing can have arrived since the check.
         require_covered(&tx, &offer.vector)?;
         fold_in_own_local_rows(&tx, &image, now_ms, self.identity.slot())?;
@@ -246,10 +246,12 @@ impl ReceivedSnapshot {
         &self.offer
     }
 
-    /// Every blob the installed state refers to: fetch and store these
-    /// before [`Store::install_snapshot`].
+    /// Every blob a live entry of the installed state names: fetch and store
+    /// these before [`Store::install_snapshot`]. (A message no entry names
+    /// any more may have lost its blob to the sender's garbage collection,
+    /// which keeps those of the image's live entries.)
     pub fn blobs(&self) -> StoreResult<Vec<BlobHash>> {
-        state::all_blobs(&self.conn)
+        state::live_entry_blobs(&self.conn)
     }
 }
 

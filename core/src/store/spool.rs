@@ -57,6 +57,13 @@ pub(crate) fn spool(
     Ok(())
 }
 
+/// Whether `hash` is in the spool, in the caller's transaction.
+pub(crate) fn is_spooled(conn: &rusqlite::Connection, hash: &BlobHash) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM blob_spool WHERE hash = ?1)")?
+        .query_row([hash.as_bytes().as_slice()], |r| r.get(0))?)
+}
+
 impl Store {
     /// A spooled blob's bytes, if it is in the spool.
     pub fn spooled_blob(&self, hash: &BlobHash) -> StoreResult<Option<Vec<u8>>> {

@@ -35,7 +35,7 @@ fn device_id(bytes: Vec<u8>) -> StoreResult<DeviceId> {
     DeviceId::from_slice(&bytes).ok_or_else(|| corrupt("device id is not 32 bytes"))
 }
 
-fn blob_hash(bytes: Vec<u8>) -> StoreResult<BlobHash> {
+pub(crate) fn blob_hash(bytes: Vec<u8>) -> StoreResult<BlobHash> {
     BlobHash::from_slice(&bytes).ok_or_else(|| corrupt("blob hash is not 32 bytes"))
 }
 
@@ -589,8 +589,11 @@ pub(crate) fn subscribed_names(conn: &Connection, user: &str) -> StoreResult<Vec
 
 // --- messages and entries ---------------------------------------------------
 
-pub(crate) fn all_blobs(conn: &Connection) -> StoreResult<Vec<BlobHash>> {
-    let mut stmt = conn.prepare("SELECT blob FROM messages ORDER BY blob")?;
+/// Every blob a live entry names: what must be stored (`verify`, a snapshot
+/// install). A `messages` row no entry names may have lost its blob to
+/// garbage collection (`gc.rs`).
+pub(crate) fn live_entry_blobs(conn: &Connection) -> StoreResult<Vec<BlobHash>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT blob FROM mailbox_entries ORDER BY blob")?;
     let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
     rows.map(|r| blob_hash(r?)).collect()
 }

@@ -634,6 +634,10 @@ impl<'t> Writer<'t> {
         internal_date: i64,
         flags: Vec<Flag>,
     ) -> StoreResult<Uid> {
+        // Under the write lock: blob GC cannot remove it before the commit.
+        if !self.blobs.contains(&blob) && !crate::store::spool::is_spooled(self.conn, &blob)? {
+            return Err(StoreError::Blob(crate::store::BlobError::Missing(blob)));
+        }
         let row = self.live_mailbox(mailbox)?;
         let uid = self.assign_uids(&row, 1)?[0];
         self.emit(EventOp::Append { mailbox, entries: vec![NewEntry { uid, blob, size, internal_date, flags }] })?;

@@ -28,6 +28,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Backups: the recipient they are encrypted to, and the schedule.
     pub backup: BackupConfig,
+    /// The message store: blob garbage collection.
+    pub store: StoreConfig,
     /// Seal new messages to their user's age key (default true). Off only to
     /// measure what encryption costs (docs/benchmarks.md); sealed mail stays
     /// readable either way.
@@ -138,6 +140,35 @@ impl Default for SyncConfig {
     fn default() -> Self {
         // Every device must reach it; only paired devices are accepted.
         SyncConfig { listen: vec![SocketAddr::from(([0, 0, 0, 0], 7947))], advertise: Vec::new(), compact_every: None }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// How often `roost serve` removes blobs nothing can need any more
+    /// (expunged, deleted, every paired device acknowledged it): m, h or d,
+    /// or "off" (`roost gc` does it once).
+    pub blob_gc_every: String,
+}
+
+impl StoreConfig {
+    /// The blob GC period, `None` when off.
+    pub fn blob_gc_every(&self) -> Result<Option<std::time::Duration>> {
+        if self.blob_gc_every.trim() == "off" {
+            return Ok(None);
+        }
+        crate::backup::parse_every(&self.blob_gc_every).map(Some).context("[store] blob_gc_every")
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        // Deleted mail should leave the disk within the hour once every
+        // paired device has the deletion; a run with nothing to free reads
+        // the entries index and the unacknowledged events only.
+        StoreConfig { blob_gc_every: "1h".into() }
     }
 }
 
@@ -321,6 +352,21 @@ mod tests {
         assert!(err.contains("max_line_bytes"), "{err}");
         let err = Config::parse("[imap]\nmax_connections_per_user = 0\n").unwrap_err().to_string();
         assert!(err.contains("max_connections_per_user"), "{err}");
+    }
+
+    /// Blob GC runs hourly unless configured otherwise; "off" turns it off;
+    /// a bad period names the key.
+    #[test]
+    fn blob_gc_period_defaults_on_and_can_be_turned_off() {
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(Config::parse("").unwrap().store.blob_gc_every().unwrap(), Some(hour));
+        let config = Config::parse("[store]\nblob_gc_every = \"off\"\n").unwrap();
+        assert_eq!(config.store.blob_gc_every().unwrap(), None);
+        let config = Config::parse("[store]\nblob_gc_every = \"10m\"\n").unwrap();
+        assert_eq!(config.store.blob_gc_every().unwrap(), Some(std::time::Duration::from_secs(600)));
+        let config = Config::parse("[store]\nblob_gc_every = \"soon\"\n").unwrap();
+        let err = format!("{:#}", config.store.blob_gc_every().unwrap_err());
+        assert!(err.contains("blob_gc_every"), "{err}");
     }
 
     #[test]

@@ -47,6 +47,8 @@ enum Command {
     Verify,
     /// Fold the event log's prefix every paired device has into a snapshot.
     Compact(cli::compact::CompactArgs),
+    /// Remove the blobs of deleted mail that every paired device has acknowledged.
+    Gc,
     /// Import mail from an mbox file, a directory of mbox files, or a Maildir tree.
     Import(cli::import::ImportArgs),
     /// Export a user's mailboxes as a Maildir++ tree or mbox files.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Status => cli::status::run(&global),
         Command::Verify => cli::verify::run(&global),
         Command::Compact(a) => cli::compact::run(&global, a),
+        Command::Gc => cli::gc::run(&global),
         Command::Import(a) => cli::import::run(&global, a),
         Command::Export(a) => cli::export::run(&global, a),
         Command::Sim(a) => cli::sim::run(a),

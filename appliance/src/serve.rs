@@ -226,12 +226,13 @@ impl Daemon {
         &self,
         events: Vec<roost_core::log::Event>,
         spooled: Vec<SpooledBlob>,
+        gone: std::collections::HashSet<BlobHash>,
     ) -> StoreResult<(roost_core::store::IngestReport, VersionVector)> {
         let store = self.store.clone();
         let any_spooled = !spooled.is_empty();
         let (report, effects, vv) = tokio::task::spawn_blocking(move || {
             let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-            let (report, effects) = store.ingest_spooled(now_ms(), &events, &spooled)?;
+            let (report, effects) = store.ingest_from_peer(now_ms(), &events, &spooled, &gone)?;
             Ok::<_, StoreError>((report, effects, store.version_vector()?))
         })
         .await
@@ -268,6 +269,41 @@ impl Daemon {
     /// next peer asks for it.
     pub async fn spooled_blob(&self, hash: BlobHash) -> StoreResult<Option<Vec<u8>>> {
         self.read(move |s| s.spooled_blob(&hash)).await
+    }
+
+    /// Whether this device collected `blob` (`Store::blob_collected`), for
+    /// the sync sender's answer to a peer asking for it.
+    pub async fn blob_collected(&self, blob: BlobHash) -> StoreResult<bool> {
+        self.read(move |s| s.blob_collected(&blob)).await
+    }
+
+    /// Removes the blobs nothing can need any more (`Store::collect_garbage`)
+    /// under the store's lock, so no write in this process interleaves.
+    pub async fn collect_garbage(&self) -> StoreResult<roost_core::store::GcReport> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.lock().unwrap_or_else(|e| e.into_inner()).collect_garbage())
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+    }
+
+    /// `[store] blob_gc_every`: collects garbage blobs this often until
+    /// `stop`, logging what each run freed.
+    pub async fn run_blob_gc(self: Arc<Self>, every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+            match self.collect_garbage().await {
+                Ok(report) => tracing::info!(
+                    blobs = report.blobs,
+                    bytes = report.bytes,
+                    kept_until_acknowledged = report.kept_unstable,
+                    "blob garbage collection"
+                ),
+                Err(e) => tracing::error!(error = %e, "blob garbage collection failed; retrying next period"),
+            }
+        }
     }
 
     /// Folds the event log's causally stable prefix into the log snapshot

@@ -697,3 +697,78 @@ fn a_device_paired_after_compaction_gets_everything_through_the_snapshot() {
     append(&a, "after d");
     wait_for("c to still get a's mail", || subjects(&c).len() == 5);
 }
+
+/// Whether any file below `dir` holds `needle`.
+fn dir_contains(dir: &Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if std::fs::read(&path).unwrap_or_default().windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+fn gc(device: &Device) -> String {
+    let out = roost(&device.dir, &["gc"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Blob GC between real daemons (docs/replication.md, "Blob garbage
+/// collection"): A expunges a message while B is offline; `roost gc` on A
+/// keeps its blob until B is back and has acknowledged the expunge, then
+/// both remove it and its bytes are nowhere in their data dirs (database and
+/// WAL included). A device paired afterwards gets the log whose append names the
+/// collected blob: A answers "gone", and it converges instead of stalling.
+#[test]
+fn an_expunge_made_while_a_peer_was_offline_is_collected_on_both_after_it_caught_up() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, mut b) = paired_with_alice(root.path());
+    let marker = "gc-marker-5b1e";
+    append(&a, marker);
+    append(&a, "kept");
+    wait_for("b to get both", || subjects(&b).len() == 2 && digest(&a) == digest(&b));
+    wait_for_acks_of_everything(&a);
+    b.stop();
+    {
+        let store = a.store();
+        let inbox = store.mailbox_by_name(&alice(), "INBOX").unwrap().unwrap().id;
+        let entry = store.entries(inbox).unwrap().into_iter().find(|e| {
+            String::from_utf8_lossy(&store.message(&e.blob).unwrap()).contains(marker)
+        });
+        let entry = entry.expect("the marked message").entry_id;
+        drop(store);
+        a.store().write(roost::cli::now_ms(), |w| w.expunge(inbox, &[entry])).unwrap();
+    }
+    let text = gc(&a);
+    assert!(text.contains("removed 0 blobs") && text.contains("kept 1 blobs"), "{text}");
+    assert!(dir_contains(&a.dir.join(roost_core::store::BLOB_DIR), marker.as_bytes()));
+
+    b.start();
+    wait_for("b to catch up on the expunge", || subjects(&b) == ["Subject: kept"] && digest(&a) == digest(&b));
+    wait_for_acks_of_everything(&a);
+    assert!(gc(&a).contains("removed 1 blobs"));
+    assert!(gc(&b).contains("removed 1 blobs"));
+    for device in [&a, &b] {
+        assert!(!dir_contains(&device.dir.join(roost_core::store::BLOB_DIR), marker.as_bytes()));
+        let report = device.store().verify().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+    assert!(!dir_contains(&a.dir, marker.as_bytes()), "the marker is still in a's data dir");
+    // B got it over sync, in the blob spool: zeroed when unspooled, and the
+    // WAL emptied by the GC.
+    assert!(!dir_contains(&b.dir, marker.as_bytes()), "the marker is still in b's data dir");
+
+    // A fresh device paired with A now: the append it replays names a blob
+    // A collected.
+    let c = Device::new(root.path(), "c");
+    pair(&a, &c);
+    wait_for("c to catch up from a's log", || subjects(&c) == ["Subject: kept"] && digest(&c) == digest(&a));
+    assert!(c.log().contains("the peer collected blobs these events name"), "{}", c.log());
+    let report = c.store().verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(gc(&c).contains("removed 0 blobs"));
+}

@@ -22,6 +22,7 @@ macro_rules! out {
 pub mod admin;
 pub mod backup;
 pub mod compact;
+pub mod gc;
 pub mod completions;
 pub mod doctor;
 pub mod export;

@@ -144,6 +144,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         let (stop_imap, stopped) = tokio::sync::watch::channel(false);
         let stopped_backup = stopped.clone();
         let stopped_compaction = stopped.clone();
+        let stopped_blob_gc = stopped.clone();
         let imap = crate::imap::start_listeners(daemon.clone(), stopped).await?;
         // Scheduled backups ([backup] dir, every, keep); validated with the config.
         let backups = match ctx.config.backup.schedule()? {
@@ -160,6 +161,11 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
             .sync
             .compact_every()?
             .map(|every| tokio::spawn(daemon.clone().run_compaction(every, stopped_compaction)));
+        let blob_gc = ctx
+            .config
+            .store
+            .blob_gc_every()?
+            .map(|every| tokio::spawn(daemon.clone().run_blob_gc(every, stopped_blob_gc)));
         let cert = imap.cert.clone();
         let shutdown = shutdown_signal(move || match cert.reload() {
             Ok(()) => tracing::info!(cert = %cert.cert_path().display(), "SIGHUP: reloaded the TLS certificate"),
@@ -181,6 +187,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
         }
         if let Some(compaction) = compaction {
             compaction.await.context("the compaction schedule panicked")?;
+        }
+        if let Some(blob_gc) = blob_gc {
+            blob_gc.await.context("the blob GC schedule panicked")?;
         }
         Ok::<_, anyhow::Error>(())
     })?;

@@ -108,8 +108,8 @@ pub struct InlineBlob {
 }
 
 /// First line of a blob request stream: the hashes wanted. The answer is, per
-/// hash in order, an 8-byte big-endian length (`u64::MAX` = not here) then the
-/// bytes.
+/// hash in order, an 8-byte big-endian length (`u64::MAX` = not here,
+/// `u64::MAX - 1` = collected here: see `session::BLOB_GONE`) then the bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobRequest {
     /// Blobs wanted.

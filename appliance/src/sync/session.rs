@@ -10,7 +10,7 @@
 //! Any malformed frame, bad signature or blob whose bytes do not match its hash
 //! ends the session with a logged reason; nothing of it is stored.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use anyhow::{bail, format_err, Context, Result};
@@ -61,6 +61,18 @@ pub const BLOB_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// Bytes of a large blob held in memory at once while it streams between the
 /// QUIC stream and its file, on either side.
 pub const BLOB_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Answer to a blob request for a blob the sender does not have (in place of
+/// its length).
+const BLOB_ABSENT: u64 = u64::MAX;
+
+/// Answer for a blob the sender collected (`Store::blob_collected`): no live
+/// entry there names it and the events that removed its entries follow in
+/// the sender's log, so the receiver applies the events naming it without
+/// it (docs/replication.md, "Blob garbage collection"). Above
+/// `BLOB_BYTES_MAX`, so an older receiver ends the session on it, as it did
+/// on `BLOB_ABSENT`.
+const BLOB_GONE: u64 = u64::MAX - 1;
 
 /// Runs a session until the connection ends or the peer misbehaves.
 pub async fn run(
@@ -352,7 +364,15 @@ async fn receive_loop(
                 note_events(&mut view.stats.lock().unwrap_or_else(|e| e.into_inner()).acked, &decoded);
                 let known: BTreeSet<BlobHash> =
                     staged.iter().map(|b| b.hash()).chain(spooled.iter().map(|b| b.hash)).collect();
-                staged.extend(fetch_missing_blobs(&blobs, &conn, &decoded, &known).await?);
+                let fetched = fetch_missing_blobs(&blobs, &conn, &decoded, &known).await?;
+                staged.extend(fetched.staged);
+                if !fetched.gone.is_empty() {
+                    tracing::info!(
+                        peer = %peer.short(),
+                        blobs = fetched.gone.len(),
+                        "the peer collected blobs these events name: their entries were removed later in its log"
+                    );
+                }
                 // Blobs staged as files become durable in one round of
                 // overlapping fsyncs, before the events naming them commit;
                 // spooled ones commit with the events.
@@ -364,7 +384,7 @@ async fn receive_loop(
                 let newest_ms = decoded.iter().map(|e| e.hlc.ms()).max();
                 // The store holds events whose dependencies are missing and
                 // applies them when they arrive (from this peer or another).
-                let (report, vv) = daemon.ingest(decoded, spooled).await?;
+                let (report, vv) = daemon.ingest(decoded, spooled, fetched.gone).await?;
                 lag_stage("committed", report.applied as usize);
                 if 0 < report.pending {
                     tracing::debug!(pending = report.pending, "events wait for their dependencies");
@@ -427,39 +447,53 @@ async fn fetch_missing_blobs(
     conn: &iroh::endpoint::Connection,
     events: &[Event],
     known: &BTreeSet<BlobHash>,
-) -> Result<Vec<StagedBlob>> {
+) -> Result<FetchedBlobs> {
     let wanted: BTreeSet<BlobHash> = events.iter().flat_map(|e| e.op.blobs()).filter(|h| !known.contains(h)).collect();
     if wanted.is_empty() {
-        return Ok(Vec::new()); // A live push: everything came inline.
+        return Ok(FetchedBlobs::default()); // A live push: everything came inline.
     }
     fetch_blobs(blobs, conn, wanted).await
 }
 
+/// What a blob request brought.
+#[derive(Debug, Default)]
+pub(crate) struct FetchedBlobs {
+    /// Received and hash-checked, durable at `BlobStore::commit`.
+    pub(crate) staged: Vec<StagedBlob>,
+    /// Collected by the peer (`BLOB_GONE`): no entry there names them, and
+    /// the events that removed their entries follow in its log.
+    pub(crate) gone: HashSet<BlobHash>,
+}
+
 /// Fetches the blobs of `wanted` that are not stored here, over one request
 /// stream, each streamed to a temporary file (durable at `BlobStore::commit`).
+/// A blob the peer neither has nor collected ends the session: an event that
+/// names it cannot be applied.
 pub(crate) async fn fetch_blobs(
     blobs: &Arc<BlobStore>,
     conn: &iroh::endpoint::Connection,
     wanted: BTreeSet<BlobHash>,
-) -> Result<Vec<StagedBlob>> {
+) -> Result<FetchedBlobs> {
     let missing = {
         let blobs = blobs.clone();
         tokio::task::spawn_blocking(move || wanted.into_iter().filter(|h| !blobs.contains(h)).collect::<Vec<_>>())
             .await?
     };
+    let mut fetched = FetchedBlobs::default();
     if missing.is_empty() {
-        return Ok(Vec::new());
+        return Ok(fetched);
     }
     let (mut send, mut recv) = conn.open_bi().await?;
     write_frame(&mut send, &BlobRequest { hashes: missing.clone() }).await?;
     send.finish()?;
-    let mut fetched = Vec::with_capacity(missing.len());
     for hash in missing {
-        let len = recv.read_u64().await.context("blob stream ended")?;
-        if len == u64::MAX {
-            bail!("peer does not have blob {}", hash.to_hex());
+        match recv.read_u64().await.context("blob stream ended")? {
+            BLOB_ABSENT => bail!("peer does not have blob {}", hash.to_hex()),
+            BLOB_GONE => {
+                fetched.gone.insert(hash);
+            }
+            len => fetched.staged.push(receive_blob(&mut recv, blobs, hash, len).await?),
         }
-        fetched.push(receive_blob(&mut recv, blobs, hash, len).await?);
     }
     Ok(fetched)
 }
@@ -502,7 +536,7 @@ pub async fn send_blob<W: tokio::io::AsyncWrite + Unpin>(
 ) -> Result<()> {
     let store = blobs.clone();
     let Ok(mut reader) = tokio::task::spawn_blocking(move || store.open(&hash)).await? else {
-        send.write_u64(u64::MAX).await?;
+        send.write_u64(BLOB_ABSENT).await?;
         return Ok(());
     };
     let len = reader.len();
@@ -544,6 +578,10 @@ async fn serve_blobs(daemon: Arc<Daemon>, blobs: Arc<BlobStore>, conn: iroh::end
                         Some(raw) => {
                             send.write_u64(raw.len() as u64).await?;
                             send.write_all(&raw).await?;
+                        }
+                        // Collected here: the peer applies without it.
+                        None if !blobs.contains(&hash) && daemon.blob_collected(hash).await? => {
+                            send.write_u64(BLOB_GONE).await?
                         }
                         None => send_blob(&mut send, &blobs, hash).await?,
                     }
@@ -593,7 +631,7 @@ mod tests {
         // A blob the sender lacks is announced as such, not sent.
         let mut out = Vec::new();
         send_blob(&mut out, &sender_store, BlobHash::of(b"absent")).await.unwrap();
-        assert_eq!(out, u64::MAX.to_be_bytes());
+        assert_eq!(out, BLOB_ABSENT.to_be_bytes());
     }
 
     #[tokio::test]

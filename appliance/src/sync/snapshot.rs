@@ -131,7 +131,12 @@ async fn fetch_durably(
     let mut fetched = 0u64;
     for round in wanted.chunks(SNAPSHOT_BLOBS_PER_REQUEST) {
         let round: BTreeSet<BlobHash> = round.iter().copied().collect();
-        let staged = fetch_blobs(blobs, conn, round).await?;
+        let round = fetch_blobs(blobs, conn, round).await?;
+        if let Some(gone) = round.gone.iter().next() {
+            // The sender keeps every blob its image's entries name (gc.rs).
+            bail!("the peer's snapshot names blob {}, which the peer collected", gone.to_hex());
+        }
+        let staged = round.staged;
         fetched += staged.len() as u64;
         if !staged.is_empty() {
             let store = blobs.clone();

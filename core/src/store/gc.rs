@@ -53,6 +53,10 @@ pub struct GcReport {
     /// is not yet acknowledged by every paired device (or is pending, or the
     /// log snapshot still shows them).
     pub kept_unstable: u64,
+    /// Whether the WAL was emptied after removing (it may hold pages of
+    /// deleted spool rows); false when nothing was removed or a reader held
+    /// it.
+    pub wal_truncated: bool,
 }
 
 impl Store {
@@ -69,33 +73,19 @@ impl Store {
     /// simulator): the caller vouches every device this one syncs with has it.
     pub fn collect_garbage_within(&mut self, stable: &VersionVector) -> StoreResult<GcReport> {
         let mut report = GcReport::default();
-        // Bounded: each round removes a batch or ends the loop.
-        loop {
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let (garbage, kept) = garbage(&tx, &self.blobs, stable, &self.identity)?;
-            report.kept_unstable = kept;
-            let batch: Vec<BlobHash> = garbage.into_iter().take(BLOBS_PER_TRANSACTION).collect();
-            if batch.is_empty() {
-                tx.commit()?;
-                return Ok(report);
-            }
-            for blob in &batch {
-                let key = blob.as_bytes().as_slice();
-                let spooled: Option<i64> = tx
-                    .query_row("SELECT length(data) FROM blob_spool WHERE hash = ?1", [key], |r| r.get(0))
-                    .optional()?;
-                tx.execute("DELETE FROM blob_spool WHERE hash = ?1", [key])?;
-                tx.execute("DELETE FROM sealed_blobs WHERE blob = ?1", [key])?;
-                tx.execute("DELETE FROM file_keys WHERE blob = ?1", [key])?;
-                tx.execute("DELETE FROM blob_orphans WHERE blob = ?1", [key])?;
-                // Still under the write lock: nothing can name it before this.
-                let removed = self.blobs.remove(blob)?;
-                report.blobs += 1;
-                report.bytes += removed.or(spooled.map(|n| n as u64)).unwrap_or(0);
-            }
-            self.blobs.sync_removals(&batch)?;
-            tx.commit()?;
+        let (blobs, identity) = (&self.blobs, &self.identity);
+        crate::store::with_secure_delete(&self.conn, |conn| {
+            // Bounded: each round removes a batch or ends the loop.
+            while collect_batch(conn, blobs, stable, identity, &mut report)? {}
+            Ok(())
+        })?;
+        if 0 < report.blobs {
+            // The WAL may still hold pages of deleted spool rows: empty it
+            // (best effort: a reader mid-snapshot makes it wait or give up).
+            let busy: i64 = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            report.wal_truncated = busy == 0;
         }
+        Ok(report)
     }
 
     /// Whether `blob` was collected here (or never stored: a peer told us it
@@ -114,6 +104,39 @@ impl Store {
                 .query_row("SELECT EXISTS (SELECT 1 FROM mailbox_entries WHERE blob = ?1)", [key], |r| r.get(0))?;
         Ok(known && !live)
     }
+}
+
+/// One transaction: finds what may go, removes up to
+/// `BLOBS_PER_TRANSACTION` of it (rows, then files, while the write lock is
+/// held), commits. Returns whether it removed anything (run again).
+fn collect_batch(
+    conn: &Connection,
+    blobs: &crate::store::BlobStore,
+    stable: &VersionVector,
+    identity: &crate::store::DeviceIdentity,
+    report: &mut GcReport,
+) -> StoreResult<bool> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let (garbage, kept) = garbage(&tx, blobs, stable, identity)?;
+    report.kept_unstable = kept;
+    let batch: Vec<BlobHash> = garbage.into_iter().take(BLOBS_PER_TRANSACTION).collect();
+    for blob in &batch {
+        let key = blob.as_bytes().as_slice();
+        let spooled: Option<i64> = tx
+            .query_row("SELECT length(data) FROM blob_spool WHERE hash = ?1", [key], |r| r.get(0))
+            .optional()?;
+        tx.execute("DELETE FROM blob_spool WHERE hash = ?1", [key])?;
+        tx.execute("DELETE FROM sealed_blobs WHERE blob = ?1", [key])?;
+        tx.execute("DELETE FROM file_keys WHERE blob = ?1", [key])?;
+        tx.execute("DELETE FROM blob_orphans WHERE blob = ?1", [key])?;
+        // Still under the write lock: nothing can name it before the commit.
+        let removed = blobs.remove(blob)?;
+        report.blobs += 1;
+        report.bytes += removed.or(spooled.map(|n| n as u64)).unwrap_or(0);
+    }
+    blobs.sync_removals(&batch)?;
+    tx.commit()?;
+    Ok(!batch.is_empty())
 }
 
 /// The stored blobs (files or spool rows) that may go, and how many blobs no

@@ -399,9 +399,28 @@ fn open_connection(path: &Path, flags: OpenFlags) -> StoreResult<Connection> {
 /// torn tail is discarded by the WAL checksums, never half-applied. FULL is
 /// restored whatever `f` returned, so every other commit still fsyncs.
 pub(crate) fn without_own_fsync<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    with_pragma(conn, "synchronous", ("NORMAL", "FULL"), f)
+}
+
+/// Runs `f` with SQLite overwriting what it deletes with zeros
+/// (`secure_delete`), for rows holding message bytes (the blob spool): a
+/// deleted message must not stay readable in the database's free space
+/// (docs/security.md, "Deleted mail"). Off otherwise: it costs writes.
+pub(crate) fn with_secure_delete<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    with_pragma(conn, "secure_delete", ("ON", "OFF"), f)
+}
+
+/// Runs `f` with `pragma` set to `values.0`, then sets it to `values.1`
+/// whatever `f` returned.
+fn with_pragma<T>(
+    conn: &Connection,
+    pragma: &str,
+    values: (&str, &str),
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.pragma_update(None, pragma, values.0)?;
     let out = f(conn);
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, pragma, values.1)?;
     out
 }
 
@@ -415,5 +434,8 @@ fn configure(conn: &Connection) -> StoreResult<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted rows stay in free space unless a write zeroes them: only the
+    // blob spool's deletes do (`with_secure_delete`).
+    conn.pragma_update(None, "secure_delete", "OFF")?;
     Ok(())
 }

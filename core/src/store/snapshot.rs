@@ -11,9 +11,12 @@ use crate::model::BlobHash;
 
 impl Store {
     /// Writes a consistent copy of the database to `dest` (which must not
-    /// exist) and returns the blobs that copy refers to, so a backup carries
-    /// exactly those. Blobs are fsynced before the event naming them commits
-    /// and never deleted, so each one is on disk when this returns.
+    /// exist) and returns the blobs that copy's live entries name, so a
+    /// backup carries exactly those. Blobs are fsynced before the event
+    /// naming them commits; blob GC removes only blobs no live entry names,
+    /// so each one is on disk when this returns unless its entries were
+    /// removed and collected since (the backup then fails on it and is
+    /// taken again).
     pub fn snapshot_into(&self, dest: &Path) -> StoreResult<Vec<BlobHash>> {
         let dest_str = dest
             .to_str()
@@ -23,19 +26,23 @@ impl Store {
     }
 }
 
-/// The blobs a database file (a snapshot or a restored copy) refers to.
+/// The blobs the live entries of a database file (a snapshot or a restored
+/// copy) name: what it needs. Messages no entry names any more may have lost
+/// their blobs to garbage collection (`gc.rs`) and are not carried.
 pub fn referenced_blobs(db: &Path) -> StoreResult<Vec<BlobHash>> {
+    blobs_of(db, "SELECT DISTINCT blob FROM mailbox_entries ORDER BY blob")
+}
+
+/// Every blob a database file's `messages` names, with or without a live
+/// entry: what a backup made before blob GC carried (restore accepts its
+/// count).
+pub fn known_blobs(db: &Path) -> StoreResult<Vec<BlobHash>> {
+    blobs_of(db, "SELECT blob FROM messages ORDER BY blob")
+}
+
+fn blobs_of(db: &Path, query: &str) -> StoreResult<Vec<BlobHash>> {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = conn.prepare("SELECT blob FROM messages ORDER BY blob")?;
+    let mut stmt = conn.prepare(query)?;
     let rows = stmt.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
-    let mut hashes = Vec::new();
-    for row in rows {
-        let bytes = row?;
-        let bytes: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(format!("a blob hash of {} bytes in messages", bytes.len())))?;
-        hashes.push(BlobHash::from_bytes(bytes));
-    }
-    Ok(hashes)
+    rows.map(|row| super::state::blob_hash(row?)).collect()
 }

@@ -92,17 +92,23 @@ impl Store {
     /// Forgets spooled blobs that the blob store now holds durably (the
     /// caller made them so with `BlobStore::put_all`). A hash whose file is
     /// absent keeps its row.
+    /// The rows are zeroed as they go (`with_secure_delete`): the message
+    /// must not outlive its blob file in the database's free space once it
+    /// is deleted and collected.
     pub fn unspool(&mut self, hashes: &[BlobHash]) -> StoreResult<u64> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut removed = 0;
-        {
-            let mut delete = tx.prepare_cached("DELETE FROM blob_spool WHERE hash = ?1")?;
-            for hash in hashes.iter().filter(|h| self.blobs.contains(h)) {
-                removed += delete.execute([hash.as_bytes().as_slice()])? as u64;
+        let blobs = &self.blobs;
+        crate::store::with_secure_delete(&self.conn, |conn| {
+            let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+            let mut removed = 0;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM blob_spool WHERE hash = ?1")?;
+                for hash in hashes.iter().filter(|h| blobs.contains(h)) {
+                    removed += delete.execute([hash.as_bytes().as_slice()])? as u64;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(removed)
+            tx.commit()?;
+            Ok(removed)
+        })
     }
 
     /// The stored bytes of a blob, from the blob store or else the spool.

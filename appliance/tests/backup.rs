@@ -349,3 +349,29 @@ fn serve_runs_the_schedule() {
     assert!(device.restore(&backup, &target).status.success());
     device.verify_on(&target);
 }
+
+/// After blob GC removed an expunged message's blob (its `messages` row
+/// stays), a backup carries the live entries' blobs only and restores to the
+/// same digest; before GC it would have failed on the missing blob.
+#[test]
+fn a_backup_after_blob_gc_carries_the_live_mail_and_restores() {
+    let device = Device::new();
+    device.import_messages(3);
+    {
+        let secret = roost::device::load_key(&device.data_dir).unwrap();
+        let mut store = roost_core::store::Store::open(&device.data_dir, secret).unwrap();
+        let alice = roost_core::model::UserName::new("alice").unwrap();
+        let inbox = store.mailbox_by_name(&alice, "INBOX").unwrap().unwrap().id;
+        let first = store.entries(inbox).unwrap()[0].entry_id;
+        store.write(roost::cli::now_ms(), |w| w.expunge(inbox, &[first])).unwrap();
+    }
+    assert!(device.ok(&["gc"]).contains("removed 1 blobs"));
+    let before = digest(&device.verify_on(&device.data_dir));
+    let backup = device.root.join("after-gc.age");
+    let out = device.ok(&["backup", "--to", backup.to_str().unwrap()]);
+    assert!(out.contains("2 blobs"), "{out}");
+    let target = device.root.join("restored");
+    let out = device.restore(&backup, &target);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(digest(&device.verify_on(&target)), before);
+}

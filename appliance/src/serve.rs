@@ -288,7 +288,11 @@ impl Daemon {
 
     /// `[store] blob_gc_every`: collects garbage blobs this often until
     /// `stop`, logging what each run freed.
-    pub async fn run_blob_gc(self: Arc<Self>, every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_blob_gc(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -736,9 +736,11 @@ fn an_expunge_made_while_a_peer_was_offline_is_collected_on_both_after_it_caught
     {
         let store = a.store();
         let inbox = store.mailbox_by_name(&alice(), "INBOX").unwrap().unwrap().id;
-        let entry = store.entries(inbox).unwrap().into_iter().find(|e| {
-            String::from_utf8_lossy(&store.message(&e.blob).unwrap()).contains(marker)
-        });
+        let entry = store
+            .entries(inbox)
+            .unwrap()
+            .into_iter()
+            .find(|e| String::from_utf8_lossy(&store.message(&e.blob).unwrap()).contains(marker));
         let entry = entry.expect("the marked message").entry_id;
         drop(store);
         a.store().write(roost::cli::now_ms(), |w| w.expunge(inbox, &[entry])).unwrap();

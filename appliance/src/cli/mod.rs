@@ -22,10 +22,10 @@ macro_rules! out {
 pub mod admin;
 pub mod backup;
 pub mod compact;
-pub mod gc;
 pub mod completions;
 pub mod doctor;
 pub mod export;
+pub mod gc;
 pub mod import;
 pub mod init;
 pub mod pair;

@@ -122,9 +122,8 @@ fn collect_batch(
     let batch: Vec<BlobHash> = garbage.into_iter().take(BLOBS_PER_TRANSACTION).collect();
     for blob in &batch {
         let key = blob.as_bytes().as_slice();
-        let spooled: Option<i64> = tx
-            .query_row("SELECT length(data) FROM blob_spool WHERE hash = ?1", [key], |r| r.get(0))
-            .optional()?;
+        let spooled: Option<i64> =
+            tx.query_row("SELECT length(data) FROM blob_spool WHERE hash = ?1", [key], |r| r.get(0)).optional()?;
         tx.execute("DELETE FROM blob_spool WHERE hash = ?1", [key])?;
         tx.execute("DELETE FROM sealed_blobs WHERE blob = ?1", [key])?;
         tx.execute("DELETE FROM file_keys WHERE blob = ?1", [key])?;

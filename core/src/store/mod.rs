@@ -406,7 +406,10 @@ pub(crate) fn without_own_fsync<T>(conn: &Connection, f: impl FnOnce(&Connection
 /// (`secure_delete`), for rows holding message bytes (the blob spool): a
 /// deleted message must not stay readable in the database's free space
 /// (docs/security.md, "Deleted mail"). Off otherwise: it costs writes.
-pub(crate) fn with_secure_delete<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+pub(crate) fn with_secure_delete<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
     with_pragma(conn, "secure_delete", ("ON", "OFF"), f)
 }
 

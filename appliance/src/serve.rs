@@ -280,24 +280,13 @@ impl Daemon {
     /// Removes the blobs nothing can need any more (`Store::collect_garbage`)
     /// under the store's lock, so no write in this process interleaves.
     pub async fn collect_garbage(&self) -> StoreResult<roost_core::store::GcReport> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.lock().unwrap_or_else(|e| e.into_inner()).collect_garbage())
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+        self.with_store(|store| store.collect_garbage()).await
     }
 
     /// `[store] blob_gc_every`: collects garbage blobs this often until
     /// `stop`, logging what each run freed.
-    pub async fn run_blob_gc(
-        self: Arc<Self>,
-        every: std::time::Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|stopped| *stopped) => return,
-            }
+    pub async fn run_blob_gc(self: Arc<Self>, every: std::time::Duration, stop: tokio::sync::watch::Receiver<bool>) {
+        periodically(every, stop, || async {
             match self.collect_garbage().await {
                 Ok(report) => tracing::info!(
                     blobs = report.blobs,
@@ -307,36 +296,38 @@ impl Daemon {
                 ),
                 Err(e) => tracing::error!(error = %e, "blob garbage collection failed; retrying next period"),
             }
-        }
+        })
+        .await
+    }
+
+    /// Runs `f` on the store on a blocking thread, holding its lock (a
+    /// maintenance job: compaction, blob GC).
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
     }
 
     /// Folds the event log's causally stable prefix into the log snapshot
     /// (`Store::compact`), unless no paired device is active (it would fold
     /// everything, and a device paired later could not catch up): `None`.
     pub async fn compact(&self) -> StoreResult<Option<roost_core::store::CompactReport>> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+        self.with_store(|store| {
             if !store.peers()?.iter().any(|p| p.removed_ms.is_none()) {
                 return Ok(None);
             }
             store.compact(now_ms()).map(Some)
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
     }
 
     /// `[sync] compact_every`: compacts the log this often until `stop`.
-    pub async fn run_compaction(
-        self: Arc<Self>,
-        every: std::time::Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|stopped| *stopped) => return,
-            }
+    pub async fn run_compaction(self: Arc<Self>, every: std::time::Duration, stop: tokio::sync::watch::Receiver<bool>) {
+        periodically(every, stop, || async {
             match self.compact().await {
                 Ok(Some(report)) => tracing::info!(
                     folded = report.folded,
@@ -347,7 +338,8 @@ impl Daemon {
                 Ok(None) => tracing::debug!("no paired device: event log not compacted"),
                 Err(e) => tracing::error!(error = %e, "event log compaction failed; retrying next period"),
             }
-        }
+        })
+        .await
     }
 
     /// Shows IMAP the entries held at least `hold_ms` (stability-gated
@@ -605,5 +597,22 @@ pub fn shutdown_signal(reload: impl Fn() + Send + 'static) -> impl std::future::
                 }
             }
         }
+    }
+}
+
+/// Runs `job` every `every` until `stop` turns true (a job already running
+/// finishes first): the daemon's maintenance schedules.
+async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    // Runs until the daemon stops.
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        job().await;
     }
 }

@@ -19,11 +19,12 @@ fn sim_seeds_converge_without_violations() {
     // Workers (two by default, `ROOST_SIM_THREADS` for a background soak),
     // seeds interleaved; each run is independent and deterministic.
     let threads: u64 = std::env::var("ROOST_SIM_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(2).max(1);
-    let totals: Vec<(u64, u64, u64, u64)> = std::thread::scope(|scope| {
+    let totals: Vec<(u64, u64, u64, u64, u64)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|worker| {
                 scope.spawn(move || {
-                    let (mut rekeys, mut placed, mut compactions, mut moves) = (0u64, 0u64, 0u64, 0u64);
+                    let (mut rekeys, mut placed, mut compactions, mut moves, mut collected) =
+                        (0u64, 0u64, 0u64, 0u64, 0u64);
                     for seed in (first + worker..first + seeds).step_by(threads as usize) {
                         let report = run(&SimConfig::for_seed(seed));
                         assert!(
@@ -36,8 +37,9 @@ fn sim_seeds_converge_without_violations() {
                         placed += report.entries_placed;
                         compactions += report.compactions;
                         moves += report.slot_moves;
+                        collected += report.blobs_collected;
                     }
-                    (rekeys, placed, compactions, moves)
+                    (rekeys, placed, compactions, moves, collected)
                 })
             })
             .collect();
@@ -47,14 +49,16 @@ fn sim_seeds_converge_without_violations() {
     let placed: u64 = totals.iter().map(|t| t.1).sum();
     let compactions: u64 = totals.iter().map(|t| t.2).sum();
     let moves: u64 = totals.iter().map(|t| t.3).sum();
+    let collected: u64 = totals.iter().map(|t| t.4).sum();
     println!(
         "{seeds} seeds clean; {rekeys} re-keys for {placed} entries placed; {compactions} compactions mid-run; \
-         {moves} devices moved off a shared slot"
+         {moves} devices moved off a shared slot; {collected} blobs collected"
     );
     // The seeds must exercise compaction while devices still diverge (not
     // only at the end) and the shared-slot seeds (1 in 8) a slot move.
     assert!(seeds < 20 || compactions > seeds / 10, "only {compactions} compactions in {seeds} seeds");
     assert!(seeds < 20 || moves > 0, "no device moved off a shared slot in {seeds} seeds");
+    assert!(seeds < 20 || collected > 0, "blob GC collected nothing in {seeds} seeds");
 }
 
 #[test]

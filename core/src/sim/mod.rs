@@ -129,6 +129,9 @@ pub struct SimReport {
     pub compactions: u64,
     /// Events folded into log snapshots (during the run and at the end).
     pub folded: u64,
+    /// Blobs removed by blob GC, which runs with each compaction (same
+    /// vector) and once more at the end.
+    pub blobs_collected: u64,
     /// Devices that ended in another UID slot than they started in (moved
     /// off a shared slot).
     pub slot_moves: u64,
@@ -192,6 +195,7 @@ pub fn run(config: &SimConfig) -> SimReport {
         report.compactions = sim.compactions;
         report.slot_moves = sim.devices.iter().filter(|d| d.store.identity().slot() != d.first_slot).count() as u64;
         report.folded = sim.folded;
+        report.blobs_collected = sim.blobs_collected;
         report.events = sim.devices[0].store.version_vector().map(|v| v.total()).unwrap_or(0);
         report.packets = (sim.net.sent, sim.net.lost, sim.net.duplicated);
         report.crashes = sim.crashes;
@@ -253,6 +257,7 @@ struct Sim {
     /// Log compactions that folded something, and events folded in all.
     compactions: u64,
     folded: u64,
+    blobs_collected: u64,
     /// Devices whose state changed this step: their invariants are checked.
     dirty: Vec<bool>,
     /// The field profile: partitions start and crashes happen a tenth as often.
@@ -335,6 +340,7 @@ impl Sim {
             crashes: 0,
             partitions: 0,
             compactions: 0,
+            blobs_collected: 0,
             folded: 0,
             dirty: vec![true; config.devices],
             field: config.profile == SimProfile::Field,
@@ -503,6 +509,21 @@ impl Sim {
             self.compactions += 1;
             self.folded += report.folded;
             self.dirty[d] = true;
+        }
+        // Blob GC by the same vector (no draw of its own: seeds replay).
+        self.collect_garbage(d, &stable)
+    }
+
+    /// Blob GC on device `d` within `stable`; every live entry's blob must
+    /// still be stored after it.
+    fn collect_garbage(&mut self, d: usize, stable: &VersionVector) -> SimResult<()> {
+        self.blobs_collected += self.devices[d].store.collect_garbage_within(stable)?.blobs;
+        for mailbox in self.mailboxes(d)? {
+            for blob in self.devices[d].store.entry_blobs_all(mailbox.id)? {
+                if !self.devices[d].store.has_blob(&blob)? {
+                    return self.fail(format!("device {d}: blob GC removed the blob {blob:?} of a live entry"));
+                }
+            }
         }
         Ok(())
     }
@@ -857,6 +878,14 @@ impl Sim {
             }
             if let Some(p) = self.devices[d].store.verify()?.problems.first() {
                 return self.fail(format!("device {d}: verify after compaction: {p}"));
+            }
+            // Everything is stable: every unreferenced blob goes, nothing else.
+            self.collect_garbage(d, &all)?;
+            if self.devices[d].store.state_digest()? != before {
+                return self.fail(format!("device {d}: blob GC changed the state"));
+            }
+            if let Some(p) = self.devices[d].store.verify()?.problems.first() {
+                return self.fail(format!("device {d}: verify after blob GC: {p}"));
             }
         }
         if self.late_joiner {

@@ -10,3 +10,8 @@ CREATE TABLE blob_orphans (
     blob         BLOB  PRIMARY KEY,
     seen_vector  TEXT  NOT NULL
 ) STRICT, WITHOUT ROWID;
+
+-- Blob GC deletes a collected blob's rows by blob: without these, each
+-- delete scans the whole table (both are keyed by user first).
+CREATE INDEX sealed_blobs_by_blob ON sealed_blobs (blob);
+CREATE INDEX file_keys_by_blob ON file_keys (blob);

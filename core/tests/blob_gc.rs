@@ -248,3 +248,38 @@ fn a_peer_blob_collected_between_its_fetch_and_its_ingest_is_refused_then_refetc
     assert_eq!(b.message(&blob).unwrap(), raw);
     assert_verified(&b);
 }
+
+/// Figures for docs/benchmarks.md ("Blob garbage collection"): 20,000
+/// messages appended and expunged, then the first GC run (removes them all,
+/// in transactions of 512), a second run with nothing to do, and a run with
+/// 20,000 live messages beside that history.
+#[test]
+#[ignore = "figures: run with --ignored --nocapture in release"]
+fn blob_gc_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, inbox) = device(dir.path(), SECRET_A, 0);
+    let messages = 20_000;
+    let append_all = |store: &mut Store, prefix: &str| {
+        let raws: Vec<Vec<u8>> =
+            (0..messages).map(|i| format!("Subject: {prefix} {i}\r\n\r\nbody {i}\r\n").into_bytes()).collect();
+        for chunk in raws.chunks(1000) {
+            let batch: Vec<AppendMessage> =
+                chunk.iter().map(|raw| AppendMessage { raw, flags: vec![], internal_date: 1 }).collect();
+            store.write(NOW + 1, |w| w.append(inbox, &batch)).unwrap();
+        }
+    };
+    append_all(&mut store, "expunged");
+    let ids: Vec<_> = store.entries(inbox).unwrap().iter().map(|e| e.entry_id).collect();
+    for chunk in ids.chunks(1000) {
+        store.write(NOW + 2, |w| w.expunge(inbox, chunk)).unwrap();
+    }
+    for what in ["first run", "nothing to do"] {
+        let started = std::time::Instant::now();
+        let report = store.collect_garbage().unwrap();
+        println!("{what}: {report:?} in {:?}", started.elapsed());
+    }
+    append_all(&mut store, "live");
+    let started = std::time::Instant::now();
+    let report = store.collect_garbage().unwrap();
+    println!("20,000 live beside 20,000 collected: {report:?} in {:?}", started.elapsed());
+}

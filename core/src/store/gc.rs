@@ -75,8 +75,16 @@ impl Store {
         let mut report = GcReport::default();
         let (blobs, identity) = (&self.blobs, &self.identity);
         crate::store::with_secure_delete(&self.conn, |conn| {
-            // Bounded: each round removes a batch or ends the loop.
-            while collect_batch(conn, blobs, stable, identity, &mut report)? {}
+            // The plan comes from one pass over every candidate; each batch
+            // is decided again under the lock of the transaction that
+            // removes it (a write between two batches may name a blob again).
+            let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+            let (plan, kept) = garbage(&tx, blobs, stable, identity)?;
+            tx.commit()?;
+            report.kept_unstable = kept;
+            for batch in plan.chunks(BLOBS_PER_TRANSACTION) {
+                collect_batch(conn, blobs, stable, identity, batch, &mut report)?;
+            }
             Ok(())
         })?;
         if 0 < report.blobs {
@@ -106,21 +114,25 @@ impl Store {
     }
 }
 
-/// One transaction: finds what may go, removes up to
-/// `BLOBS_PER_TRANSACTION` of it (rows, then files, while the write lock is
-/// held), commits. Returns whether it removed anything (run again).
+/// One transaction: decides again for each blob of `batch` whether it may
+/// go, removes those (rows, then files, while the write lock is held),
+/// commits.
 fn collect_batch(
     conn: &Connection,
     blobs: &crate::store::BlobStore,
     stable: &VersionVector,
     identity: &crate::store::DeviceIdentity,
+    batch: &[BlobHash],
     report: &mut GcReport,
-) -> StoreResult<bool> {
+) -> StoreResult<()> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    let (garbage, kept) = garbage(&tx, blobs, stable, identity)?;
-    report.kept_unstable = kept;
-    let batch: Vec<BlobHash> = garbage.into_iter().take(BLOBS_PER_TRANSACTION).collect();
-    for blob in &batch {
+    let needed = still_needed(&tx, stable, identity)?;
+    let now = state::version_vector(&tx)?;
+    let mut removed = Vec::with_capacity(batch.len());
+    for blob in batch {
+        if verdict(&tx, blobs, stable, &needed, &now, blob)? != Verdict::Garbage {
+            continue;
+        }
         let key = blob.as_bytes().as_slice();
         let spooled: Option<i64> =
             tx.query_row("SELECT length(data) FROM blob_spool WHERE hash = ?1", [key], |r| r.get(0)).optional()?;
@@ -129,13 +141,49 @@ fn collect_batch(
         tx.execute("DELETE FROM file_keys WHERE blob = ?1", [key])?;
         tx.execute("DELETE FROM blob_orphans WHERE blob = ?1", [key])?;
         // Still under the write lock: nothing can name it before the commit.
-        let removed = blobs.remove(blob)?;
+        let bytes = blobs.remove(blob)?;
         report.blobs += 1;
-        report.bytes += removed.or(spooled.map(|n| n as u64)).unwrap_or(0);
+        report.bytes += bytes.or(spooled.map(|n| n as u64)).unwrap_or(0);
+        removed.push(*blob);
     }
-    blobs.sync_removals(&batch)?;
+    blobs.sync_removals(&removed)?;
     tx.commit()?;
-    Ok(!batch.is_empty())
+    Ok(())
+}
+
+/// What may happen to a blob the state knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// A live entry names it, or it is not stored (collected before, or a
+    /// peer said it was gone): nothing to do.
+    Nothing,
+    /// No live entry names it, but a peer may still ask for it.
+    Kept,
+    /// It may go.
+    Garbage,
+}
+
+/// Decides for one blob, in the caller's transaction; records when it was
+/// first found without a live entry (`orphan_seen`).
+fn verdict(
+    conn: &Connection,
+    blobs: &crate::store::BlobStore,
+    stable: &VersionVector,
+    needed: &HashSet<BlobHash>,
+    now: &VersionVector,
+    blob: &BlobHash,
+) -> StoreResult<Verdict> {
+    let live: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM mailbox_entries WHERE blob = ?1)")?
+        .query_row([blob.as_bytes().as_slice()], |r| r.get(0))?;
+    if live || !(blobs.contains(blob) || spool::is_spooled(conn, blob)?) {
+        return Ok(Verdict::Nothing);
+    }
+    let seen = orphan_seen(conn, blob, now)?;
+    if needed.contains(blob) || !stable.dominates(&seen) {
+        return Ok(Verdict::Kept);
+    }
+    Ok(Verdict::Garbage)
 }
 
 /// The stored blobs (files or spool rows) that may go, and how many blobs no
@@ -155,15 +203,10 @@ fn garbage(
     let mut garbage = Vec::new();
     let mut kept = 0;
     for blob in unreferenced {
-        let stored = blobs.contains(&blob) || spool::is_spooled(conn, &blob)?;
-        if !stored {
-            continue; // Collected before, or never stored (a peer said it was gone).
-        }
-        let seen = orphan_seen(conn, &blob, &now)?;
-        if needed.contains(&blob) || !stable.dominates(&seen) {
-            kept += 1;
-        } else {
-            garbage.push(blob);
+        match verdict(conn, blobs, stable, &needed, &now, &blob)? {
+            Verdict::Nothing => {}
+            Verdict::Kept => kept += 1,
+            Verdict::Garbage => garbage.push(blob),
         }
     }
     Ok((garbage, kept))

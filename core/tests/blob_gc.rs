@@ -127,6 +127,31 @@ fn a_blob_whose_expunge_a_paired_peer_has_not_acknowledged_stays_until_it_has() 
     assert!(!store.blobs().contains(&blob));
 }
 
+/// The same bytes removed, added again and removed again: GC waits for the
+/// peer to acknowledge the *second* removal, though it had found the blob
+/// orphaned after the first (whose record the re-add drops).
+#[test]
+fn a_blob_removed_again_after_a_re_add_waits_for_the_second_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, inbox) = device(dir.path(), SECRET_A, 0);
+    let peer = Store::in_memory(SECRET_B, DeviceSlot::new(1).unwrap(), NOW).unwrap().identity().id();
+    store.add_peer(peer, "peer", DeviceSlot::new(1).unwrap(), &[], NOW).unwrap();
+    let raw = b"Subject: again\r\n\r\nbody\r\n";
+    append(&mut store, inbox, raw);
+    expunge_all(&mut store, inbox);
+    assert_eq!(store.collect_garbage().unwrap().kept_unstable, 1, "orphaned, recorded, kept");
+    let blob = append(&mut store, inbox, raw);
+    let re_added = store.version_vector().unwrap();
+    expunge_all(&mut store, inbox);
+    store.record_peer_stats(peer, &PeerStats { acked: re_added, ..Default::default() }).unwrap();
+    let report = store.collect_garbage().unwrap();
+    assert_eq!((report.blobs, report.kept_unstable), (0, 1), "the second expunge is not acknowledged");
+    let all = store.version_vector().unwrap();
+    store.record_peer_stats(peer, &PeerStats { acked: all, ..Default::default() }).unwrap();
+    assert_eq!(store.collect_garbage().unwrap().blobs, 1);
+    assert!(!store.blobs().contains(&blob));
+}
+
 /// A device that gets the log after the origin collected a blob (paired
 /// later): the append naming it is refused while the blob is neither here
 /// nor said to be gone (nothing applied), and with the peer's "gone" the

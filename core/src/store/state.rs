@@ -652,6 +652,9 @@ pub(crate) fn entry_get(conn: &Connection, id: EntryId) -> StoreResult<Option<En
 }
 
 pub(crate) fn entry_insert(conn: &Connection, row: &EntryRow, modseq: ModSeq, now_ms: u64) -> StoreResult<()> {
+    // The blob is named again: when it loses its entries anew, blob GC waits
+    // for the peers to acknowledge that removal (`gc.rs`, `blob_orphans`).
+    exec(conn, "DELETE FROM blob_orphans WHERE blob = ?1", [row.blob.as_bytes().as_slice()])?;
     exec(conn,
         &format!(
             "INSERT INTO mailbox_entries ({ENTRY_COLUMNS}, modseq, placed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"

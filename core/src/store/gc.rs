@@ -9,6 +9,10 @@
 //! - every event of the log naming it is causally stable: acknowledged by
 //!   every active paired device (the notion compaction folds by), so no
 //!   paired device can still ask for it to apply that event;
+//! - every active paired device has acknowledged the removal of its last
+//!   entry: the vector this device had when a run first found it without an
+//!   entry (`blob_orphans`, dropped when an entry names it again) is within
+//!   the stable vector;
 //! - no live entry of the log snapshot image names it (a device paired later
 //!   installs that image and fetches its entries' blobs).
 //!

@@ -46,6 +46,10 @@ use crate::store::{compact, spool, state, Store, StoreError, StoreResult};
 /// lock (IMAP and LMTP writes wait meanwhile); later batches follow at once.
 const BLOBS_PER_TRANSACTION: usize = 512;
 
+/// How long the WAL truncation after a run waits for other connections'
+/// readers before it gives up (the next run tries again).
+const WAL_TRUNCATE_WAIT_MS: u64 = 200;
+
 /// What one [`Store::collect_garbage`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -92,9 +96,12 @@ impl Store {
             Ok(())
         })?;
         if 0 < report.blobs {
-            // The WAL may still hold pages of deleted spool rows: empty it
-            // (best effort: a reader mid-snapshot makes it wait or give up).
-            let busy: i64 = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            // The WAL may still hold pages of deleted spool rows: empty it.
+            // Best effort: it waits for readers of other connections, which
+            // the store's lock holders must not do for long.
+            let busy: i64 = crate::store::with_busy_timeout_ms(&self.conn, WAL_TRUNCATE_WAIT_MS, |conn| {
+                Ok(conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?)
+            })?;
             report.wal_truncated = busy == 0;
         }
         Ok(report)

@@ -413,6 +413,16 @@ pub(crate) fn with_secure_delete<T>(
     with_pragma(conn, "secure_delete", ("ON", "OFF"), f)
 }
 
+/// Runs `f` with a busy timeout of `wait_ms` instead of `BUSY_TIMEOUT_MS`.
+pub(crate) fn with_busy_timeout_ms<T>(
+    conn: &Connection,
+    wait_ms: u64,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let (wait, usual) = (wait_ms.to_string(), BUSY_TIMEOUT_MS.to_string());
+    with_pragma(conn, "busy_timeout", (&wait, &usual), f)
+}
+
 /// Runs `f` with `pragma` set to `values.0`, then sets it to `values.1`
 /// whatever `f` returned.
 fn with_pragma<T>(

@@ -274,6 +274,46 @@ fn a_peer_blob_collected_between_its_fetch_and_its_ingest_is_refused_then_refetc
     assert_verified(&b);
 }
 
+/// Sealed mail (users with a key record): an expunged message's blob goes
+/// with its sealed-blob index row (the same content appended again is
+/// sealed anew), and a removed user's mail goes too.
+#[test]
+fn sealed_mail_of_an_expunge_and_of_a_removed_user_is_collected_with_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::init(dir.path(), SECRET_A, DeviceSlot::new(0).unwrap(), NOW).unwrap();
+    let bob = UserName::new("bob").unwrap();
+    for user in [&alice(), &bob] {
+        let (keys, _) = roost_core::crypto::UserKeys::generate("a passphrase", &mut rand::rngs::OsRng);
+        store
+            .write(NOW, |w| {
+                w.add_user(user, "not-a-real-hash")?;
+                w.set_user_keys(user, "not-a-real-hash", &keys)
+            })
+            .unwrap();
+    }
+    let alice_inbox = store.mailbox_by_name(&alice(), "INBOX").unwrap().unwrap().id;
+    let bob_inbox = store.mailbox_by_name(&bob, "INBOX").unwrap().unwrap().id;
+    let raw = b"Subject: sealed\r\n\r\nbody\r\n";
+    let sealed = append(&mut store, alice_inbox, raw);
+    let bobs = append(&mut store, bob_inbox, raw);
+    assert_ne!(sealed, bobs, "no dedup across users");
+    let index_rows = |blob: &BlobHash| -> i64 {
+        let db = rusqlite::Connection::open(dir.path().join(roost_core::store::DB_FILE)).unwrap();
+        db.query_row("SELECT COUNT(*) FROM sealed_blobs WHERE blob = ?1", [blob.as_bytes().as_slice()], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(index_rows(&sealed), 1);
+    expunge_all(&mut store, alice_inbox);
+    store.write(NOW + 3, |w| w.remove_user(&bob)).unwrap();
+    let report = store.collect_garbage().unwrap();
+    assert_eq!(report.blobs, 2);
+    assert!(!store.blobs().contains(&sealed) && !store.blobs().contains(&bobs));
+    assert_eq!(index_rows(&sealed), 0);
+    let again = append(&mut store, alice_inbox, raw);
+    assert_ne!(again, sealed, "sealed anew, not pointed at the collected blob");
+    assert_verified(&store);
+}
+
 /// Figures for docs/benchmarks.md ("Blob garbage collection"): 20,000
 /// messages appended and expunged, then the first GC run (removes them all,
 /// in transactions of 512), a second run with nothing to do, and a run with

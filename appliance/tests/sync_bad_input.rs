@@ -70,7 +70,7 @@ impl Mallory {
 
     async fn hello(&self) -> (iroh::endpoint::Connection, iroh::endpoint::SendStream, iroh::endpoint::RecvStream) {
         let (conn, mut send, mut recv) = self.session().await;
-        let hello = Message::Hello { version: 1, vv: VersionVector::new(), addrs: vec![] };
+        let hello = Message::Hello { version: 1, vv: VersionVector::new(), addrs: vec![], refused_snapshot: None };
         write_frame(&mut send, &hello).await.unwrap();
         let (answer, _) = read_frame::<_, Message>(&mut recv).await.unwrap().unwrap();
         assert!(matches!(answer, Message::Hello { version: 1, .. }));
@@ -107,7 +107,12 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
 
     // Wrong protocol version.
     let (conn, mut send, _recv) = mallory.session().await;
-    write_frame(&mut send, &Message::Hello { version: 99, vv: VersionVector::new(), addrs: vec![] }).await.unwrap();
+    write_frame(
+        &mut send,
+        &Message::Hello { version: 99, vv: VersionVector::new(), addrs: vec![], refused_snapshot: None },
+    )
+    .await
+    .unwrap();
     wait_log(&daemon, "sync protocol version 99").await;
     conn.closed().await;
 

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use roost_core::log::{Event, VersionVector};
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::peers::PeerStats;
-use roost_core::store::{BlobStore, RejoinProgress, SpooledBlob, StagedBlob, StoreError, BLOB_DIR};
+use roost_core::store::{BlobStore, RejoinProgress, SnapshotOffer, SpooledBlob, StagedBlob, StoreError, BLOB_DIR};
 
 use crate::cli::now_ms;
 use crate::serve::Daemon;
@@ -75,11 +75,19 @@ pub async fn run(
     } else {
         conn.accept_bi().await.context("the peer opened no control stream")?
     };
-    let my_vv = daemon.read(|s| s.version_vector()).await?;
+    let (my_vv, refusal) = daemon.read(move |s| Ok((s.version_vector()?, s.snapshot_refusal(peer)?))).await?;
+    if let Some(refusal) = &refusal {
+        tracing::warn!(
+            peer = %peer.short(),
+            reason = %refusal.reason,
+            "this device refused the peer's log snapshot and still does; the peer is told not to send it again"
+        );
+    }
     let addrs = my_addrs.iter().map(|a| a.to_string()).collect();
-    write_frame(&mut send, &Message::Hello { version: PROTOCOL_VERSION, vv: my_vv, addrs }).await?;
-    let peer_vv = match read_frame::<_, Message>(&mut recv).await? {
-        Some((Message::Hello { version, vv, addrs }, _)) => {
+    let refused_snapshot = refusal.map(|r| r.vector);
+    write_frame(&mut send, &Message::Hello { version: PROTOCOL_VERSION, vv: my_vv, addrs, refused_snapshot }).await?;
+    let (peer_vv, peer_refused) = match read_frame::<_, Message>(&mut recv).await? {
+        Some((Message::Hello { version, vv, addrs, refused_snapshot }, _)) => {
             if version != PROTOCOL_VERSION {
                 bail!("peer speaks sync protocol version {version}, this build speaks {PROTOCOL_VERSION}");
             }
@@ -88,7 +96,7 @@ pub async fn run(
             if !valid.is_empty() {
                 daemon.read(move |s| s.set_peer_addrs(peer, &valid)).await?;
             }
-            vv
+            (vv, refused_snapshot)
         }
         Some((other, _)) => bail!("expected Hello, got {other:?}"),
         None => bail!("peer closed the control stream before Hello"),
@@ -105,7 +113,7 @@ pub async fn run(
 
     // Acks travel on the control stream too, queued to the sender.
     let (acks, ack_queue) = tokio::sync::mpsc::channel(ACK_QUEUE);
-    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, ack_queue, view.clone());
+    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, ack_queue, view.clone(), peer_refused);
     let receiver = receive_loop(daemon.clone(), blobs.clone(), conn.clone(), recv, peer, acks, view.clone());
     let blob_server = serve_blobs(daemon.clone(), blobs, conn.clone());
     let flusher = {
@@ -165,6 +173,19 @@ async fn record_stats(daemon: &Daemon, peer: DeviceId, stats: &std::sync::Mutex<
     let _ = daemon.read(move |s| s.record_peer_stats(peer, &snapshot)).await;
 }
 
+/// What the sender reads next for its peer.
+enum Outgoing {
+    /// `roost pair remove` (another process) took effect.
+    PeerRemoved,
+    /// Events the peer lacks (none: wait for a change).
+    Events(Vec<Event>),
+    /// The peer lacks folded events: the snapshot goes first.
+    Snapshot(SnapshotOffer, Vec<u8>),
+    /// The peer lacks folded events and refused this snapshot (its Hello
+    /// said so): nothing to send until this device's snapshot changes.
+    SnapshotRefused,
+}
+
 async fn send_loop(
     daemon: Arc<Daemon>,
     blobs: Arc<BlobStore>,
@@ -172,38 +193,58 @@ async fn send_loop(
     peer: DeviceId,
     mut acks: tokio::sync::mpsc::Receiver<Message>,
     view: Arc<PeerView>,
+    peer_refused: Option<VersionVector>,
 ) -> Result<()> {
     let mut sent = VersionVector::new();
     let mut changes = daemon.subscribe();
+    let mut refusal_logged = false;
     // Runs for the life of the session.
     loop {
         sent.merge(&view.has.lock().unwrap_or_else(|e| e.into_inner()));
         let have = sent.clone();
-        let (active, batch, snapshot) = daemon
+        let refused = peer_refused.clone();
+        let outgoing = daemon
             .read(move |s| {
-                // `roost pair remove` (another process) takes effect before the next send.
                 if !s.is_active_peer(peer)? {
-                    return Ok((false, Vec::new(), None));
+                    return Ok(Outgoing::PeerRemoved);
                 }
                 match s.events_missing(&have, EVENTS_PER_FRAME) {
-                    Ok(batch) => Ok((true, batch, None)),
-                    // Below what this device folded: the snapshot goes first.
-                    Err(StoreError::SnapshotNeeded { .. }) => Ok((true, Vec::new(), s.snapshot_offer()?)),
+                    Ok(batch) => Ok(Outgoing::Events(batch)),
+                    // Compared by vector, so a refused image is not even read.
+                    Err(StoreError::SnapshotNeeded { .. }) if refused == Some(s.snapshot_vector()?) => {
+                        Ok(Outgoing::SnapshotRefused)
+                    }
+                    Err(StoreError::SnapshotNeeded { .. }) => Ok(match s.snapshot_offer()? {
+                        Some((offer, image)) => Outgoing::Snapshot(offer, image),
+                        None => Outgoing::Events(Vec::new()),
+                    }),
                     Err(e) => Err(e),
                 }
             })
             .await?;
-        if !active {
-            bail!("the peer was removed");
-        }
-        if let Some((offer, image)) = snapshot {
-            tracing::info!(peer = %peer.short(), bytes = image.len(), "the peer lacks compacted events: sending the log snapshot");
-            let vector = offer.vector.clone();
-            let n = crate::sync::snapshot::send(&mut send, offer, &image).await?;
-            view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n;
-            sent.merge(&vector);
-            continue;
-        }
+        let batch = match outgoing {
+            Outgoing::PeerRemoved => bail!("the peer was removed"),
+            Outgoing::Events(batch) => batch,
+            Outgoing::Snapshot(offer, image) => {
+                tracing::info!(peer = %peer.short(), bytes = image.len(), "the peer lacks compacted events: sending the log snapshot");
+                let vector = offer.vector.clone();
+                let n = crate::sync::snapshot::send(&mut send, offer, &image).await?;
+                view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n;
+                sent.merge(&vector);
+                continue;
+            }
+            Outgoing::SnapshotRefused => {
+                if !refusal_logged {
+                    refusal_logged = true;
+                    tracing::warn!(
+                        peer = %peer.short(),
+                        "the peer lacks compacted events and refused this device's log snapshot (it has history \
+                         of its own, see its status): not sending it again until this device's snapshot changes"
+                    );
+                }
+                Vec::new()
+            }
+        };
         if batch.is_empty() {
             // Waits for a reason to read again: a commit of events the peer
             // may lack, or a change we cannot tell (another process), or the

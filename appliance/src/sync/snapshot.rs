@@ -19,6 +19,7 @@ use roost_core::log::VersionVector;
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::{BlobStore, ReceivedSnapshot, SnapshotOffer, SNAPSHOT_BYTES_MAX};
 
+use crate::cli::now_ms;
 use crate::serve::Daemon;
 use crate::sync::frames::{read_frame, write_frame};
 use crate::sync::messages::Message;
@@ -93,9 +94,13 @@ pub async fn receive<R: tokio::io::AsyncRead + Unpin>(
     let vector = offer.vector.clone();
     let (mine, installable) = daemon.read(move |s| Ok((s.version_vector()?, s.snapshot_installable(&vector)))).await?;
     let needed = !mine.dominates(&offer.vector);
-    if needed {
-        // Refused before the image travels: the error says what to do.
-        installable.with_context(|| format!("peer {} sent its log snapshot", peer.short()))?;
+    if let (true, Err(refusal)) = (needed, installable) {
+        // Refused before the image is read, and remembered: the next
+        // session's Hello tells the peer not to send it again. The error
+        // says what to do.
+        let (vector, reason) = (offer.vector.clone(), refusal.to_string());
+        daemon.read(move |s| s.record_snapshot_refusal(peer, &vector, &reason, now_ms())).await?;
+        return Err(refusal).with_context(|| format!("peer {} sent its log snapshot", peer.short()));
     }
     let (image, read) = read_image(recv, &offer).await?;
     if !needed {

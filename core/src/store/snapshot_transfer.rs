@@ -186,7 +186,7 @@ impl Store {
 }
 
 /// Refuses a snapshot that does not cover every event of this device's log.
-fn require_covered(conn: &Connection, vector: &VersionVector) -> StoreResult<()> {
+pub(crate) fn require_covered(conn: &Connection, vector: &VersionVector) -> StoreResult<()> {
     let beyond: Vec<String> = state::version_vector(conn)?
         .iter()
         .filter(|(origin, seq)| **seq > vector.get(origin))

@@ -381,11 +381,12 @@ async fn receive_loop(
             }
             Message::Events { events, blobs: inline } => {
                 lag_stage("received", events.len());
-                let (spooled, mut staged) = take_inline_blobs(&blobs, inline).await?;
                 let mut decoded = Vec::with_capacity(events.len());
                 for wire in events {
                     decoded.push(wire.into_event().map_err(|e| format_err!("peer {} sent {e}", peer.short()))?);
                 }
+                let sizes: BlobSizes = decoded.iter().flat_map(|e| e.op.blob_sizes()).collect();
+                let (spooled, mut staged) = take_inline_blobs(&blobs, inline, sizes.clone()).await?;
                 note_events(&mut view.has.lock().unwrap_or_else(|e| e.into_inner()), &decoded);
                 // The peer sends only what it committed, so it holds these:
                 // without this its own new events would count as unacknowledged
@@ -393,7 +394,7 @@ async fn receive_loop(
                 note_events(&mut view.stats.lock().unwrap_or_else(|e| e.into_inner()).acked, &decoded);
                 let known: BTreeSet<BlobHash> =
                     staged.iter().map(|b| b.hash()).chain(spooled.iter().map(|b| b.hash)).collect();
-                staged.extend(fetch_missing_blobs(&blobs, &conn, &decoded, &known).await?);
+                staged.extend(fetch_missing_blobs(&blobs, &conn, &sizes, &known).await?);
                 // Blobs staged as files become durable in one round of
                 // overlapping fsyncs, before the events naming them commit;
                 // spooled ones commit with the events.
@@ -428,6 +429,10 @@ async fn receive_loop(
     }
 }
 
+/// The message size (RFC822.SIZE) events declare for each blob they name:
+/// what a blob sealed in place must hold (`BlobStore::check_named`).
+pub(crate) type BlobSizes = std::collections::HashMap<BlobHash, u64>;
+
 /// Decodes and hash-checks the blobs that came inside an events frame. A
 /// frame with up to `SPOOL_FRAME_BYTES_MAX` of them returns them to be
 /// spooled with the events; a larger one writes them to temporary files
@@ -435,6 +440,7 @@ async fn receive_loop(
 async fn take_inline_blobs(
     blobs: &Arc<BlobStore>,
     inline: Vec<InlineBlob>,
+    sizes: BlobSizes,
 ) -> Result<(Vec<SpooledBlob>, Vec<StagedBlob>)> {
     if inline.is_empty() {
         return Ok((Vec::new(), Vec::new()));
@@ -447,9 +453,8 @@ async fn take_inline_blobs(
                 .decode(blob.data.as_bytes())
                 .map_err(|e| format_err!("inline blob {} is not base64: {e}", blob.hash.to_hex()))?;
             // A blob sealed in place keeps its plaintext name (core's blobs.rs).
-            if !BlobStore::accepts(&blob.hash, &data) {
-                bail!("blob {} from the peer does not match its hash", blob.hash.to_hex());
-            }
+            BlobStore::check_named(&blob.hash, &data, sizes.get(&blob.hash).copied())
+                .map_err(|e| refused_blob(&blob.hash, e))?;
             decoded.push(SpooledBlob { hash: blob.hash, data });
         }
         if decoded.iter().map(|b| b.data.len()).sum::<usize>() <= SPOOL_FRAME_BYTES_MAX {
@@ -461,27 +466,39 @@ async fn take_inline_blobs(
     .await?
 }
 
-/// Fetches the blobs the events name that are neither stored nor staged, over
-/// one request stream, each streamed to a temporary file.
+/// A blob from the peer refused by `BlobStore::check_named`, as a sync error.
+fn refused_blob(hash: &BlobHash, error: roost_core::store::BlobError) -> anyhow::Error {
+    match error {
+        roost_core::store::BlobError::Mismatch { .. } => {
+            format_err!("blob {} from the peer does not match its hash", hash.to_hex())
+        }
+        other => format_err!("blob {} from the peer is refused: {other}", hash.to_hex()),
+    }
+}
+
+/// Fetches the blobs the events name (`sizes`) that are neither stored nor
+/// staged, over one request stream, each streamed to a temporary file.
 async fn fetch_missing_blobs(
     blobs: &Arc<BlobStore>,
     conn: &iroh::endpoint::Connection,
-    events: &[Event],
+    sizes: &BlobSizes,
     known: &BTreeSet<BlobHash>,
 ) -> Result<Vec<StagedBlob>> {
-    let wanted: BTreeSet<BlobHash> = events.iter().flat_map(|e| e.op.blobs()).filter(|h| !known.contains(h)).collect();
+    let wanted: BTreeSet<BlobHash> = sizes.keys().filter(|h| !known.contains(h)).copied().collect();
     if wanted.is_empty() {
         return Ok(Vec::new()); // A live push: everything came inline.
     }
-    fetch_blobs(blobs, conn, wanted).await
+    fetch_blobs(blobs, conn, wanted, sizes).await
 }
 
 /// Fetches the blobs of `wanted` that are not stored here, over one request
-/// stream, each streamed to a temporary file (durable at `BlobStore::commit`).
+/// stream, each streamed to a temporary file (durable at `BlobStore::commit`)
+/// and checked against the size `sizes` declares for it.
 pub(crate) async fn fetch_blobs(
     blobs: &Arc<BlobStore>,
     conn: &iroh::endpoint::Connection,
     wanted: BTreeSet<BlobHash>,
+    sizes: &BlobSizes,
 ) -> Result<Vec<StagedBlob>> {
     let missing = {
         let blobs = blobs.clone();
@@ -500,19 +517,21 @@ pub(crate) async fn fetch_blobs(
         if len == u64::MAX {
             bail!("peer does not have blob {}", hash.to_hex());
         }
-        fetched.push(receive_blob(&mut recv, blobs, hash, len).await?);
+        fetched.push(receive_blob(&mut recv, blobs, hash, len, sizes.get(&hash).copied()).await?);
     }
     Ok(fetched)
 }
 
 /// Streams one blob of `len` bytes from `recv` into a temporary file while
 /// hashing it, holding at most `BLOB_CHUNK_BYTES` in memory, and checks it
-/// against `hash`. A blob above `BLOB_BYTES_MAX` is refused before reading.
+/// against `hash` (and, sealed in place, `plain_size`: `BlobStore::check_named`).
+/// A blob above `BLOB_BYTES_MAX` is refused before reading.
 pub async fn receive_blob<R: tokio::io::AsyncRead + Unpin>(
     recv: &mut R,
     blobs: &Arc<BlobStore>,
     hash: BlobHash,
     len: u64,
+    plain_size: Option<u64>,
 ) -> Result<StagedBlob> {
     if BLOB_BYTES_MAX < len {
         bail!("peer offered a blob of {len} bytes, above the {BLOB_BYTES_MAX}-byte limit");
@@ -531,8 +550,8 @@ pub async fn receive_blob<R: tokio::io::AsyncRead + Unpin>(
         })
         .await??;
     }
-    let staged = tokio::task::spawn_blocking(move || writer.finish(&hash)).await?;
-    staged.map_err(|e| format_err!("blob {} from the peer does not match its hash ({e})", hash.to_hex()))
+    let staged = tokio::task::spawn_blocking(move || writer.finish_declared(&hash, plain_size)).await?;
+    staged.map_err(|e| refused_blob(&hash, e))
 }
 
 /// Sends one stored blob (length, then bytes) read from its file in chunks.
@@ -626,7 +645,7 @@ mod tests {
         };
         let len = far.read_u64().await.unwrap();
         assert_eq!(len, 40 * 1024 * 1024);
-        let staged = receive_blob(&mut far, &receiver_store, hash, len).await.unwrap();
+        let staged = receive_blob(&mut far, &receiver_store, hash, len, None).await.unwrap();
         sending.await.unwrap();
         assert!(!receiver_store.contains(&hash), "visible before its commit");
         receiver_store.commit(vec![staged]).unwrap();
@@ -643,13 +662,13 @@ mod tests {
         let store = Arc::new(BlobStore::open_dir(dir.path()).unwrap());
         let hash = BlobHash::of(b"announced");
         let mut endless = tokio::io::repeat(b'x');
-        let err = receive_blob(&mut endless, &store, hash, BLOB_BYTES_MAX + 1).await.unwrap_err();
+        let err = receive_blob(&mut endless, &store, hash, BLOB_BYTES_MAX + 1, None).await.unwrap_err();
         assert!(format!("{err:#}").contains("above the"), "{err:#}");
         let mut lie: &[u8] = b"something else";
-        let err = receive_blob(&mut lie, &store, hash, 14).await.unwrap_err();
+        let err = receive_blob(&mut lie, &store, hash, 14, None).await.unwrap_err();
         assert!(format!("{err:#}").contains("does not match its hash"), "{err:#}");
         let mut short: &[u8] = b"cut";
-        assert!(receive_blob(&mut short, &store, hash, 9).await.is_err());
+        assert!(receive_blob(&mut short, &store, hash, 9, None).await.is_err());
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(store.usage().unwrap(), (0, 0));
     }

@@ -23,7 +23,7 @@ use crate::cli::now_ms;
 use crate::serve::Daemon;
 use crate::sync::frames::{read_frame, write_frame};
 use crate::sync::messages::Message;
-use crate::sync::session::fetch_blobs;
+use crate::sync::session::{fetch_blobs, BlobSizes};
 
 /// Image bytes per chunk frame: base64 makes them 1.4 MiB, far below
 /// `FRAME_BYTES_MAX`.
@@ -111,8 +111,8 @@ pub async fn receive<R: tokio::io::AsyncRead + Unpin>(
     let checked = tokio::task::spawn_blocking(move || ReceivedSnapshot::check(offer, &image))
         .await?
         .with_context(|| format!("log snapshot from peer {}", peer.short()))?;
-    let wanted = checked.blobs()?;
-    let fetched = fetch_durably(blobs, conn, wanted).await?;
+    let sizes = checked.blob_sizes()?;
+    let fetched = fetch_durably(blobs, conn, &sizes).await?;
     let (folded, vector) = (checked.offer().events, checked.offer().vector.clone());
     let vv = daemon.install_snapshot(checked).await.context("installing the peer's log snapshot")?;
     tracing::info!(
@@ -125,18 +125,17 @@ pub async fn receive<R: tokio::io::AsyncRead + Unpin>(
     Ok((vv, read))
 }
 
-/// Fetches the blobs of `wanted` this device lacks, in bounded rounds, each
-/// made durable before the next; returns how many were fetched. A crash
-/// between rounds leaves blobs nothing refers to yet, which is harmless.
-async fn fetch_durably(
-    blobs: &Arc<BlobStore>,
-    conn: &iroh::endpoint::Connection,
-    wanted: Vec<BlobHash>,
-) -> Result<u64> {
+/// Fetches the blobs of `sizes` (the image's messages) this device lacks, in
+/// bounded rounds, each made durable before the next; returns how many were
+/// fetched. A crash between rounds leaves blobs nothing refers to yet, which
+/// is harmless.
+async fn fetch_durably(blobs: &Arc<BlobStore>, conn: &iroh::endpoint::Connection, sizes: &BlobSizes) -> Result<u64> {
+    let mut wanted: Vec<BlobHash> = sizes.keys().copied().collect();
+    wanted.sort();
     let mut fetched = 0u64;
     for round in wanted.chunks(SNAPSHOT_BLOBS_PER_REQUEST) {
         let round: BTreeSet<BlobHash> = round.iter().copied().collect();
-        let staged = fetch_blobs(blobs, conn, round).await?;
+        let staged = fetch_blobs(blobs, conn, round, sizes).await?;
         fetched += staged.len() as u64;
         if !staged.is_empty() {
             let store = blobs.clone();

@@ -251,6 +251,13 @@ impl ReceivedSnapshot {
     pub fn blobs(&self) -> StoreResult<Vec<BlobHash>> {
         state::all_blobs(&self.conn)
     }
+
+    /// The size (RFC822.SIZE) the image records for each message blob: what
+    /// a blob sealed in place must hold when fetched
+    /// (`BlobStore::check_named`).
+    pub fn blob_sizes(&self) -> StoreResult<std::collections::HashMap<BlobHash, u64>> {
+        state::message_sizes(&self.conn)
+    }
 }
 
 /// An image as an in-memory database at this build's schema (a newer one is

@@ -631,6 +631,17 @@ pub(crate) fn all_blobs(conn: &Connection) -> StoreResult<Vec<BlobHash>> {
     rows.map(|r| blob_hash(r?)).collect()
 }
 
+/// Each stored message's blob with its size.
+pub(crate) fn message_sizes(conn: &Connection) -> StoreResult<std::collections::HashMap<BlobHash, u64>> {
+    let mut stmt = conn.prepare("SELECT blob, size FROM messages")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+    rows.map(|row| {
+        let (blob, size) = row?;
+        Ok((blob_hash(blob)?, size as u64))
+    })
+    .collect()
+}
+
 pub(crate) fn message_put(conn: &Connection, blob: BlobHash, size: u64) -> StoreResult<()> {
     exec(
         conn,

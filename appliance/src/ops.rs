@@ -272,6 +272,9 @@ pub struct PeerView {
     pub bytes_sent: u64,
     /// Bytes received from it.
     pub bytes_received: u64,
+    /// Why this device refused the peer's log snapshot, while it still
+    /// refuses it (it then waits for a newer snapshot from the peer).
+    pub snapshot_refused: Option<String>,
 }
 
 /// The active (not removed) peers. `live` is the sync service's list of
@@ -280,13 +283,14 @@ pub struct PeerView {
 pub fn peer_views(store: &Store, live: Option<&[DeviceId]>, now_ms: u64) -> OpResult<Vec<PeerView>> {
     let my_vv = store.version_vector()?;
     let peers = store.peers()?.into_iter().filter(|p| p.removed_ms.is_none());
-    Ok(peers
-        .map(|peer| {
+    peers
+        .map(|peer| -> OpResult<PeerView> {
+            let snapshot_refused = store.snapshot_refusal(peer.device_id)?.map(|r| r.reason);
             let connected = match live {
                 Some(live) => live.contains(&peer.device_id),
                 None => peer.stats.last_seen_ms.is_some_and(|ms| now_ms.saturating_sub(ms) < CONNECTED_WINDOW_MS),
             };
-            PeerView {
+            Ok(PeerView {
                 device_id: peer.device_id,
                 name: peer.name,
                 addrs: peer.addrs,
@@ -299,9 +303,10 @@ pub fn peer_views(store: &Store, live: Option<&[DeviceId]>, now_ms: u64) -> OpRe
                 lag_ms: peer.stats.lag_ms,
                 bytes_sent: peer.stats.bytes_sent,
                 bytes_received: peer.stats.bytes_received,
-            }
+                snapshot_refused,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Events in `have` beyond what `other` covers.

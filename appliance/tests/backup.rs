@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+mod support;
+
 struct Device {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -47,10 +49,11 @@ impl Device {
         )
         .unwrap();
         device.ok(&["init"]);
-        let out = device.command(&["user", "add", "alice", "--password-stdin"]).stdin(Stdio::piped()).spawn();
-        let mut child = out.unwrap();
-        child.stdin.take().unwrap().write_all(b"a fine passphrase\n").unwrap();
-        assert!(child.wait().unwrap().success());
+        let out = support::output_with_stdin(
+            &mut device.command(&["user", "add", "alice", "--password-stdin"]),
+            "a fine passphrase\n",
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         device.daemon = None;
         device
     }

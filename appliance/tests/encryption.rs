@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use roost_core::model::UserName;
@@ -39,18 +39,14 @@ struct Device {
 }
 
 fn roost(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = support::output_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_roost"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("XDG_CONFIG_HOME", dir.with_extension("no-config")),
+        stdin,
+    );
     assert!(
         out.status.success(),
         "roost {args:?} failed: {}{}",
@@ -416,19 +412,14 @@ fn sealed_import_reruns_add_nothing_and_export_needs_the_password() {
 
     // Export opens the mail with the password; a wrong one writes nothing.
     let out = root.path().join("out");
-    let wrong = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["export", "--user", "alice", "--format", "mbox", "--password-stdin", out.to_str().unwrap()])
-        .env("XDG_CONFIG_HOME", dir.with_extension("no-config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut wrong = wrong;
-    wrong.stdin.take().unwrap().write_all(b"not the password\n").unwrap();
-    let wrong = wrong.wait_with_output().unwrap();
+    let wrong = support::output_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_roost"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["export", "--user", "alice", "--format", "mbox", "--password-stdin", out.to_str().unwrap()])
+            .env("XDG_CONFIG_HOME", dir.with_extension("no-config")),
+        "not the password\n",
+    );
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong password for alice"));
     assert!(!out.exists());

@@ -774,3 +774,58 @@ fn an_expunge_made_while_a_peer_was_offline_is_collected_on_both_after_it_caught
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(gc(&c).contains("removed 0 blobs"));
 }
+
+/// The snapshot bytes `device`'s daemon logged sending in this run (one
+/// line per snapshot sent, with the image's size).
+fn snapshot_bytes_sent(device: &Device) -> Vec<u64> {
+    device
+        .log()
+        .lines()
+        .map(strip_ansi)
+        .filter(|line| line.contains("sending the log snapshot"))
+        .map(|line| {
+            let field = line.split_whitespace().find_map(|w| w.strip_prefix("bytes=")).expect("bytes= in the line");
+            field.parse().expect("a byte count")
+        })
+        .collect()
+}
+
+#[test]
+fn a_refused_snapshot_is_not_streamed_again_on_reconnect() {
+    // A compacted device A and a device D with history of its own: D refuses
+    // A's snapshot once, remembers it, and says so in every later Hello, so
+    // A streams the image once across D's two restarts and its own redials
+    // (it used to stream it on every reconnect); D's status keeps the reason.
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.store().write(roost::cli::now_ms(), |w| w.add_user(&alice(), "hash")).unwrap();
+    append(&a, "first");
+    let out = roost(&a.dir, &["compact"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut d = Device::new(root.path(), "d");
+    d.store().write(roost::cli::now_ms(), |w| w.add_user(&UserName::new("bob").unwrap(), "hash")).unwrap();
+    let before = digest(&d);
+    pair(&a, &d);
+    wait_for("d to refuse a's snapshot", || d.log().contains("cannot install the peer's snapshot"));
+    let sent = snapshot_bytes_sent(&a);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(0 < sent[0]);
+    for _ in 0..2 {
+        d.stop();
+        d.start();
+        wait_for("a session with d again", || d.log().contains("sync session started"));
+        // Time for A's sender to answer the Hello, and for redials after a
+        // session that ended (200 ms, doubling).
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(snapshot_bytes_sent(&a), sent, "a streamed its snapshot again");
+    assert!(d.log().contains("still does; the peer is told not to send it again"), "{}", d.log());
+    assert!(a.log().contains("refused this device's log snapshot"), "{}", a.log());
+    assert_eq!(digest(&d), before);
+    let status = roost(&d.dir, &["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("refused its log snapshot: cannot install the peer's snapshot"), "{status}");
+    // D's own events still reach A while A has nothing it may send D.
+    let bob = UserName::new("bob").unwrap();
+    wait_for("a to get d's user", || a.store().user_exists(&bob).unwrap());
+}

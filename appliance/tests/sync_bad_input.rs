@@ -1,8 +1,9 @@
 //! A paired but misbehaving peer, speaking the sync protocol by hand: wrong
 //! protocol version, an oversized frame, a malformed frame, an event with a
-//! forged signature, a blob whose bytes do not match its hash. Each time the
-//! daemon closes the connection with a logged reason, stores nothing, and
-//! keeps serving.
+//! forged signature, a blob whose bytes do not match its hash, an age file
+//! that cannot be the message sealed in place under its name, a damaged
+//! snapshot. Each time the daemon closes the connection with a logged
+//! reason, stores nothing, and keeps serving.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,9 +30,15 @@ fn start(dir: &Path) -> Daemon {
 }
 
 async fn wait_log(daemon: &Daemon, needle: &str) {
+    wait_log_more(daemon, needle, 0).await
+}
+
+/// Waits until the daemon's log holds `needle` more than `before` times (a
+/// line may reach the log reader after the connection closed).
+async fn wait_log_more(daemon: &Daemon, needle: &str, before: usize) {
     let started = Instant::now();
-    while !daemon.log().contains(needle) {
-        assert!(started.elapsed() < Duration::from_secs(60), "log never said {needle:?}: {}", daemon.log());
+    while daemon.log().matches(needle).count() <= before {
+        assert!(started.elapsed() < Duration::from_secs(60), "log never said {needle:?} again: {}", daemon.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -70,7 +77,7 @@ impl Mallory {
 
     async fn hello(&self) -> (iroh::endpoint::Connection, iroh::endpoint::SendStream, iroh::endpoint::RecvStream) {
         let (conn, mut send, mut recv) = self.session().await;
-        let hello = Message::Hello { version: 1, vv: VersionVector::new(), addrs: vec![] };
+        let hello = Message::Hello { version: 1, vv: VersionVector::new(), addrs: vec![], refused_snapshot: None };
         write_frame(&mut send, &hello).await.unwrap();
         let (answer, _) = read_frame::<_, Message>(&mut recv).await.unwrap().unwrap();
         assert!(matches!(answer, Message::Hello { version: 1, .. }));
@@ -107,7 +114,12 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
 
     // Wrong protocol version.
     let (conn, mut send, _recv) = mallory.session().await;
-    write_frame(&mut send, &Message::Hello { version: 99, vv: VersionVector::new(), addrs: vec![] }).await.unwrap();
+    write_frame(
+        &mut send,
+        &Message::Hello { version: 99, vv: VersionVector::new(), addrs: vec![], refused_snapshot: None },
+    )
+    .await
+    .unwrap();
     wait_log(&daemon, "sync protocol version 99").await;
     conn.closed().await;
 
@@ -134,36 +146,92 @@ async fn misbehaving_peer_is_cut_off_and_nothing_is_stored() {
     conn.closed().await;
 
     // A message whose blob bytes do not match the hash its event names.
-    let (conn, mut send, _recv) = mallory.hello().await;
-    let wire: Vec<WireEvent> = events.iter().map(WireEvent::from_event).collect();
-    write_frame(&mut send, &Message::Events { events: wire, blobs: vec![] }).await.unwrap();
-    let (mut blob_send, mut blob_recv) = conn.accept_bi().await.unwrap();
-    let _request: Option<(roost::sync::messages::BlobRequest, usize)> = read_frame(&mut blob_recv).await.unwrap();
     let wrong = b"Subject: not what was signed\r\n\r\n";
-    blob_send.write_u64(wrong.len() as u64).await.unwrap();
-    blob_send.write_all(wrong).await.unwrap();
-    let _ = blob_send.finish();
+    let conn = send_message_blob_as(&mallory, wrong, false).await;
     wait_log(&daemon, "does not match its hash").await;
     conn.closed().await;
 
     // The same lie in an inline blob.
     let before = daemon.log().matches("does not match its hash").count();
-    let (conn, mut send, _recv) = mallory.hello().await;
-    let wire: Vec<WireEvent> = events.iter().map(WireEvent::from_event).collect();
-    let hash = events.iter().flat_map(|e| e.op.blobs()).next().unwrap();
-    let blobs = vec![roost::sync::messages::InlineBlob { hash, data: data_encoding::BASE64.encode(wrong) }];
-    write_frame(&mut send, &Message::Events { events: wire, blobs }).await.unwrap();
-    conn.closed().await;
-    // The log line may reach the reader thread after the connection closed.
-    let started = Instant::now();
-    while daemon.log().matches("does not match its hash").count() <= before {
-        assert!(started.elapsed() < Duration::from_secs(30), "the inline blob's bad hash was never logged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    send_message_blob_as(&mallory, wrong, true).await.closed().await;
+    wait_log_more(&daemon, "does not match its hash", before).await;
 
     assert_eq!(events_count(&dir), events_before, "nothing of a bad session may be stored");
     // The daemon keeps serving: a well-behaved session still gets its Hello.
     let (conn, _send, _recv) = mallory.hello().await;
+    conn.close(0u32.into(), b"done");
+}
+
+/// Sends Mallory's events with `bytes` for their message's blob, inline or
+/// over a blob stream; returns the session's connection.
+async fn send_message_blob_as(mallory: &Mallory, bytes: &[u8], inline: bool) -> iroh::endpoint::Connection {
+    let events = mallory_events();
+    let hash = events.iter().flat_map(|e| e.op.blobs()).next().unwrap();
+    let wire: Vec<WireEvent> = events.iter().map(WireEvent::from_event).collect();
+    let (conn, mut send, _recv) = mallory.hello().await;
+    let blobs = match inline {
+        true => vec![roost::sync::messages::InlineBlob { hash, data: data_encoding::BASE64.encode(bytes) }],
+        false => vec![],
+    };
+    write_frame(&mut send, &Message::Events { events: wire, blobs }).await.unwrap();
+    if !inline {
+        let (mut blob_send, mut blob_recv) = conn.accept_bi().await.unwrap();
+        let _request: Option<(roost::sync::messages::BlobRequest, usize)> = read_frame(&mut blob_recv).await.unwrap();
+        blob_send.write_u64(bytes.len() as u64).await.unwrap();
+        blob_send.write_all(bytes).await.unwrap();
+        let _ = blob_send.finish();
+    }
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_age_file_that_cannot_be_the_named_message_is_refused_at_receipt() {
+    // Mail sealed in place keeps its plaintext's name, so an age file is let
+    // through under a name its bytes do not hash to; until now any age file
+    // was, caught only when opened. What is checkable without the user's key
+    // is checked at receipt: a well-formed age header, a payload length age
+    // can produce, and the plaintext size the events name for the message
+    // (18 bytes here). Each case is refused, inline and fetched alike,
+    // nothing is stored, and the daemon keeps serving.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a");
+    let daemon = start(&dir);
+    let mallory = Mallory::new(&dir).await;
+    let events_before = events_count(&dir);
+    let (keys, _) = roost_core::crypto::UserKeys::generate("mallory's passphrase", &mut rand::rngs::OsRng);
+    let sealer = keys.sealer("mallory").unwrap();
+    let other_size = sealer.seal(b"Subject: not the 18 bytes named\r\n\r\n").unwrap();
+    let mut bad_header = roost_core::crypto::AGE_MAGIC.to_vec();
+    bad_header.extend_from_slice(b"not a stanza\n--- short\n0123456789abcdef0123456789abcdef");
+    let mut cut_tag = sealer.seal(b"").unwrap();
+    cut_tag.truncate(cut_tag.len() - 1);
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("an age file of another size", &other_size, "its events name a message of 18 bytes"),
+        ("a malformed age header", &bad_header, "header"),
+        ("a payload age cannot produce", &cut_tag, "payload"),
+    ];
+    for (what, bytes, needle) in cases {
+        for inline in [true, false] {
+            let before = daemon.log().matches(needle).count();
+            let conn = send_message_blob_as(&mallory, bytes, inline).await;
+            // Bounded: a daemon that accepts the blob keeps the session open.
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn.closed()).await;
+            eprintln!("{what}, inline {inline}: waiting for the refusal");
+            wait_log_more(&daemon, needle, before).await;
+        }
+    }
+    assert_eq!(events_count(&dir), events_before, "nothing of a bad session may be stored");
+    let hash = mallory_events().iter().flat_map(|e| e.op.blobs()).next().unwrap();
+    let blob_dir = roost_core::store::BlobStore::open_dir(&dir.join(roost_core::store::BLOB_DIR)).unwrap();
+    assert!(!blob_dir.contains(&hash), "a refused blob was stored");
+
+    // The message's real bytes still go through.
+    let conn = send_message_blob_as(&mallory, b"Subject: x\r\n\r\nhi\r\n", true).await;
+    let started = Instant::now();
+    while events_count(&dir) == events_before {
+        assert!(started.elapsed() < Duration::from_secs(30), "the real message was not stored: {}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     conn.close(0u32.into(), b"done");
 }
 

@@ -1,5 +1,6 @@
 //! Password hashing (argon2id, PHC strings) and the password policy.
 
+use std::cell::Cell;
 use std::sync::Mutex;
 
 use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
@@ -105,7 +106,33 @@ pub(crate) fn argon2_into(argon2: &Argon2<'_>, password: &[u8], salt: &[u8], out
     }
     let result = argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks]);
     memory[..blocks].fill(Block::default());
+    let passes = u64::from(argon2.params().t_cost());
+    ARGON2_WORK.with(|work| {
+        let done = work.get();
+        work.set(Argon2Work { runs: done.runs + 1, block_passes: done.block_passes + blocks as u64 * passes });
+    });
     result
+}
+
+/// Argon2 work done by one thread: what makes logins cost alike, counted
+/// exactly (a timing comparison only estimates it, and load blurs it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Argon2Work {
+    /// Argon2 runs.
+    pub runs: u64,
+    /// Memory blocks filled, times passes over them, summed over the runs.
+    pub block_passes: u64,
+}
+
+thread_local! {
+    /// Per thread, so a caller measures its own calls while other threads hash.
+    static ARGON2_WORK: Cell<Argon2Work> = const { Cell::new(Argon2Work { runs: 0, block_passes: 0 }) };
+}
+
+/// The argon2 work done on the calling thread so far (every password hash
+/// check and key unwrap runs through [`argon2_into`]).
+pub fn argon2_work_on_this_thread() -> Argon2Work {
+    ARGON2_WORK.with(Cell::get)
 }
 
 /// A hash of a random password, verified against when the user does not exist,

@@ -180,6 +180,7 @@ fn a_data_dir_from_before_the_keyring_gets_both_identities_back_from_its_log() {
         "DROP TABLE user_keyring; DROP TABLE log_snapshot; DROP TABLE log_snapshot_vector;
          DROP INDEX mailbox_entries_by_modseq; DROP TABLE blob_spool; DROP TABLE file_keys; DROP INDEX mailbox_entries_by_blob;
          DROP INDEX mailboxes_live_by_user_name; DROP TABLE blob_orphans; DROP INDEX sealed_blobs_by_blob; CREATE INDEX mailboxes_by_user_name ON mailboxes (user, name);
+         DROP TABLE snapshot_refusals;
          PRAGMA user_version = 7;",
     )
     .unwrap();

@@ -59,6 +59,14 @@ fn rename_onto_a_concurrently_created_name_shows_a_suffix_not_an_overwrite() {
     assert!(projects.iter().any(|n| n.as_str() == "Projects"));
     let suffixed = projects.iter().find(|n| n.as_str() != "Projects").unwrap();
     assert!(suffixed.starts_with("Projects~"), "{suffixed}");
+    // Every shown name finds the mailbox shown under it: the one-row lookup
+    // of an unshared name and the suffix rule for shared ones agree.
+    for d in 0..2 {
+        for info in c.devices[d].mailboxes(&alice()).unwrap() {
+            let found = c.devices[d].mailbox_by_name(&alice(), &info.name).unwrap().map(|m| (m.id, m.name));
+            assert_eq!(found, Some((info.id, info.name.clone())));
+        }
+    }
     // The first holder of the name keeps it: device 0's create came first.
     assert_eq!(c.entries(0, "Projects").len(), 1);
     assert_eq!(c.entries(0, suffixed).len(), 1);

@@ -169,6 +169,19 @@ fn a_device_with_history_the_snapshot_lacks_refuses_it_and_says_what_to_do() {
     copy_blobs(&c.devices[0], &busy, &snapshot);
     assert!(matches!(busy.install_snapshot(snapshot, c.now), Err(StoreError::SnapshotRefused { .. })));
     assert_eq!(busy.state_digest().unwrap(), digest, "nothing of the snapshot was installed");
+
+    // The refusal is remembered per peer while it holds (the sync session
+    // tells the peer not to send that snapshot again); one for a vector this
+    // device has everything of no longer holds.
+    let (peer, other) = (c.devices[0].identity().id(), c.devices[1].identity().id());
+    let (offer, _) = offer_of(&c.devices[0]);
+    assert_eq!(busy.snapshot_refusal(peer).unwrap(), None);
+    busy.record_snapshot_refusal(peer, &offer.vector, &refused.to_string(), 7).unwrap();
+    let kept = busy.snapshot_refusal(peer).unwrap().expect("the refusal holds");
+    assert_eq!((kept.vector, kept.reason, kept.refused_ms), (offer.vector, refused.to_string(), 7));
+    assert_eq!(busy.snapshot_refusal(other).unwrap(), None, "per peer");
+    busy.record_snapshot_refusal(peer, &busy.version_vector().unwrap(), "covered", 8).unwrap();
+    assert_eq!(busy.snapshot_refusal(peer).unwrap(), None, "nothing of it is lacking here");
 }
 
 /// Figures for docs/benchmarks.md: image size per message and the time to

@@ -93,6 +93,8 @@ pub struct PeerDto {
     pub bytes_sent: u64,
     /// Bytes received from it.
     pub bytes_received: u64,
+    /// Why this device refused the peer's log snapshot, while it still does.
+    pub snapshot_refused: Option<String>,
 }
 
 impl From<PeerView> for PeerDto {
@@ -110,6 +112,7 @@ impl From<PeerView> for PeerDto {
             lag_ms: p.lag_ms,
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            snapshot_refused: p.snapshot_refused,
         }
     }
 }

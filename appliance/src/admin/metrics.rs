@@ -90,6 +90,7 @@ mod tests {
             lag_ms: Some(250),
             bytes_sent: 10,
             bytes_received: 20,
+            snapshot_refused: None,
         };
         let stats =
             StoreStats { users: 2, mailboxes: 12, entries: 5, messages: 4, events: 30, blob_bytes: 9, db_bytes: 8 };

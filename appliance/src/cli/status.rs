@@ -43,6 +43,9 @@ pub fn run(global: &Global) -> Result<ExitCode> {
             human_bytes(peer.bytes_sent),
             human_bytes(peer.bytes_received),
         );
+        if let Some(reason) = &peer.snapshot_refused {
+            outln!("                refused its log snapshot: {reason}");
+        }
     }
     outln!("users           {}", stats.users);
     outln!("mailboxes       {}", stats.mailboxes);

@@ -37,7 +37,7 @@ use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
 use roost_core::crypto::SessionKey;
 use roost_core::model::{MailboxId, UserName};
-use roost_core::store::{BlobStore, Effects, Store, StoreResult, Writer};
+use roost_core::store::{BlobStore, Effects, ReadView, Store, StoreReaders, StoreResult, Writer};
 
 use crate::imap::access::{Access, UserSlot};
 use crate::imap::cmd::{self, CmdError, Done};
@@ -119,6 +119,25 @@ enum Flow {
     Authenticate { tag: Tag<'static> },
 }
 
+/// A read of the store: see [`Env::read`].
+pub enum StoreRead<'a> {
+    /// A read-only connection in one read transaction.
+    View(ReadView<'a>),
+    /// The writer's connection, locked.
+    Locked(MutexGuard<'a, Store>),
+}
+
+impl std::ops::Deref for StoreRead<'_> {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        match self {
+            StoreRead::View(view) => view,
+            StoreRead::Locked(store) => store,
+        }
+    }
+}
+
 /// Context a command runs in: the store and the clock, and shared limits.
 #[derive(Debug)]
 pub struct Env<'a> {
@@ -138,6 +157,9 @@ pub struct Env<'a> {
     pub summaries: &'a SummaryCache,
     /// Mailbox entries shared between sessions; None: each SELECT reads its own.
     pub snapshots: Option<&'a SnapshotCache>,
+    /// Read-only connections beside the writer ([`Env::read`]); None: reads
+    /// take the store lock.
+    readers: Option<&'a StoreReaders>,
     /// The logged-in session's key, set by `ImapConn` before each command
     /// (drivers pass `None`).
     pub key: Option<Arc<SessionKey>>,
@@ -159,11 +181,11 @@ impl Env<'_> {
                 // A peer's blob still in the spool (docs/sync.md) is read
                 // through the store, which falls back to the spool.
                 Err(roost_core::store::StoreError::Blob(roost_core::store::BlobError::Missing(_))) => {
-                    self.store().message_plain(blob, self.key.as_deref())
+                    self.read()?.message_plain(blob, self.key.as_deref())
                 }
                 other => other,
             },
-            None => self.store().message_plain(blob, self.key.as_deref()),
+            None => self.read()?.message_plain(blob, self.key.as_deref()),
         }
     }
 }
@@ -210,7 +232,7 @@ impl Env<'_> {
         if blobs.iter().all(|b| key.knows_file_key(b)) {
             return;
         }
-        if let Err(e) = self.store().prime_file_keys(user.as_str(), key, blobs) {
+        if let Err(e) = self.read().and_then(|store| store.prime_file_keys(user.as_str(), key, blobs)) {
             tracing::warn!(error = %e, "reading the file-key cache failed; opening with the identity");
         }
     }
@@ -241,6 +263,7 @@ impl<'a> Env<'a> {
             access,
             summaries,
             snapshots: None,
+            readers: None,
             key: None,
             key_user: None,
         }
@@ -261,8 +284,26 @@ impl<'a> Env<'a> {
         self
     }
 
-    /// The locked store. Keep the guard to one statement or one read-only
-    /// block: holding it across [`Env::write`] would deadlock the committer.
+    /// Reads go to the daemon's read-only connections (`with_readers`).
+    pub fn with_readers(mut self, readers: Option<&'a StoreReaders>) -> Env<'a> {
+        self.readers = readers;
+        self
+    }
+
+    /// One consistent read of the committed state: a read-only connection
+    /// when there are, so it waits neither for a commit nor for other
+    /// readers; else the locked store. Keep it to one read-only block; it
+    /// sees every commit that returned before it was taken.
+    pub fn read(&self) -> StoreResult<StoreRead<'a>> {
+        Ok(match self.readers {
+            Some(readers) => StoreRead::View(readers.view()?),
+            None => StoreRead::Locked(self.store()),
+        })
+    }
+
+    /// The locked store, for what only the writer's connection may do (the
+    /// file-key cache rows). Keep the guard to one statement: holding it
+    /// across [`Env::write`] would deadlock the committer.
     pub fn store(&self) -> MutexGuard<'a, Store> {
         // A panic in another session cannot leave a transaction open (it
         // rolls back on drop), so a poisoned lock still guards a sound store.
@@ -276,7 +317,7 @@ impl<'a> Env<'a> {
         match self.blobs {
             // Sealed to the user's key when encryption is on (docs/security.md).
             Some(blobs) => {
-                let sealer = self.store().sealer(user)?;
+                let sealer = self.read()?.sealer(user)?;
                 Ok(Some(blobs.put_message(sealer.as_ref(), raw, self.key.as_deref())?))
             }
             None => Ok(None),
@@ -546,7 +587,7 @@ impl ImapConn {
     fn sync_selected(&mut self, env: &mut Env<'_>, policy: ExpungePolicy) {
         let enabled = self.enabled;
         let Some(selected) = &mut self.selected else { return };
-        match selected.sync(&env.store(), enabled, policy, &mut self.out) {
+        match env.read().and_then(|store| selected.sync(&store, enabled, policy, &mut self.out)) {
             Ok(SyncOutcome::Current) => {}
             Ok(SyncOutcome::MailboxGone) => {
                 self.selected = None;

@@ -211,20 +211,40 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs the conn with the store on a blocking thread; publishes its effects.
+/// Runs the conn with the store, off the async workers' duty; publishes its
+/// effects. On a multi-threaded runtime the command runs right here and the
+/// worker hands its other tasks to another thread meanwhile
+/// (`block_in_place`): a command then costs no thread hand-off, where
+/// `spawn_blocking` cost two (to a pool thread and back), the larger part of
+/// a NOOP's or a STATUS's time on the server. A current-thread runtime
+/// (tests) cannot do that and uses the blocking pool.
 async fn run_conn(mut conn: ImapConn, state: &Arc<ImapState>) -> anyhow::Result<ImapConn> {
-    let shared = state.clone();
-    let mut conn = tokio::task::spawn_blocking(move || {
+    fn run(conn: &mut ImapConn, shared: &ImapState) {
         // A panic while holding the lock drops the open SQLite transaction,
         // which rolls back, so the store is consistent: keep serving (Env::store).
         let mut env = Env::new(&shared.store, now_ms(), &shared.access, &shared.summaries)
             .with_committer(shared.committer.as_deref(), shared.blobs.as_deref())
-            .with_snapshots(&shared.snapshots);
+            .with_snapshots(&shared.snapshots)
+            .with_readers(shared.readers.as_ref());
         conn.run(&mut env);
-        conn
-    })
-    .await
-    .map_err(|e| if e.is_panic() { std::panic::resume_unwind(e.into_panic()) } else { anyhow::format_err!("{e}") })?;
+    }
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| run(&mut conn, state));
+    } else {
+        let shared = state.clone();
+        conn = tokio::task::spawn_blocking(move || {
+            run(&mut conn, &shared);
+            conn
+        })
+        .await
+        .map_err(|e| {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic())
+            } else {
+                anyhow::format_err!("{e}")
+            }
+        })?;
+    }
     // The committer has published its writes' effects already.
     let effects = conn.take_effects();
     if state.committer.is_none() {

@@ -72,6 +72,15 @@ pub struct ImapState {
     pub committer: Option<Arc<crate::serve::Daemon>>,
     /// The daemon's blob directory, so APPEND stores a blob without the lock.
     pub blobs: Option<Arc<roost_core::store::BlobStore>>,
+    /// Read-only connections, so reads neither wait for a commit's fsync
+    /// nor for each other. None (in-memory stores): reads take the lock.
+    pub readers: Option<roost_core::store::StoreReaders>,
+}
+
+/// Most read-only connections the daemon's sessions share: reads are short
+/// and CPU-bound, so more than two per core only adds page caches.
+fn readers_max() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2).clamp(2, 8)
 }
 
 impl ImapState {
@@ -100,6 +109,7 @@ impl ImapState {
             panics: AtomicUsize::new(0),
             committer: None,
             blobs: None,
+            readers: None,
         }
     }
 
@@ -111,7 +121,13 @@ impl ImapState {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> anyhow::Result<ImapState> {
         let (store, changes) = daemon.imap_parts();
+        let readers = store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .readers(readers_max())
+            .context("cannot open read connections to the store")?;
         let mut state = ImapState::with_changes(store, changes, limits, tls);
+        state.readers = Some(readers);
         let blob_dir = daemon.data_dir.join(roost_core::store::BLOB_DIR);
         state.blobs = Some(Arc::new(
             roost_core::store::BlobStore::open_dir(&blob_dir)

@@ -62,7 +62,12 @@ mod tests {
     #[tokio::test]
     async fn round_trip_and_clean_end() {
         let mut buf = Vec::new();
-        let hello = Message::Hello { version: 1, vv: Default::default(), addrs: vec!["127.0.0.1:1".into()] };
+        let hello = Message::Hello {
+            version: 1,
+            vv: Default::default(),
+            addrs: vec!["127.0.0.1:1".into()],
+            refused_snapshot: None,
+        };
         write_frame(&mut buf, &hello).await.unwrap();
         let mut r = buf.as_slice();
         let (back, n): (Message, usize) = read_frame(&mut r).await.unwrap().unwrap();

@@ -26,6 +26,12 @@ pub enum Message {
         /// Where the sender's endpoint listens now (it may have moved since pairing).
         #[serde(default)]
         addrs: Vec<String>,
+        /// The vector of the receiver's log snapshot the sender refused to
+        /// install (its log has events the snapshot lacks) and still
+        /// refuses: the receiver does not stream that snapshot again. An
+        /// older peer omits it (and gets the snapshot, refused as before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused_snapshot: Option<VersionVector>,
     },
     /// Events the receiver lacks, in a causal order.
     Events {

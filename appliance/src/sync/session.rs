@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use roost_core::log::{Event, VersionVector};
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::peers::PeerStats;
-use roost_core::store::{BlobStore, RejoinProgress, SpooledBlob, StagedBlob, StoreError, BLOB_DIR};
+use roost_core::store::{BlobStore, RejoinProgress, SnapshotOffer, SpooledBlob, StagedBlob, StoreError, BLOB_DIR};
 
 use crate::cli::now_ms;
 use crate::serve::Daemon;
@@ -87,11 +87,19 @@ pub async fn run(
     } else {
         conn.accept_bi().await.context("the peer opened no control stream")?
     };
-    let my_vv = daemon.read(|s| s.version_vector()).await?;
+    let (my_vv, refusal) = daemon.read(move |s| Ok((s.version_vector()?, s.snapshot_refusal(peer)?))).await?;
+    if let Some(refusal) = &refusal {
+        tracing::warn!(
+            peer = %peer.short(),
+            reason = %refusal.reason,
+            "this device refused the peer's log snapshot and still does; the peer is told not to send it again"
+        );
+    }
     let addrs = my_addrs.iter().map(|a| a.to_string()).collect();
-    write_frame(&mut send, &Message::Hello { version: PROTOCOL_VERSION, vv: my_vv, addrs }).await?;
-    let peer_vv = match read_frame::<_, Message>(&mut recv).await? {
-        Some((Message::Hello { version, vv, addrs }, _)) => {
+    let refused_snapshot = refusal.map(|r| r.vector);
+    write_frame(&mut send, &Message::Hello { version: PROTOCOL_VERSION, vv: my_vv, addrs, refused_snapshot }).await?;
+    let (peer_vv, peer_refused) = match read_frame::<_, Message>(&mut recv).await? {
+        Some((Message::Hello { version, vv, addrs, refused_snapshot }, _)) => {
             if version != PROTOCOL_VERSION {
                 bail!("peer speaks sync protocol version {version}, this build speaks {PROTOCOL_VERSION}");
             }
@@ -100,7 +108,7 @@ pub async fn run(
             if !valid.is_empty() {
                 daemon.read(move |s| s.set_peer_addrs(peer, &valid)).await?;
             }
-            vv
+            (vv, refused_snapshot)
         }
         Some((other, _)) => bail!("expected Hello, got {other:?}"),
         None => bail!("peer closed the control stream before Hello"),
@@ -117,7 +125,7 @@ pub async fn run(
 
     // Acks travel on the control stream too, queued to the sender.
     let (acks, ack_queue) = tokio::sync::mpsc::channel(ACK_QUEUE);
-    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, ack_queue, view.clone());
+    let sender = send_loop(daemon.clone(), blobs.clone(), send, peer, ack_queue, view.clone(), peer_refused);
     let receiver = receive_loop(daemon.clone(), blobs.clone(), conn.clone(), recv, peer, acks, view.clone());
     let blob_server = serve_blobs(daemon.clone(), blobs, conn.clone());
     let flusher = {
@@ -177,6 +185,19 @@ async fn record_stats(daemon: &Daemon, peer: DeviceId, stats: &std::sync::Mutex<
     let _ = daemon.read(move |s| s.record_peer_stats(peer, &snapshot)).await;
 }
 
+/// What the sender reads next for its peer.
+enum Outgoing {
+    /// `roost pair remove` (another process) took effect.
+    PeerRemoved,
+    /// Events the peer lacks (none: wait for a change).
+    Events(Vec<Event>),
+    /// The peer lacks folded events: the snapshot goes first.
+    Snapshot(SnapshotOffer, Vec<u8>),
+    /// The peer lacks folded events and refused this snapshot (its Hello
+    /// said so): nothing to send until this device's snapshot changes.
+    SnapshotRefused,
+}
+
 async fn send_loop(
     daemon: Arc<Daemon>,
     blobs: Arc<BlobStore>,
@@ -184,38 +205,58 @@ async fn send_loop(
     peer: DeviceId,
     mut acks: tokio::sync::mpsc::Receiver<Message>,
     view: Arc<PeerView>,
+    peer_refused: Option<VersionVector>,
 ) -> Result<()> {
     let mut sent = VersionVector::new();
     let mut changes = daemon.subscribe();
+    let mut refusal_logged = false;
     // Runs for the life of the session.
     loop {
         sent.merge(&view.has.lock().unwrap_or_else(|e| e.into_inner()));
         let have = sent.clone();
-        let (active, batch, snapshot) = daemon
+        let refused = peer_refused.clone();
+        let outgoing = daemon
             .read(move |s| {
-                // `roost pair remove` (another process) takes effect before the next send.
                 if !s.is_active_peer(peer)? {
-                    return Ok((false, Vec::new(), None));
+                    return Ok(Outgoing::PeerRemoved);
                 }
                 match s.events_missing(&have, EVENTS_PER_FRAME) {
-                    Ok(batch) => Ok((true, batch, None)),
-                    // Below what this device folded: the snapshot goes first.
-                    Err(StoreError::SnapshotNeeded { .. }) => Ok((true, Vec::new(), s.snapshot_offer()?)),
+                    Ok(batch) => Ok(Outgoing::Events(batch)),
+                    // Compared by vector, so a refused image is not even read.
+                    Err(StoreError::SnapshotNeeded { .. }) if refused == Some(s.snapshot_vector()?) => {
+                        Ok(Outgoing::SnapshotRefused)
+                    }
+                    Err(StoreError::SnapshotNeeded { .. }) => Ok(match s.snapshot_offer()? {
+                        Some((offer, image)) => Outgoing::Snapshot(offer, image),
+                        None => Outgoing::Events(Vec::new()),
+                    }),
                     Err(e) => Err(e),
                 }
             })
             .await?;
-        if !active {
-            bail!("the peer was removed");
-        }
-        if let Some((offer, image)) = snapshot {
-            tracing::info!(peer = %peer.short(), bytes = image.len(), "the peer lacks compacted events: sending the log snapshot");
-            let vector = offer.vector.clone();
-            let n = crate::sync::snapshot::send(&mut send, offer, &image).await?;
-            view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n;
-            sent.merge(&vector);
-            continue;
-        }
+        let batch = match outgoing {
+            Outgoing::PeerRemoved => bail!("the peer was removed"),
+            Outgoing::Events(batch) => batch,
+            Outgoing::Snapshot(offer, image) => {
+                tracing::info!(peer = %peer.short(), bytes = image.len(), "the peer lacks compacted events: sending the log snapshot");
+                let vector = offer.vector.clone();
+                let n = crate::sync::snapshot::send(&mut send, offer, &image).await?;
+                view.stats.lock().unwrap_or_else(|e| e.into_inner()).bytes_sent += n;
+                sent.merge(&vector);
+                continue;
+            }
+            Outgoing::SnapshotRefused => {
+                if !refusal_logged {
+                    refusal_logged = true;
+                    tracing::warn!(
+                        peer = %peer.short(),
+                        "the peer lacks compacted events and refused this device's log snapshot (it has history \
+                         of its own, see its status): not sending it again until this device's snapshot changes"
+                    );
+                }
+                Vec::new()
+            }
+        };
         if batch.is_empty() {
             // Waits for a reason to read again: a commit of events the peer
             // may lack, or a change we cannot tell (another process), or the
@@ -352,11 +393,12 @@ async fn receive_loop(
             }
             Message::Events { events, blobs: inline } => {
                 lag_stage("received", events.len());
-                let (spooled, mut staged) = take_inline_blobs(&blobs, inline).await?;
                 let mut decoded = Vec::with_capacity(events.len());
                 for wire in events {
                     decoded.push(wire.into_event().map_err(|e| format_err!("peer {} sent {e}", peer.short()))?);
                 }
+                let sizes: BlobSizes = decoded.iter().flat_map(|e| e.op.blob_sizes()).collect();
+                let (spooled, mut staged) = take_inline_blobs(&blobs, inline, sizes.clone()).await?;
                 note_events(&mut view.has.lock().unwrap_or_else(|e| e.into_inner()), &decoded);
                 // The peer sends only what it committed, so it holds these:
                 // without this its own new events would count as unacknowledged
@@ -364,7 +406,7 @@ async fn receive_loop(
                 note_events(&mut view.stats.lock().unwrap_or_else(|e| e.into_inner()).acked, &decoded);
                 let known: BTreeSet<BlobHash> =
                     staged.iter().map(|b| b.hash()).chain(spooled.iter().map(|b| b.hash)).collect();
-                let fetched = fetch_missing_blobs(&blobs, &conn, &decoded, &known).await?;
+                let fetched = fetch_missing_blobs(&blobs, &conn, &sizes, &known).await?;
                 staged.extend(fetched.staged);
                 if !fetched.gone.is_empty() {
                     tracing::info!(
@@ -407,6 +449,10 @@ async fn receive_loop(
     }
 }
 
+/// The message size (RFC822.SIZE) events declare for each blob they name:
+/// what a blob sealed in place must hold (`BlobStore::check_named`).
+pub(crate) type BlobSizes = std::collections::HashMap<BlobHash, u64>;
+
 /// Decodes and hash-checks the blobs that came inside an events frame. A
 /// frame with up to `SPOOL_FRAME_BYTES_MAX` of them returns them to be
 /// spooled with the events; a larger one writes them to temporary files
@@ -414,6 +460,7 @@ async fn receive_loop(
 async fn take_inline_blobs(
     blobs: &Arc<BlobStore>,
     inline: Vec<InlineBlob>,
+    sizes: BlobSizes,
 ) -> Result<(Vec<SpooledBlob>, Vec<StagedBlob>)> {
     if inline.is_empty() {
         return Ok((Vec::new(), Vec::new()));
@@ -426,9 +473,8 @@ async fn take_inline_blobs(
                 .decode(blob.data.as_bytes())
                 .map_err(|e| format_err!("inline blob {} is not base64: {e}", blob.hash.to_hex()))?;
             // A blob sealed in place keeps its plaintext name (core's blobs.rs).
-            if !BlobStore::accepts(&blob.hash, &data) {
-                bail!("blob {} from the peer does not match its hash", blob.hash.to_hex());
-            }
+            BlobStore::check_named(&blob.hash, &data, sizes.get(&blob.hash).copied())
+                .map_err(|e| refused_blob(&blob.hash, e))?;
             decoded.push(SpooledBlob { hash: blob.hash, data });
         }
         if decoded.iter().map(|b| b.data.len()).sum::<usize>() <= SPOOL_FRAME_BYTES_MAX {
@@ -440,19 +486,29 @@ async fn take_inline_blobs(
     .await?
 }
 
-/// Fetches the blobs the events name that are neither stored nor staged, over
-/// one request stream, each streamed to a temporary file.
+/// A blob from the peer refused by `BlobStore::check_named`, as a sync error.
+fn refused_blob(hash: &BlobHash, error: roost_core::store::BlobError) -> anyhow::Error {
+    match error {
+        roost_core::store::BlobError::Mismatch { .. } => {
+            format_err!("blob {} from the peer does not match its hash", hash.to_hex())
+        }
+        other => format_err!("blob {} from the peer is refused: {other}", hash.to_hex()),
+    }
+}
+
+/// Fetches the blobs the events name (`sizes`) that are neither stored nor
+/// staged, over one request stream, each streamed to a temporary file.
 async fn fetch_missing_blobs(
     blobs: &Arc<BlobStore>,
     conn: &iroh::endpoint::Connection,
-    events: &[Event],
+    sizes: &BlobSizes,
     known: &BTreeSet<BlobHash>,
 ) -> Result<FetchedBlobs> {
-    let wanted: BTreeSet<BlobHash> = events.iter().flat_map(|e| e.op.blobs()).filter(|h| !known.contains(h)).collect();
+    let wanted: BTreeSet<BlobHash> = sizes.keys().filter(|h| !known.contains(h)).copied().collect();
     if wanted.is_empty() {
         return Ok(FetchedBlobs::default()); // A live push: everything came inline.
     }
-    fetch_blobs(blobs, conn, wanted).await
+    fetch_blobs(blobs, conn, wanted, sizes).await
 }
 
 /// What a blob request brought.
@@ -466,13 +522,15 @@ pub(crate) struct FetchedBlobs {
 }
 
 /// Fetches the blobs of `wanted` that are not stored here, over one request
-/// stream, each streamed to a temporary file (durable at `BlobStore::commit`).
-/// A blob the peer neither has nor collected ends the session: an event that
-/// names it cannot be applied.
+/// stream, each streamed to a temporary file (durable at `BlobStore::commit`)
+/// and checked against the size `sizes` declares for it. A blob the peer
+/// neither has nor collected ends the session: an event that names it cannot
+/// be applied.
 pub(crate) async fn fetch_blobs(
     blobs: &Arc<BlobStore>,
     conn: &iroh::endpoint::Connection,
     wanted: BTreeSet<BlobHash>,
+    sizes: &BlobSizes,
 ) -> Result<FetchedBlobs> {
     let missing = {
         let blobs = blobs.clone();
@@ -492,7 +550,7 @@ pub(crate) async fn fetch_blobs(
             BLOB_GONE => {
                 fetched.gone.insert(hash);
             }
-            len => fetched.staged.push(receive_blob(&mut recv, blobs, hash, len).await?),
+            len => fetched.staged.push(receive_blob(&mut recv, blobs, hash, len, sizes.get(&hash).copied()).await?),
         }
     }
     Ok(fetched)
@@ -500,12 +558,14 @@ pub(crate) async fn fetch_blobs(
 
 /// Streams one blob of `len` bytes from `recv` into a temporary file while
 /// hashing it, holding at most `BLOB_CHUNK_BYTES` in memory, and checks it
-/// against `hash`. A blob above `BLOB_BYTES_MAX` is refused before reading.
+/// against `hash` (and, sealed in place, `plain_size`: `BlobStore::check_named`).
+/// A blob above `BLOB_BYTES_MAX` is refused before reading.
 pub async fn receive_blob<R: tokio::io::AsyncRead + Unpin>(
     recv: &mut R,
     blobs: &Arc<BlobStore>,
     hash: BlobHash,
     len: u64,
+    plain_size: Option<u64>,
 ) -> Result<StagedBlob> {
     if BLOB_BYTES_MAX < len {
         bail!("peer offered a blob of {len} bytes, above the {BLOB_BYTES_MAX}-byte limit");
@@ -524,8 +584,8 @@ pub async fn receive_blob<R: tokio::io::AsyncRead + Unpin>(
         })
         .await??;
     }
-    let staged = tokio::task::spawn_blocking(move || writer.finish(&hash)).await?;
-    staged.map_err(|e| format_err!("blob {} from the peer does not match its hash ({e})", hash.to_hex()))
+    let staged = tokio::task::spawn_blocking(move || writer.finish_declared(&hash, plain_size)).await?;
+    staged.map_err(|e| refused_blob(&hash, e))
 }
 
 /// Sends one stored blob (length, then bytes) read from its file in chunks.
@@ -623,7 +683,7 @@ mod tests {
         };
         let len = far.read_u64().await.unwrap();
         assert_eq!(len, 40 * 1024 * 1024);
-        let staged = receive_blob(&mut far, &receiver_store, hash, len).await.unwrap();
+        let staged = receive_blob(&mut far, &receiver_store, hash, len, None).await.unwrap();
         sending.await.unwrap();
         assert!(!receiver_store.contains(&hash), "visible before its commit");
         receiver_store.commit(vec![staged]).unwrap();
@@ -640,13 +700,13 @@ mod tests {
         let store = Arc::new(BlobStore::open_dir(dir.path()).unwrap());
         let hash = BlobHash::of(b"announced");
         let mut endless = tokio::io::repeat(b'x');
-        let err = receive_blob(&mut endless, &store, hash, BLOB_BYTES_MAX + 1).await.unwrap_err();
+        let err = receive_blob(&mut endless, &store, hash, BLOB_BYTES_MAX + 1, None).await.unwrap_err();
         assert!(format!("{err:#}").contains("above the"), "{err:#}");
         let mut lie: &[u8] = b"something else";
-        let err = receive_blob(&mut lie, &store, hash, 14).await.unwrap_err();
+        let err = receive_blob(&mut lie, &store, hash, 14, None).await.unwrap_err();
         assert!(format!("{err:#}").contains("does not match its hash"), "{err:#}");
         let mut short: &[u8] = b"cut";
-        assert!(receive_blob(&mut short, &store, hash, 9).await.is_err());
+        assert!(receive_blob(&mut short, &store, hash, 9, None).await.is_err());
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(store.usage().unwrap(), (0, 0));
     }

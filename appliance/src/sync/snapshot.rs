@@ -19,10 +19,11 @@ use roost_core::log::VersionVector;
 use roost_core::model::{BlobHash, DeviceId};
 use roost_core::store::{BlobStore, ReceivedSnapshot, SnapshotOffer, SNAPSHOT_BYTES_MAX};
 
+use crate::cli::now_ms;
 use crate::serve::Daemon;
 use crate::sync::frames::{read_frame, write_frame};
 use crate::sync::messages::Message;
-use crate::sync::session::fetch_blobs;
+use crate::sync::session::{fetch_blobs, BlobSizes};
 
 /// Image bytes per chunk frame: base64 makes them 1.4 MiB, far below
 /// `FRAME_BYTES_MAX`.
@@ -93,9 +94,13 @@ pub async fn receive<R: tokio::io::AsyncRead + Unpin>(
     let vector = offer.vector.clone();
     let (mine, installable) = daemon.read(move |s| Ok((s.version_vector()?, s.snapshot_installable(&vector)))).await?;
     let needed = !mine.dominates(&offer.vector);
-    if needed {
-        // Refused before the image travels: the error says what to do.
-        installable.with_context(|| format!("peer {} sent its log snapshot", peer.short()))?;
+    if let (true, Err(refusal)) = (needed, installable) {
+        // Refused before the image is read, and remembered: the next
+        // session's Hello tells the peer not to send it again. The error
+        // says what to do.
+        let (vector, reason) = (offer.vector.clone(), refusal.to_string());
+        daemon.read(move |s| s.record_snapshot_refusal(peer, &vector, &reason, now_ms())).await?;
+        return Err(refusal).with_context(|| format!("peer {} sent its log snapshot", peer.short()));
     }
     let (image, read) = read_image(recv, &offer).await?;
     if !needed {
@@ -106,8 +111,8 @@ pub async fn receive<R: tokio::io::AsyncRead + Unpin>(
     let checked = tokio::task::spawn_blocking(move || ReceivedSnapshot::check(offer, &image))
         .await?
         .with_context(|| format!("log snapshot from peer {}", peer.short()))?;
-    let wanted = checked.blobs()?;
-    let fetched = fetch_durably(blobs, conn, wanted).await?;
+    let sizes = checked.blob_sizes()?;
+    let fetched = fetch_durably(blobs, conn, &sizes).await?;
     let (folded, vector) = (checked.offer().events, checked.offer().vector.clone());
     let vv = daemon.install_snapshot(checked).await.context("installing the peer's log snapshot")?;
     tracing::info!(
@@ -120,18 +125,17 @@ pub async fn receive<R: tokio::io::AsyncRead + Unpin>(
     Ok((vv, read))
 }
 
-/// Fetches the blobs of `wanted` this device lacks, in bounded rounds, each
-/// made durable before the next; returns how many were fetched. A crash
-/// between rounds leaves blobs nothing refers to yet, which is harmless.
-async fn fetch_durably(
-    blobs: &Arc<BlobStore>,
-    conn: &iroh::endpoint::Connection,
-    wanted: Vec<BlobHash>,
-) -> Result<u64> {
+/// Fetches the blobs of `sizes` (the image's messages) this device lacks, in
+/// bounded rounds, each made durable before the next; returns how many were
+/// fetched. A crash between rounds leaves blobs nothing refers to yet, which
+/// is harmless.
+async fn fetch_durably(blobs: &Arc<BlobStore>, conn: &iroh::endpoint::Connection, sizes: &BlobSizes) -> Result<u64> {
+    let mut wanted: Vec<BlobHash> = sizes.keys().copied().collect();
+    wanted.sort();
     let mut fetched = 0u64;
     for round in wanted.chunks(SNAPSHOT_BLOBS_PER_REQUEST) {
         let round: BTreeSet<BlobHash> = round.iter().copied().collect();
-        let round = fetch_blobs(blobs, conn, round).await?;
+        let round = fetch_blobs(blobs, conn, round, sizes).await?;
         if let Some(gone) = round.gone.iter().next() {
             // The sender keeps every blob its image's entries name (gc.rs).
             bail!("the peer's snapshot names blob {}, which the peer collected", gone.to_hex());

@@ -37,7 +37,7 @@ async fn read_until_tagged<S: tokio::io::AsyncRead + Unpin>(reader: &mut BufRead
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_with_async_imap_and_wrong_password() {
     // A real client logs in; a wrong password gets NO and the connection stays usable.
     let server = Server::start().await;
@@ -51,7 +51,7 @@ async fn login_with_async_imap_and_wrong_password() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implicit_tls() {
     let server = Server::start().await;
     let tcp = TcpStream::connect(server.tls_addr).await.unwrap();
@@ -67,7 +67,7 @@ async fn implicit_tls() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_drops_pipelined_plaintext() {
     // Bytes pipelined after STARTTLS must not run after the handshake
     // (CVE-2011-0411): the injected LOGIN is dropped, so NOOP's reply is the
@@ -93,7 +93,7 @@ async fn starttls_drops_pipelined_plaintext() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compress_deflate() {
     // RFC 4978: after the OK, both directions are raw deflate with sync flushes.
     use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};

@@ -5,7 +5,7 @@ use roost::imap::limits::Limits;
 
 use crate::harness::Server;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_unknown_and_wrong_state() {
     let server = Server::start().await;
     let mut raw = server.raw().await;
@@ -28,7 +28,7 @@ async fn malformed_unknown_and_wrong_state() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_literals_and_lines() {
     let limits = Limits { literal_bytes_max: 1000, line_bytes_max: 2000, command_bytes_max: 4000, ..Limits::default() };
     let server = Server::start_with(limits).await;
@@ -48,7 +48,7 @@ async fn huge_literals_and_lines() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_per_address() {
     let limits = Limits { connections_per_address_max: 2, ..Limits::default() };
     let server = Server::start_with(limits).await;

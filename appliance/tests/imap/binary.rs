@@ -22,7 +22,7 @@ async fn server_with_mail() -> (Server, crate::harness::Raw) {
     (server, raw)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_is_advertised() {
     let server = Server::start().await;
     let mut raw = server.raw_login().await;
@@ -32,7 +32,7 @@ async fn binary_is_advertised() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_peek_decodes_quoted_printable_and_base64() {
     let (server, mut raw) = server_with_mail().await;
     // Quoted-printable undone (soft break joined, =E9 a raw Latin-1 byte,
@@ -52,7 +52,7 @@ async fn binary_peek_decodes_quoted_printable_and_base64() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_size_partial_and_seen() {
     let (server, mut raw) = server_with_mail().await;
     let lines = raw.transact("c FETCH 1 (BINARY.SIZE[1] BINARY.SIZE[2])", "OK").await;
@@ -73,7 +73,7 @@ async fn binary_size_partial_and_seen() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_encoding_is_refused_and_the_connection_goes_on() {
     let (server, mut raw) = server_with_mail().await;
     let lines = raw.transact("c FETCH 1 (BINARY.PEEK[3])", "NO [UNKNOWN-CTE]").await;
@@ -88,7 +88,7 @@ async fn unknown_encoding_is_refused_and_the_connection_goes_on() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_of_a_literal8_keeps_binary_bytes() {
     let server = Server::start().await;
     let mut raw = server.raw_login().await;

@@ -10,7 +10,7 @@ fn value_after(lines: &[String], key: &str) -> u64 {
     rest.trim_start().split([']', ' ', ')']).next().unwrap().parse().unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changedsince_zero_returns_everything() {
     let server = Server::start().await;
     fill_inbox(&server, 3).await;
@@ -22,7 +22,7 @@ async fn changedsince_zero_returns_everything() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qresync_after_being_offline() {
     let server = Server::start().await;
     fill_inbox(&server, 4).await;

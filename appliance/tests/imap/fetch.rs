@@ -10,7 +10,7 @@ MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\
 hello\r\n--b1\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\n\
 Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b1--\r\n";
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_bodystructure_and_sections_parse_in_a_real_client() {
     let server = Server::start().await;
     let mut session = server.session("alice").await;
@@ -36,7 +36,7 @@ async fn envelope_bodystructure_and_sections_parse_in_a_real_client() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_and_header_fields_raw() {
     let server = Server::start().await;
     let mut raw = server.raw_login().await;

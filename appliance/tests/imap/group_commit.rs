@@ -11,7 +11,7 @@ use crate::harness::Server;
 const CLIENTS: usize = 10;
 const APPENDS: usize = 10;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_and_stores_share_commits() {
     let server = Server::start().await;
     // A reader holds the store now and then, as sync and IDLE do, so writers

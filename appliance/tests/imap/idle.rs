@@ -7,7 +7,7 @@ use async_imap::extensions::idle::IdleResponse;
 
 use crate::harness::Server;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sees_append_from_another_connection() {
     let server = Server::start().await;
     let mut idler = server.session("alice").await;
@@ -35,7 +35,7 @@ async fn idle_sees_append_from_another_connection() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_raw_flag_change_and_done() {
     // A flag change by another session shows up as FETCH while idling.
     let server = Server::start().await;

@@ -180,7 +180,7 @@ fn command(client: &Client, dice: &mut Dice, appended: &mut usize) -> String {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_resync_incrementally_through_bursts_of_changes() {
     let server = Server::start().await;
     fill_inbox(&server, 12).await;

@@ -8,7 +8,7 @@ fn code_numbers(line: &str, code: &str) -> Vec<String> {
     line[start..end].split_whitespace().map(str::to_string).collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uids_grow_after_expunge_and_copyuid_pairs_uids() {
     let server = Server::start().await;
     fill_inbox(&server, 3).await;

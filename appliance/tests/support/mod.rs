@@ -6,7 +6,7 @@
 // Each test crate includes this module and uses a part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,24 @@ pub fn roost(dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("roost runs")
+}
+
+/// Runs `cmd` with `stdin` written to its standard input and returns its
+/// output. A command may exit without reading its input (it refused its
+/// arguments first, as `user add` does for a taken name): the write then
+/// meets a closed pipe, which is not the command's failure; the exit status
+/// and stderr the caller asserts on say what happened.
+pub fn output_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("roost runs");
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    match pipe.write_all(stdin.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("cannot write roost's stdin: {e}"),
+        _ => {}
+    }
+    // Closed before waiting: a command reading to the end of its input ends.
+    drop(pipe);
+    child.wait_with_output().expect("roost exits")
 }
 
 /// `roost init` on `dir`, which must succeed.

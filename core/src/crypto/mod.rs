@@ -9,6 +9,7 @@
 //! events, so the user can log in on any device. docs/security.md says what
 //! this protects and what it does not.
 
+mod age_shape;
 mod filekeys;
 mod opened;
 
@@ -24,6 +25,7 @@ use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+pub use crate::crypto::age_shape::{sealed_plain_len, AGE_HEADER_BYTES_MAX};
 pub use crate::crypto::filekeys::WrappedFileKey;
 use crate::crypto::filekeys::{FileKeyBytes, FileKeys, KnownFileKey, RecordingIdentity, RecordingRecipient};
 pub use crate::crypto::opened::OpenedBudget;

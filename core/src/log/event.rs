@@ -189,11 +189,18 @@ impl EventOp {
     /// The message blobs this operation refers to: a device must have them
     /// before it applies the event, so IMAP never shows a message it cannot read.
     pub fn blobs(&self) -> Vec<BlobHash> {
+        self.blob_sizes().into_iter().map(|(blob, _)| blob).collect()
+    }
+
+    /// Each message blob this operation refers to with the message's size
+    /// (RFC822.SIZE) it declares: what a blob sealed in place, which keeps
+    /// its plaintext's name, must hold when a peer sends it.
+    pub fn blob_sizes(&self) -> Vec<(BlobHash, u64)> {
         match self {
-            EventOp::Append { entries, .. } => entries.iter().map(|e| e.blob).collect(),
-            EventOp::Copy { entries, .. } => entries.iter().map(|e| e.entry.blob).collect(),
-            EventOp::Move { entries, .. } => entries.iter().map(|e| e.blob).collect(),
-            EventOp::Deliver { entries, .. } => entries.iter().map(|e| e.entry.blob).collect(),
+            EventOp::Append { entries, .. } => entries.iter().map(|e| (e.blob, e.size)).collect(),
+            EventOp::Copy { entries, .. } => entries.iter().map(|e| (e.entry.blob, e.entry.size)).collect(),
+            EventOp::Move { entries, .. } => entries.iter().map(|e| (e.blob, e.size)).collect(),
+            EventOp::Deliver { entries, .. } => entries.iter().map(|e| (e.entry.blob, e.entry.size)).collect(),
             _ => Vec::new(),
         }
     }

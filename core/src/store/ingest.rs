@@ -148,12 +148,8 @@ impl Store {
 
     /// Entries placed but not yet shown to IMAP (held by the exposure gate).
     pub fn held_entries(&self) -> StoreResult<u64> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM mailbox_entries e JOIN mailbox_local l ON l.mailbox_id = e.mailbox_id
-             WHERE e.uid > l.uid_exposed",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        Ok(self.conn.query_row(&format!("SELECT COUNT(*) FROM {}", state::HELD_ENTRIES), [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Events held for missing dependencies.

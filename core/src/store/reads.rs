@@ -263,9 +263,7 @@ impl Store {
     pub fn mailbox_by_name(&self, user: &UserName, name: &str) -> StoreResult<Option<MailboxInfo>> {
         let name =
             MailboxName::new(name).map_err(|reason| StoreError::InvalidName { name: name.to_string(), reason })?;
-        state::mailboxes_displayed(&self.conn, user.as_str())?
-            .into_iter()
-            .find(|(_, shown)| shown == name.as_str())
+        state::mailbox_displayed_as(&self.conn, user.as_str(), name.as_str())?
             .map(|(row, shown)| self.mailbox_info(row, shown))
             .transpose()
     }

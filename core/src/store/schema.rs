@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0011_blob_spool.sql", include_str!("../../../migrations/0011_blob_spool.sql")),
     ("0012_file_keys.sql", include_str!("../../../migrations/0012_file_keys.sql")),
     ("0013_live_mailboxes_by_user_name.sql", include_str!("../../../migrations/0013_live_mailboxes_by_user_name.sql")),
+    ("0014_snapshot_refusals.sql", include_str!("../../../migrations/0014_snapshot_refusals.sql")),
     ("0015_blob_orphans.sql", include_str!("../../../migrations/0015_blob_orphans.sql")),
 ];
 

@@ -186,7 +186,7 @@ impl Store {
 }
 
 /// Refuses a snapshot that does not cover every event of this device's log.
-fn require_covered(conn: &Connection, vector: &VersionVector) -> StoreResult<()> {
+pub(crate) fn require_covered(conn: &Connection, vector: &VersionVector) -> StoreResult<()> {
     let beyond: Vec<String> = state::version_vector(conn)?
         .iter()
         .filter(|(origin, seq)| **seq > vector.get(origin))
@@ -252,6 +252,13 @@ impl ReceivedSnapshot {
     /// which keeps those of the image's live entries.)
     pub fn blobs(&self) -> StoreResult<Vec<BlobHash>> {
         state::live_entry_blobs(&self.conn)
+    }
+
+    /// The size (RFC822.SIZE) the image records for each message blob: what
+    /// a blob sealed in place must hold when fetched
+    /// (`BlobStore::check_named`).
+    pub fn blob_sizes(&self) -> StoreResult<std::collections::HashMap<BlobHash, u64>> {
+        state::message_sizes(&self.conn)
     }
 }
 

@@ -35,7 +35,7 @@ pub fn append(
         None => (env.now_ms / 1000) as i64,
     };
     // RFC 9051 6.3.12: a missing mailbox gets NO [TRYCREATE].
-    let Some(info) = env.store().mailbox_by_name(&user, &name)? else {
+    let Some(info) = env.read()?.mailbox_by_name(&user, &name)? else {
         return Err(CmdError::No(format!("[TRYCREATE] No mailbox {name}")));
     };
     // The blob is written and fsynced before the write is queued and without

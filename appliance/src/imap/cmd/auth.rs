@@ -87,7 +87,7 @@ fn check(conn: &mut ImapConn, env: &mut Env<'_>, user: &[u8], password: &[u8]) -
     };
     // Read under the lock, then argon2id (tens of ms) without it: other
     // sessions and the committer keep using the store meanwhile.
-    let record = env.store().login_record(user)?;
+    let record = env.read()?.login_record(user)?;
     let checked = {
         let _turn = ARGON2_TURN.lock().unwrap_or_else(|p| p.into_inner());
         record.check(password)?

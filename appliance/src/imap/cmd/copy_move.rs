@@ -34,7 +34,7 @@ pub fn copy_move(
         return Err(CmdError::No("[READ-ONLY] Mailbox is read-only".into()));
     }
     let indices = selected.resolve(set, by_uid)?;
-    let Some(target) = env.store().mailbox_by_name(&user, &name)? else {
+    let Some(target) = env.read()?.mailbox_by_name(&user, &name)? else {
         return Err(CmdError::No(format!("[TRYCREATE] No mailbox {name}")));
     };
     let source = selected.info.id;

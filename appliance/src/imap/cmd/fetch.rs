@@ -70,7 +70,7 @@ pub fn fetch(
     if let (true, Some(since)) = (vanished, changed_since) {
         let uid_max = selected.info.uid_next.saturating_sub(1);
         let gone: Vec<u32> = env
-            .store()
+            .read()?
             .vanished_since(selected.info.id, since)?
             .into_iter()
             .map(|(uid, _)| uid.get())
@@ -160,7 +160,7 @@ fn mark_seen(
         Err(StoreError::Rejoining) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    selected.refresh_entries(env.store().entries_by_id(mailbox, &changed)?);
+    selected.refresh_entries(env.read()?.entries_by_id(mailbox, &changed)?);
     conn.committed(effects);
     Ok(())
 }

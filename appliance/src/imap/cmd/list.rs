@@ -71,8 +71,8 @@ pub fn list(
     }
     full_patterns.insert(0, format!("{reference}{pattern}"));
     let options = options.unwrap_or_default();
-    let mailboxes = env.store().mailboxes(&user)?;
-    let subscriptions = env.store().subscriptions(&user)?;
+    let mailboxes = env.read()?.mailboxes(&user)?;
+    let subscriptions = env.read()?.subscriptions(&user)?;
     let rows = rows(&mailboxes, &subscriptions);
     let mut out = Vec::new();
     for (name, row) in &rows {
@@ -107,7 +107,7 @@ pub fn list(
         wire::string(&mut out, wire_name(conn, name).as_bytes());
         out.extend_from_slice(b"\r\n");
         if let (Some(items), Some(info)) = (&options.return_status, row.info) {
-            out.extend(status_line(conn, &env.store(), env.snapshots, info, items)?);
+            out.extend(status_line(conn, &*env.read()?, env.snapshots, info, items)?);
         }
     }
     conn.raw(&out);

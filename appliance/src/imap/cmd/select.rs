@@ -55,7 +55,7 @@ pub fn select(
     // The mailbox and its entries under one guard: the entries are exactly
     // those of the HIGHESTMODSEQ read, which versions the shared snapshot.
     let selected = {
-        let store = env.store();
+        let store = env.read()?;
         let Some(info) = store.mailbox_by_name(&user, &name)? else {
             return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}")));
         };
@@ -65,7 +65,7 @@ pub fn select(
     report(conn, &selected, &mut out);
     if let Some(q) = qresync {
         if q.uid_validity == selected.info.uid_validity.get() {
-            resync(conn, &env.store(), &selected, &q, &mut out)?;
+            resync(conn, &*env.read()?, &selected, &q, &mut out)?;
         }
     }
     conn.raw(&out);

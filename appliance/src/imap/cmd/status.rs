@@ -22,7 +22,7 @@ pub fn status(
     let name = mailbox_name(conn, mailbox)?;
     let names: Vec<String> = items.iter().map(|i| item_name(i).to_string()).collect();
     let line = {
-        let store = env.store();
+        let store = env.read()?;
         let Some(info) = store.mailbox_by_name(&user, &name)? else {
             return Err(CmdError::No(format!("[NONEXISTENT] No mailbox {name}")));
         };

@@ -63,7 +63,7 @@ pub fn store(conn: &mut ImapConn, env: &mut Env<'_>, args: StoreArgs<'_>) -> Res
     let (changed, effects) = env.write(move |w| w.store_flags(mailbox, &entries, &change))?;
     // Only the entries this write changed are read back (new flags and
     // MODSEQ); the rest of the view stays as it is.
-    selected.refresh_entries(env.store().entries_by_id(mailbox, &changed)?);
+    selected.refresh_entries(env.read()?.entries_by_id(mailbox, &changed)?);
     let mut out = Vec::new();
     if args.response == StoreResponse::Answer {
         for idx in &targets {

@@ -449,6 +449,23 @@ impl ImapConn {
         self.is_idling() && self.selected.as_ref().is_some_and(|s| s.dirty)
     }
 
+    /// Whether what is buffered is one command that is quick and bounded
+    /// whatever the mailbox (no write, no message bytes, no catch-up to
+    /// send), so the driver may run it on its async thread rather than hand
+    /// the thread's other work away first. STATUS counts a mailbox once per
+    /// version (`SnapshotCache`); every later STATUS of it is a lookup.
+    pub fn runs_quickly(&self) -> bool {
+        const QUICK: [&[u8]; 9] =
+            [b"NOOP", b"CAPABILITY", b"STATUS", b"ID", b"ENABLE", b"NAMESPACE", b"CHECK", b"UNSELECT", b"LOGOUT"];
+        if self.flow.is_some() || self.selected.as_ref().is_some_and(|s| s.dirty) {
+            return false;
+        }
+        let Some(line) = self.framer.lone_line() else { return false };
+        let Some(word) = line.split(|b| *b == b' ').nth(1) else { return false };
+        let word = word.trim_ascii_end();
+        QUICK.iter().any(|quick| word.eq_ignore_ascii_case(quick))
+    }
+
     /// Bytes to write.
     #[must_use]
     pub fn take_output(&mut self) -> Vec<u8> {
@@ -587,6 +604,9 @@ impl ImapConn {
     fn sync_selected(&mut self, env: &mut Env<'_>, policy: ExpungePolicy) {
         let enabled = self.enabled;
         let Some(selected) = &mut self.selected else { return };
+        if !selected.dirty {
+            return;
+        }
         match env.read().and_then(|store| selected.sync(&store, enabled, policy, &mut self.out)) {
             Ok(SyncOutcome::Current) => {}
             Ok(SyncOutcome::MailboxGone) => {
@@ -696,3 +716,30 @@ const _: fn() = || {
     fn send<T: Send>() {}
     send::<ImapConn>();
 };
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::testing::Harness;
+
+    /// Only a lone command of the quick kind runs on the async thread: not
+    /// a pipelined pair, not one with a literal, not a body FETCH or a
+    /// login, and not while another session's change is still to be sent.
+    #[test]
+    fn only_a_lone_quick_command_runs_in_place() {
+        let mut h = Harness::logged_in();
+        h.append("INBOX", "Subject: a\r\n\r\n1\r\n");
+        assert!(h.runs_quickly(b"a NOOP\r\n"));
+        assert!(h.runs_quickly(b"b status INBOX (MESSAGES UNSEEN)\r\n"));
+        assert!(!h.runs_quickly(b"c NOOP\r\nd NOOP\r\n"));
+        assert!(!h.runs_quickly(b"e STATUS {5+}\r\nINBOX (MESSAGES)\r\n"));
+        assert!(!h.runs_quickly(b"f LOGIN alice secret\r\n"));
+        h.transact("g SELECT INBOX", "OK");
+        assert!(!h.runs_quickly(b"h FETCH 1 BODY.PEEK[]\r\n"));
+        assert!(h.runs_quickly(b"i NOOP\r\n"));
+        let mut other = h.second();
+        other.transact("j SELECT INBOX", "OK");
+        other.transact("k STORE 1 +FLAGS (\\Flagged)", "OK");
+        assert!(!h.runs_quickly(b"l NOOP\r\n"), "the NOOP that announces the change is not in place");
+        assert!(h.runs_quickly(b"m NOOP\r\n"));
+    }
+}

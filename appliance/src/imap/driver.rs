@@ -217,7 +217,10 @@ pub async fn run(
 /// (`block_in_place`): a command then costs no thread hand-off, where
 /// `spawn_blocking` cost two (to a pool thread and back), the larger part of
 /// a NOOP's or a STATUS's time on the server. A current-thread runtime
-/// (tests) cannot do that and uses the blocking pool.
+/// (tests) cannot do that and uses the blocking pool. A command the conn
+/// says is quick (`ImapConn::runs_quickly`: NOOP, STATUS, ...; reads of a
+/// few microseconds) runs as it is, without even handing the worker's other
+/// tasks away.
 async fn run_conn(mut conn: ImapConn, state: &Arc<ImapState>) -> anyhow::Result<ImapConn> {
     fn run(conn: &mut ImapConn, shared: &ImapState) {
         // A panic while holding the lock drops the open SQLite transaction,
@@ -228,7 +231,9 @@ async fn run_conn(mut conn: ImapConn, state: &Arc<ImapState>) -> anyhow::Result<
             .with_readers(shared.readers.as_ref());
         conn.run(&mut env);
     }
-    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+    if conn.runs_quickly() {
+        run(&mut conn, state);
+    } else if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         tokio::task::block_in_place(|| run(&mut conn, state));
     } else {
         let shared = state.clone();

@@ -85,6 +85,22 @@ impl Framer {
         !self.input.is_empty() || !self.message.is_empty()
     }
 
+    /// The buffered input, when it is exactly one whole command line without
+    /// a literal (one command per read, the usual case), so a caller can
+    /// decide how to run it before it is framed.
+    pub fn lone_line(&self) -> Option<Vec<u8>> {
+        if self.broken || !self.message.is_empty() || self.literal_remaining > 0 {
+            return None;
+        }
+        let lf = self.input.iter().position(|b| *b == b'\n')?;
+        if lf + 1 != self.input.len() {
+            return None;
+        }
+        let line: Vec<u8> = self.input.iter().copied().collect();
+        let body = line.trim_ascii_end();
+        (!body.ends_with(b"}")).then_some(line)
+    }
+
     /// The next frame, if the buffered input completes one.
     pub fn poll_frame(&mut self) -> Option<Frame> {
         if self.broken {
@@ -173,6 +189,20 @@ mod tests {
 
     fn framer() -> Framer {
         Framer::new(100, 50, 200)
+    }
+
+    #[test]
+    fn a_lone_line_is_one_whole_line_without_a_literal() {
+        let lone = |input: &[u8]| {
+            let mut f = framer();
+            f.handle_input(input);
+            f.lone_line()
+        };
+        assert_eq!(lone(b"a1 NOOP\r\n"), Some(b"a1 NOOP\r\n".to_vec()));
+        assert_eq!(lone(b"a1 NOOP\r\na2 NOOP\r\n"), None);
+        assert_eq!(lone(b"a1 NOO"), None);
+        assert_eq!(lone(b"a1 APPEND x {3}\r\n"), None);
+        assert_eq!(lone(b"a1 APPEND x {3+}\r\n"), None);
     }
 
     #[test]

@@ -111,6 +111,19 @@ impl Harness {
         self.poll()
     }
 
+    /// Whether the driver would run `bytes` in place (`ImapConn::runs_quickly`),
+    /// asked after other sessions' changes reached this one, as in the
+    /// driver; then runs them.
+    pub fn runs_quickly(&mut self, bytes: &[u8]) -> bool {
+        for change in &self.shared.borrow().changes[self.changes_seen..] {
+            self.conn.handle_change(change);
+        }
+        self.conn.handle_input(bytes);
+        let quick = self.conn.runs_quickly();
+        self.poll();
+        quick
+    }
+
     /// Applies other sessions' changes and runs (what the driver does on a
     /// notification); returns the output.
     pub fn poll(&mut self) -> String {

@@ -205,8 +205,15 @@ impl Env<'_> {
         };
         let wanted: Vec<&roost_core::model::BlobHash> = blobs.iter().filter(|b| key.wants_opened(b)).collect();
         self.prime_file_keys(&wanted);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(OPEN_AHEAD_THREADS_MAX);
-        if wanted.len() < 2 || threads < 2 {
+        if wanted.len() < 2 {
+            return;
+        }
+        // Asked once: the standard library reads the cgroup files on every
+        // call, which cost more than the FETCH of a small message.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = cores.min(OPEN_AHEAD_THREADS_MAX);
+        if threads < 2 {
             return;
         }
         std::thread::scope(|scope| {

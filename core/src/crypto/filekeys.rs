@@ -152,9 +152,20 @@ impl FileKeys {
     }
 
     /// The keys learned since the last call, wrapped for `user`'s rows.
+    /// They stay primed for this session's next open of their blobs (within
+    /// the same bound): a message just appended is often fetched next, and
+    /// reading back the row just written cost a store read per message.
     pub(crate) fn take_learned(&self, user: &str) -> Vec<(BlobHash, WrappedFileKey)> {
-        let learned = std::mem::take(&mut self.lock().learned);
-        learned.iter().map(|(blob, file_key)| (*blob, self.wrap(user, blob, file_key))).collect()
+        let mut known = self.lock();
+        let learned = std::mem::take(&mut known.learned);
+        let rows = learned.iter().map(|(blob, file_key)| (*blob, self.wrap(user, blob, file_key))).collect();
+        for (blob, file_key) in learned {
+            if known.primed.len() >= LEARNED_MAX {
+                break;
+            }
+            known.primed.insert(blob, file_key);
+        }
+        rows
     }
 
     fn lock(&self) -> MutexGuard<'_, Known> {
@@ -228,6 +239,10 @@ mod tests {
         let rows = keys.take_learned("alice");
         assert_eq!(rows.len(), 1);
         assert!(keys.take_learned("alice").is_empty());
+        // Kept for this session's next open of the blob, once.
+        assert!(keys.knows(&blob));
+        assert_eq!(keys.take(&blob).as_deref(), Some(&[7; FILE_KEY_BYTES]));
+        assert!(!keys.knows(&blob));
         let (_, wrapped) = &rows[0];
         assert_eq!(keys.unwrap("alice", &blob, wrapped).as_deref(), Some(&[7; FILE_KEY_BYTES]));
         assert_eq!(keys.unwrap("bob", &blob, wrapped), None);

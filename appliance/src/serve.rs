@@ -49,11 +49,17 @@ const CHECKPOINT_DELAY: std::time::Duration = std::time::Duration::from_millis(2
 /// new WAL frames), for writes that do not go through the committer.
 const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// WAL frames (4 KiB pages) above which a checkpoint that could not catch up
-/// with the writes is finished under the store lock, so the WAL starts over
-/// (SQLite restarts it only once it is wholly checkpointed). 16 MiB, about
-/// 400 STOREs of ~10 pages each; readers slow down as the WAL grows.
+/// WAL frames (4 KiB pages) above which the checkpoint thread finishes under
+/// the store lock, between two writes, so that the next write starts the WAL
+/// over (SQLite restarts it only for a write that begins with every frame
+/// copied, which a checkpoint beside steady writes never leaves). 16 MiB,
+/// about 400 STOREs of ~10 pages each; readers slow down as the WAL grows.
 const WAL_FRAMES_RESTART: i64 = 4096;
+
+/// How long the restart checkpoint, which holds the store lock, waits for
+/// the WAL's readers (IMAP reads are short; a longer one is outwaited at
+/// the next round instead of stalling every writer).
+const WAL_RESTART_WAIT_MS: u64 = 20;
 
 /// Write requests queued for the committer thread before `write` waits.
 const WRITE_QUEUE_CAPACITY: usize = 1024;
@@ -474,9 +480,9 @@ fn start_checkpoint_thread(store: &Arc<Mutex<Store>>) -> Option<std::sync::mpsc:
 
 /// The checkpoint thread: after each wake-up (a commit) and a short delay,
 /// a PASSIVE checkpoint on its own connection, which neither waits for nor
-/// blocks commits. When writes never paused long enough for it to copy the
-/// whole WAL and the WAL is large, it finishes under the store lock (the few
-/// frames committed meanwhile), so the next write starts the WAL over. Runs
+/// blocks commits. When the WAL is large, it finishes under the store lock
+/// (the few frames committed meanwhile) and waits briefly for the WAL's
+/// readers, so the next write starts the WAL over. Runs
 /// at least every `CHECKPOINT_PERIOD`; ends when the committer is gone.
 fn run_checkpointer(
     store: &Mutex<Store>,
@@ -492,10 +498,17 @@ fn run_checkpointer(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         }
         let res = checkpointer.passive().and_then(|report| {
-            if report.complete() || report.wal_frames < WAL_FRAMES_RESTART {
-                return Ok(report);
+            // "Complete" is of the frames there were when it began: under
+            // steady writes, more came meanwhile, and SQLite starts the WAL
+            // over only for a write that begins with none left to copy.
+            if report.wal_frames < WAL_FRAMES_RESTART {
+                return Ok(());
             }
-            store.lock().unwrap_or_else(|e| e.into_inner()).checkpoint()
+            let restarts = store.lock().unwrap_or_else(|e| e.into_inner()).checkpoint_restart(WAL_RESTART_WAIT_MS)?;
+            if !restarts {
+                tracing::debug!(wal_frames = report.wal_frames, "a WAL reader outlasted the restart; next round");
+            }
+            Ok(())
         });
         if let Err(e) = res {
             // The next commit wakes it again; the WAL keeps everything meanwhile.

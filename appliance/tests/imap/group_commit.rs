@@ -81,3 +81,33 @@ async fn concurrent_appends_and_stores_share_commits() {
     assert!(batches < writes, "{batches} commits for {writes} writes: none shared");
     server.stop().await;
 }
+
+/// A stream of STOREs, one after the other, keeps the WAL bounded. A
+/// checkpoint beside the writes always ends a commit or two behind them, and
+/// SQLite starts the WAL over only for a write that begins with nothing left
+/// to copy; the checkpoint thread took "all it found copied" for caught up,
+/// and the WAL grew by every STORE's pages (80 MB in five seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_stores_keeps_the_wal_bounded() {
+    const MESSAGES: usize = 20;
+    // About 10 pages each: three times the 4,096 frames after which the
+    // checkpoint thread starts the WAL over.
+    const STORES: usize = 1_300;
+    const WAL_FRAME_BYTES: u64 = 4096 + 24;
+    let server = Server::start().await;
+    let mut raw = server.raw_login().await;
+    for i in 0..MESSAGES {
+        let body = format!("Subject: {i}\r\n\r\nbody\r\n");
+        raw.transact(&format!("a{i} APPEND INBOX {{{}+}}\r\n{body}", body.len()), "OK").await;
+    }
+    raw.transact("s SELECT INBOX", "OK").await;
+    let wal = server.daemon.data_dir.join("roost.db-wal");
+    let mut grown = 0;
+    for i in 0..STORES {
+        // A new keyword each round: every STORE changes something.
+        raw.transact(&format!("t{i} STORE {} +FLAGS.SILENT ($k{})", i % MESSAGES + 1, i / MESSAGES), "OK").await;
+        grown = grown.max(std::fs::metadata(&wal).unwrap().len());
+    }
+    let frames = grown / WAL_FRAME_BYTES;
+    assert!(frames < 8_192, "the WAL grew to {frames} frames over {STORES} STOREs without starting over");
+}

@@ -62,10 +62,24 @@ impl Store {
     }
 
     /// A PASSIVE checkpoint on the store's own connection. Called with the
-    /// store locked, no write runs meanwhile, so it copies the whole WAL and
-    /// the next write starts the WAL over: what bounds the WAL when writes
-    /// never pause long enough for [`Checkpointer::passive`] to catch up.
+    /// store locked, no write runs meanwhile, so it copies the whole WAL.
     pub fn checkpoint(&self) -> StoreResult<CheckpointReport> {
         passive(&self.conn)
+    }
+
+    /// A RESTART checkpoint on the store's own connection, waiting at most
+    /// `wait_ms` for readers of the WAL: it copies the whole WAL, then waits
+    /// until no reader uses it, so the next write starts the WAL over from
+    /// its beginning. Called with the store locked, which is what bounds the
+    /// WAL under steady writes: SQLite starts it over only when a write
+    /// begins with every frame copied, and a [`Checkpointer::passive`]
+    /// running beside the writes always ends a commit or two behind them.
+    /// Returns whether the WAL will start over (false: a reader outlasted
+    /// the wait; nothing is lost, the WAL grows until the next try).
+    pub fn checkpoint_restart(&self, wait_ms: u64) -> StoreResult<bool> {
+        let busy: i64 = crate::store::with_busy_timeout_ms(&self.conn, wait_ms, |conn| {
+            Ok(conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?)
+        })?;
+        Ok(busy == 0)
     }
 }

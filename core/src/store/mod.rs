@@ -303,11 +303,7 @@ impl Store {
     /// Re-reads this device's slot: `roost pair join` (another process) may
     /// have changed it while the daemon runs.
     fn refresh_slot(&mut self) -> StoreResult<()> {
-        let (_, slot) = state::device(&self.conn)?;
-        if slot != self.identity.slot {
-            self.identity = DeviceIdentity::new(self.identity.key.to_bytes(), slot);
-        }
-        Ok(())
+        refresh_slot_in(&self.conn, &mut self.identity)
     }
 
     /// This device.
@@ -342,15 +338,17 @@ impl Store {
         now_ms: u64,
         f: impl FnOnce(&mut Writer<'_>) -> StoreResult<T>,
     ) -> StoreResult<(T, Effects)> {
-        self.refresh_slot()?;
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Read in the write's own transaction: a read before it would be
+        // a transaction (and WAL read lock) of its own on every write.
+        refresh_slot_in(&tx, &mut self.identity)?;
         let mut writer = Writer::new(&tx, &self.identity, &self.blobs, now_ms, self.encryption)?;
         let value = f(&mut writer)?;
         let mut effects = writer.finish()?;
         effects.merge(ingest::expose_held(&tx, now_ms, self.exposure_hold_ms, self.identity.slot())?);
-        tx.commit()?;
         // Applying a peer's event may have moved this device to another slot.
-        self.refresh_slot()?;
+        refresh_slot_in(&tx, &mut self.identity)?;
+        tx.commit()?;
         Ok((value, effects))
     }
 }
@@ -367,8 +365,8 @@ impl Store {
     /// reach throughput without acknowledging anything before it is durable.
     /// If the commit fails, every job failed.
     pub fn write_batch<R>(&mut self, now_ms: u64, jobs: Vec<BatchJob<'_, R>>) -> StoreResult<(Vec<R>, Effects)> {
-        self.refresh_slot()?;
         let mut tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        refresh_slot_in(&tx, &mut self.identity)?;
         let mut effects = Effects::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -388,6 +386,15 @@ impl Store {
         tx.commit()?;
         Ok((results, effects))
     }
+}
+
+/// Re-reads this device's slot into `identity` (see [`Store::refresh_slot`]).
+fn refresh_slot_in(conn: &Connection, identity: &mut DeviceIdentity) -> StoreResult<()> {
+    let (_, slot) = state::device(conn)?;
+    if slot != identity.slot {
+        *identity = DeviceIdentity::new(identity.key.to_bytes(), slot);
+    }
+    Ok(())
 }
 
 /// Opens a connection with every pragma spelled out (STYLE 27).

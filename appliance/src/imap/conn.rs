@@ -36,8 +36,8 @@ use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
 use roost_core::crypto::SessionKey;
-use roost_core::model::{MailboxId, UserName};
-use roost_core::store::{BlobStore, Effects, ReadView, Store, StoreReaders, StoreResult, Writer};
+use roost_core::model::{MailboxId, Uid, UserName};
+use roost_core::store::{BlobStore, Effects, ReadView, Store, StoreError, StoreReaders, StoreResult, Writer};
 
 use crate::imap::access::{Access, UserSlot};
 use crate::imap::cmd::{self, CmdError, Done};
@@ -190,6 +190,9 @@ impl Env<'_> {
     }
 }
 
+/// Own commits a session remembers as caught up with (`ImapConn::caught_up`).
+const CAUGHT_UP_MAX: usize = 8;
+
 /// Most threads [`Env::open_ahead`] decrypts on.
 const OPEN_AHEAD_THREADS_MAX: usize = 4;
 
@@ -335,14 +338,14 @@ impl<'a> Env<'a> {
     /// the committer, the effects returned are the whole batch's and are
     /// already on the change feed ([`ImapConn::committed`] then only updates
     /// this session).
-    pub fn write<T, F>(&self, f: F) -> StoreResult<(T, Effects)>
+    pub fn write<T, F>(&self, f: F) -> StoreResult<(T, Arc<Effects>)>
     where
         T: Send + 'static,
         F: FnOnce(&mut Writer<'_>) -> StoreResult<T> + Send + 'static,
     {
         match self.committer {
-            Some(daemon) => daemon.write_blocking(f).map(|(value, effects)| (value, (*effects).clone())),
-            None => self.store().write(self.now_ms, f),
+            Some(daemon) => daemon.write_blocking(f),
+            None => self.store().write(self.now_ms, f).map(|(value, effects)| (value, Arc::new(effects))),
         }
     }
 }
@@ -360,7 +363,11 @@ pub struct ImapConn {
     /// COMPRESS=DEFLATE is active.
     pub(crate) compressed: bool,
     flow: Option<Flow>,
-    effects: Vec<Effects>,
+    effects: Vec<Arc<Effects>>,
+    /// Commits of this session's own writes that its view has caught up
+    /// with already (`caught_up_with_own_write`): their notifications from
+    /// the change feed need no read. Few: each is taken when it arrives.
+    caught_up: Vec<Arc<Effects>>,
     action: TransportAction,
     hold_ms: u64,
 }
@@ -383,6 +390,7 @@ impl ImapConn {
             compressed: false,
             flow: None,
             effects: Vec::new(),
+            caught_up: Vec::new(),
             action: TransportAction::Continue,
             hold_ms: 0,
         };
@@ -403,6 +411,16 @@ impl ImapConn {
                 selected.dirty = true;
             }
         }
+    }
+
+    /// A commit from the change feed: marks the view behind unless it is a
+    /// commit of this session's own write that the view has caught up with.
+    pub fn handle_commit(&mut self, commit: &Arc<Effects>) {
+        if let Some(i) = self.caught_up.iter().position(|seen| Arc::ptr_eq(seen, commit)) {
+            self.caught_up.swap_remove(i);
+            return;
+        }
+        self.handle_change(&commit.mailboxes);
     }
 
     /// Change notifications were lost (the queue overflowed): rescan.
@@ -481,7 +499,7 @@ impl ImapConn {
 
     /// Committed changes to tell other sessions about.
     #[must_use]
-    pub fn take_effects(&mut self) -> Vec<Effects> {
+    pub fn take_effects(&mut self) -> Vec<Arc<Effects>> {
         std::mem::take(&mut self.effects)
     }
 
@@ -644,9 +662,46 @@ impl ImapConn {
     }
 
     /// Records committed changes: this session's view and other sessions.
-    pub(crate) fn committed(&mut self, effects: Effects) {
+    pub(crate) fn committed(&mut self, effects: Arc<Effects>) {
         self.handle_change(&effects.mailboxes);
         self.effects.push(effects);
+    }
+
+    /// [`ImapConn::committed`] for a flag write to the selected mailbox,
+    /// whose command reports the new flags of `quiet` itself: one read
+    /// brings the view up to the store (the write and whatever committed
+    /// before it) and reports the other changes; expunges wait, so the
+    /// command's message numbers stay valid. The write's own notification,
+    /// when it comes, then finds the view current and costs no read.
+    pub(crate) fn caught_up_with_own_write(
+        &mut self,
+        env: &mut Env<'_>,
+        effects: Arc<Effects>,
+        quiet: &[Uid],
+    ) -> Result<(), StoreError> {
+        self.committed(effects.clone());
+        let enabled = self.enabled;
+        let Some(selected) = &mut self.selected else { return Ok(()) };
+        let view = env.read()?;
+        let outcome = selected.sync_quietly(&view, enabled, ExpungePolicy::Hold, &mut self.out, quiet)?;
+        drop(view);
+        match outcome {
+            SyncOutcome::Current => {
+                // A commit that changed nothing is not published.
+                if !effects.events.is_empty() {
+                    // Bounded: a notification lost to a lagging feed leaves its entry behind.
+                    if self.caught_up.len() >= CAUGHT_UP_MAX {
+                        self.caught_up.remove(0);
+                    }
+                    self.caught_up.push(effects);
+                }
+            }
+            SyncOutcome::MailboxGone => {
+                self.selected = None;
+                self.action = TransportAction::Close;
+            }
+        }
+        Ok(())
     }
 
     /// Whether a plaintext password may be accepted here.

@@ -195,7 +195,7 @@ pub async fn run(
                     // An empty Effects is the daemon saying "another process
                     // committed; re-read" (Daemon::spawn_external_change_watcher).
                     Ok(change) if change.events.is_empty() && change.mailboxes.is_empty() => conn.handle_lagged(),
-                    Ok(change) => conn.handle_change(&change.mailboxes),
+                    Ok(change) => conn.handle_commit(&change),
                     Err(broadcast::error::RecvError::Lagged(_)) => conn.handle_lagged(),
                     Err(broadcast::error::RecvError::Closed) => conn.handle_shutdown(),
                 }

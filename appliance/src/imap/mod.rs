@@ -138,9 +138,9 @@ impl ImapState {
     }
 
     /// Tells every session (and other daemon parts) about a committed write.
-    pub fn notify(&self, effects: Effects) {
+    pub fn notify(&self, effects: Arc<Effects>) {
         // No receivers is fine: nobody is connected.
-        let _ = self.changes.send(Arc::new(effects));
+        let _ = self.changes.send(effects);
     }
 }
 

@@ -160,6 +160,19 @@ impl Selected {
         policy: ExpungePolicy,
         out: &mut Vec<u8>,
     ) -> StoreResult<SyncOutcome> {
+        self.sync_quietly(store, enabled, policy, out, &[])
+    }
+
+    /// [`Selected::sync`] without the FETCH of flag changes to `quiet`
+    /// (messages whose flags the command reports itself).
+    pub fn sync_quietly(
+        &mut self,
+        store: &Store,
+        enabled: Enabled,
+        policy: ExpungePolicy,
+        out: &mut Vec<u8>,
+        quiet: &[Uid],
+    ) -> StoreResult<SyncOutcome> {
         if !self.dirty {
             return Ok(SyncOutcome::Current);
         }
@@ -210,7 +223,9 @@ impl Selected {
             let message = &self.messages[idx];
             // Only a real change copies a shared view.
             if now.flags != message.flags || now.modseq != message.modseq {
-                out.extend_from_slice(&flags_fetch(idx + 1, &now, enabled, true));
+                if !quiet.contains(&now.uid) {
+                    out.extend_from_slice(&flags_fetch(idx + 1, &now, enabled, true));
+                }
                 Arc::make_mut(&mut self.messages)[idx] = now;
             }
         }

@@ -3,12 +3,12 @@
 //! (`second`) and see each other's changes, as connections of one daemon do.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use roost_core::auth::hash_password;
-use roost_core::model::{DeviceSlot, MailboxId, UserName};
+use roost_core::model::{DeviceSlot, UserName};
 use roost_core::store::{AppendMessage, Effects, Store};
 
 use crate::imap::access::Access;
@@ -24,7 +24,7 @@ struct Shared {
     snapshots: SnapshotCache,
     /// Every committed change, in order; each harness applies the ones it has
     /// not seen before running (the daemon's broadcast).
-    changes: Vec<BTreeSet<MailboxId>>,
+    changes: Vec<Arc<Effects>>,
     now_ms: u64,
 }
 
@@ -116,7 +116,7 @@ impl Harness {
     /// driver; then runs them.
     pub fn runs_quickly(&mut self, bytes: &[u8]) -> bool {
         for change in &self.shared.borrow().changes[self.changes_seen..] {
-            self.conn.handle_change(change);
+            self.conn.handle_commit(change);
         }
         self.conn.handle_input(bytes);
         let quick = self.conn.runs_quickly();
@@ -129,17 +129,17 @@ impl Harness {
     pub fn poll(&mut self) -> String {
         let mut shared = self.shared.borrow_mut();
         for change in &shared.changes[self.changes_seen..] {
-            self.conn.handle_change(change);
+            self.conn.handle_commit(change);
         }
         // The clock moves on between commands, as it does for real.
         shared.now_ms += 1000;
         let Shared { store, access, summaries, snapshots, now_ms, .. } = &mut *shared;
         let mut env = Env::new(store, *now_ms, access, summaries).with_snapshots(snapshots);
         self.conn.run(&mut env);
-        for effects in self.conn.take_effects() {
-            shared.changes.push(effects.mailboxes);
-        }
         self.changes_seen = shared.changes.len();
+        // Its own commits come back to it at the next poll, as the daemon's
+        // change feed sends every commit to every session.
+        shared.changes.extend(self.conn.take_effects());
         String::from_utf8_lossy(&self.conn.take_output()).into_owned()
     }
 
@@ -199,7 +199,7 @@ impl Harness {
                 )
             })
             .unwrap();
-        shared.changes.push(effects.mailboxes);
+        shared.changes.push(Arc::new(effects));
     }
 
     /// A second device of alice's holding everything this store has (its
@@ -218,7 +218,7 @@ impl Harness {
         let mut shared = self.shared.borrow_mut();
         let now_ms = shared.now_ms;
         let effects = hand_over(peer, shared.store.get_mut().unwrap(), now_ms);
-        shared.changes.push(effects.mailboxes);
+        shared.changes.push(Arc::new(effects));
     }
 
     /// Marks the store as restored from a backup and not yet rejoined with

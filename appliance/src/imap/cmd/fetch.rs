@@ -153,15 +153,15 @@ fn mark_seen(
     }
     let mailbox = selected.info.id;
     let change = FlagChange { mode: StoreMode::Add, flags: vec![Flag::seen()] };
-    let (changed, effects) = match env.write(move |w| w.store_flags(mailbox, &unseen, &change)) {
+    let quiet: Vec<_> = indices.iter().map(|i| selected.messages[*i].uid).collect();
+    let (_, effects) = match env.write(move |w| w.store_flags(mailbox, &unseen, &change)) {
         Ok(done) => done,
         // A restored device makes no changes until it rejoined: the body is
         // still served, without the implicit \Seen (docs/security.md).
         Err(StoreError::Rejoining) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    selected.refresh_entries(env.read()?.entries_by_id(mailbox, &changed)?);
-    conn.committed(effects);
+    conn.caught_up_with_own_write(env, effects, &quiet)?;
     Ok(())
 }
 

@@ -60,10 +60,13 @@ pub fn store(conn: &mut ImapConn, env: &mut Env<'_>, args: StoreArgs<'_>) -> Res
     let entries: Vec<_> = targets.iter().map(|i| selected.messages[*i].entry_id).collect();
     let mailbox = selected.info.id;
     let change = FlagChange { mode, flags };
-    let (changed, effects) = env.write(move |w| w.store_flags(mailbox, &entries, &change))?;
-    // Only the entries this write changed are read back (new flags and
-    // MODSEQ); the rest of the view stays as it is.
-    selected.refresh_entries(env.read()?.entries_by_id(mailbox, &changed)?);
+    let quiet: Vec<_> = targets.iter().map(|i| selected.messages[*i].uid).collect();
+    let (_, effects) = env.write(move |w| w.store_flags(mailbox, &entries, &change))?;
+    // One read for the new flags and MODSEQs and whatever else changed.
+    conn.caught_up_with_own_write(env, effects, &quiet)?;
+    let Some(selected) = conn.selected.as_ref() else {
+        return Ok(Done::ok("STORE completed")); // The mailbox is gone: BYE is on its way.
+    };
     let mut out = Vec::new();
     if args.response == StoreResponse::Answer {
         for idx in &targets {
@@ -71,7 +74,6 @@ pub fn store(conn: &mut ImapConn, env: &mut Env<'_>, args: StoreArgs<'_>) -> Res
         }
     }
     conn.raw(&out);
-    conn.committed(effects);
     let text = if modified.is_empty() {
         "STORE completed".to_string()
     } else {
@@ -101,6 +103,36 @@ mod tests {
         assert!(!out.contains("FETCH"), "{out}");
         h.transact("e STORE 2 +FLAGS (\\Seen)", "BAD");
         h.transact("f STORE 1 +FLAGS (\\Recent)", "BAD");
+    }
+
+    #[test]
+    fn others_changes_come_with_the_store_and_its_own_once() {
+        let mut h = Harness::logged_in();
+        h.append("INBOX", "Subject: a\r\n\r\n1\r\n");
+        h.append("INBOX", "Subject: b\r\n\r\n2\r\n");
+        h.transact("a SELECT INBOX", "OK");
+        let mut other = h.second();
+        other.transact("a SELECT INBOX", "OK");
+        other.transact("b STORE 2 +FLAGS (\\Flagged)", "OK");
+        let out = h.transact("b STORE 1 +FLAGS (\\Seen)", "OK");
+        assert_eq!(out.matches("* 1 FETCH").count(), 1, "{out}");
+        assert!(out.contains("* 1 FETCH (FLAGS (\\Seen))"), "{out}");
+        assert!(out.contains("* 2 FETCH (FLAGS (\\Flagged) UID "), "{out}");
+        let out = h.transact("c STORE 1 +FLAGS.SILENT (\\Answered)", "OK");
+        assert!(!out.contains("FETCH"), "{out}");
+    }
+
+    #[test]
+    fn after_its_own_store_a_session_has_nothing_to_read() {
+        let mut h = Harness::logged_in();
+        h.append("INBOX", "Subject: a\r\n\r\n1\r\n");
+        h.transact("a SELECT INBOX", "OK");
+        h.transact("b STORE 1 +FLAGS (\\Seen)", "OK");
+        // Its commit comes back from the feed: the view has it already.
+        assert!(h.runs_quickly(b"c NOOP\r\n"));
+        // Another session's commit does need a read.
+        h.second().transact("a APPEND INBOX {1+}\r\nx", "OK");
+        assert!(!h.runs_quickly(b"d NOOP\r\n"));
     }
 
     #[test]

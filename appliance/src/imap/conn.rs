@@ -365,9 +365,12 @@ pub struct ImapConn {
     flow: Option<Flow>,
     effects: Vec<Arc<Effects>>,
     /// Commits of this session's own writes that its view has caught up
-    /// with already (`caught_up_with_own_write`): their notifications from
-    /// the change feed need no read. Few: each is taken when it arrives.
+    /// with already (a read of the view began after them): their
+    /// notifications from the change feed need no read. Few: each is taken
+    /// when it arrives.
     caught_up: Vec<Arc<Effects>>,
+    /// Commits of this session's own writes since its view was last read.
+    own_unread: Vec<Arc<Effects>>,
     action: TransportAction,
     hold_ms: u64,
 }
@@ -391,6 +394,7 @@ impl ImapConn {
             flow: None,
             effects: Vec::new(),
             caught_up: Vec::new(),
+            own_unread: Vec::new(),
             action: TransportAction::Continue,
             hold_ms: 0,
         };
@@ -633,7 +637,7 @@ impl ImapConn {
             return;
         }
         match env.read().and_then(|store| selected.sync(&store, enabled, policy, &mut self.out)) {
-            Ok(SyncOutcome::Current) => {}
+            Ok(SyncOutcome::Current) => self.view_read(),
             Ok(SyncOutcome::MailboxGone) => {
                 self.selected = None;
                 self.action = TransportAction::Close;
@@ -664,38 +668,50 @@ impl ImapConn {
     /// Records committed changes: this session's view and other sessions.
     pub(crate) fn committed(&mut self, effects: Arc<Effects>) {
         self.handle_change(&effects.mailboxes);
+        // A commit that changed nothing is not published: nothing comes
+        // back; nor does a notification matter with no mailbox selected.
+        if !effects.events.is_empty() && self.selected.is_some() {
+            // Bounded: one forgotten costs a read, not a missed change.
+            if self.own_unread.len() >= CAUGHT_UP_MAX {
+                self.own_unread.remove(0);
+            }
+            self.own_unread.push(effects.clone());
+        }
         self.effects.push(effects);
+    }
+
+    /// The view was just read from the store, after this session's own
+    /// commits so far: when they come back on the change feed, the view has
+    /// them already.
+    fn view_read(&mut self) {
+        for commit in std::mem::take(&mut self.own_unread) {
+            // Bounded: a notification lost to a lagging feed leaves its entry behind.
+            if self.caught_up.len() >= CAUGHT_UP_MAX {
+                self.caught_up.remove(0);
+            }
+            self.caught_up.push(commit);
+        }
     }
 
     /// [`ImapConn::committed`] for a flag write to the selected mailbox,
     /// whose command reports the new flags of `quiet` itself: one read
     /// brings the view up to the store (the write and whatever committed
-    /// before it) and reports the other changes; expunges wait, so the
-    /// command's message numbers stay valid. The write's own notification,
-    /// when it comes, then finds the view current and costs no read.
+    /// before it) at once and reports the other changes; expunges wait, so
+    /// the command's message numbers stay valid.
     pub(crate) fn caught_up_with_own_write(
         &mut self,
         env: &mut Env<'_>,
         effects: Arc<Effects>,
         quiet: &[Uid],
     ) -> Result<(), StoreError> {
-        self.committed(effects.clone());
+        self.committed(effects);
         let enabled = self.enabled;
         let Some(selected) = &mut self.selected else { return Ok(()) };
         let view = env.read()?;
         let outcome = selected.sync_quietly(&view, enabled, ExpungePolicy::Hold, &mut self.out, quiet)?;
         drop(view);
         match outcome {
-            SyncOutcome::Current => {
-                // A commit that changed nothing is not published.
-                if !effects.events.is_empty() {
-                    // Bounded: a notification lost to a lagging feed leaves its entry behind.
-                    if self.caught_up.len() >= CAUGHT_UP_MAX {
-                        self.caught_up.remove(0);
-                    }
-                    self.caught_up.push(effects);
-                }
-            }
+            SyncOutcome::Current => self.view_read(),
             SyncOutcome::MailboxGone => {
                 self.selected = None;
                 self.action = TransportAction::Close;

@@ -130,6 +130,12 @@ mod tests {
         h.transact("b STORE 1 +FLAGS (\\Seen)", "OK");
         // Its commit comes back from the feed: the view has it already.
         assert!(h.runs_quickly(b"c NOOP\r\n"));
+        // Likewise any own write the view was read after (an APPEND to it,
+        // caught up at the end of the command).
+        h.transact("c2 APPEND INBOX {1+}\r\ny", "OK");
+        assert!(h.runs_quickly(b"c3 NOOP\r\n"));
+        h.transact("c4 EXPUNGE", "OK");
+        assert!(h.runs_quickly(b"c5 NOOP\r\n"));
         // Another session's commit does need a read.
         h.second().transact("a APPEND INBOX {1+}\r\nx", "OK");
         assert!(!h.runs_quickly(b"d NOOP\r\n"));

@@ -420,6 +420,7 @@ impl ImapConn {
     /// A commit from the change feed: marks the view behind unless it is a
     /// commit of this session's own write that the view has caught up with.
     pub fn handle_commit(&mut self, commit: &Arc<Effects>) {
+        self.note_names(commit);
         if let Some(i) = self.caught_up.iter().position(|seen| Arc::ptr_eq(seen, commit)) {
             self.caught_up.swap_remove(i);
             return;
@@ -431,6 +432,19 @@ impl ImapConn {
     pub fn handle_lagged(&mut self) {
         if let Some(selected) = &mut self.selected {
             selected.dirty = true;
+            selected.names_changed = true;
+        }
+    }
+
+    /// Marks the selected view's name unsure when `commit` changed this
+    /// user's mailbox list (also for the session's own commits: the view's
+    /// catch-up reads entries, not names).
+    fn note_names(&mut self, commit: &Effects) {
+        let user = self.session.as_ref().map(|s| s.user.as_str());
+        if let (Some(selected), Some(user)) = (&mut self.selected, user) {
+            if commit.users.contains(user) {
+                selected.names_changed = true;
+            }
         }
     }
 
@@ -668,6 +682,7 @@ impl ImapConn {
     /// Records committed changes: this session's view and other sessions.
     pub(crate) fn committed(&mut self, effects: Arc<Effects>) {
         self.handle_change(&effects.mailboxes);
+        self.note_names(&effects);
         // A commit that changed nothing is not published: nothing comes
         // back; nor does a notification matter with no mailbox selected.
         if !effects.events.is_empty() && self.selected.is_some() {

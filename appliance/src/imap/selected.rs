@@ -58,6 +58,10 @@ pub struct Selected {
     expunged: Vec<Uid>,
     /// Set when a change may have touched the mailbox; `sync` reads then.
     pub dirty: bool,
+    /// Set when the user's mailbox list changed since SELECT (a rename, a
+    /// create that changes how names are shown): the name in `info` may no
+    /// longer be this mailbox's.
+    pub names_changed: bool,
 }
 
 impl Selected {
@@ -84,7 +88,16 @@ impl Selected {
             synced_modseq: highest_modseq,
             expunged: Vec::new(),
             dirty: false,
+            names_changed: false,
         })
+    }
+
+    /// The view's mailbox is `name` and the view has every change the
+    /// session has heard of: what STATUS of it may answer from (the
+    /// HIGHESTMODSEQ of its last read, `modseq`), as a NOOP would.
+    pub fn current_as(&self, name: &str) -> Option<u64> {
+        let current = !self.dirty && !self.names_changed && self.expunged.is_empty() && self.info.name == name;
+        current.then_some(self.synced_modseq)
     }
 
     /// Replaces messages of the view with `entries` as just read from the

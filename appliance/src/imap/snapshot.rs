@@ -88,6 +88,18 @@ impl SnapshotCache {
         Ok(counts)
     }
 
+    /// The STATUS counts kept with `entries` if they are the snapshot of
+    /// `mailbox` and were counted already; no store read.
+    pub fn counted(&self, mailbox: MailboxId, entries: &SharedEntries) -> Option<MailboxCounts> {
+        let snapshots = self.lock();
+        let snapshot = snapshots.by_mailbox.get(&mailbox)?;
+        if Arc::ptr_eq(&snapshot.entries, entries) {
+            snapshot.counts
+        } else {
+            None
+        }
+    }
+
     fn touch(&self, mailbox: MailboxId) {
         let mut snapshots = self.lock();
         snapshots.clock += 1;

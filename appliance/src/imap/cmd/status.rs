@@ -21,6 +21,10 @@ pub fn status(
     let user = user(conn)?;
     let name = mailbox_name(conn, mailbox)?;
     let names: Vec<String> = items.iter().map(|i| item_name(i).to_string()).collect();
+    if let Some(line) = status_of_selected(conn, env.snapshots, &name, &names)? {
+        conn.raw(&line);
+        return Ok(Done::ok("STATUS completed"));
+    }
     let line = {
         let store = env.read()?;
         let Some(info) = store.mailbox_by_name(&user, &name)? else {
@@ -30,6 +34,24 @@ pub fn status(
     };
     conn.raw(&line);
     Ok(Done::ok("STATUS completed"))
+}
+
+/// STATUS of the selected mailbox from the session's view, without a store
+/// read, when the view has every change the session has heard of (as a
+/// NOOP would report them) and its counts are kept with the shared
+/// snapshot; else None. RFC 9051 6.3.11 points clients at the view for the
+/// selected mailbox; what STATUS says here agrees with what it was told.
+fn status_of_selected(
+    conn: &ImapConn,
+    snapshots: Option<&SnapshotCache>,
+    name: &str,
+    items: &[String],
+) -> Result<Option<Vec<u8>>, CmdError> {
+    let (Some(selected), Some(snapshots)) = (conn.selected.as_ref(), snapshots) else { return Ok(None) };
+    let Some(modseq) = selected.current_as(name) else { return Ok(None) };
+    let Some(counts) = snapshots.counted(selected.info.id, &selected.messages) else { return Ok(None) };
+    let info = MailboxInfo { highest_modseq: modseq, ..selected.info.clone() };
+    format_status(conn, &info, counts, items).map(Some)
 }
 
 fn item_name(item: &StatusDataItemName) -> &'static str {
@@ -64,6 +86,16 @@ pub fn status_line(
         Some(snapshots) => snapshots.counts(store, info.id, info.highest_modseq)?,
         None => store.mailbox_counts(info.id)?,
     };
+    format_status(conn, info, counts, items)
+}
+
+/// `* STATUS name (ITEM n ...)` from `counts` and `info`.
+fn format_status(
+    conn: &ImapConn,
+    info: &MailboxInfo,
+    counts: MailboxCounts,
+    items: &[String],
+) -> Result<Vec<u8>, CmdError> {
     let mut values = Vec::new();
     for item in items {
         let value: u64 = match item.as_str() {
@@ -153,5 +185,44 @@ mod tests {
         other.transact("o5 NOOP", "OK");
         let out = other.transact("o6 SEARCH UNSEEN", "OK");
         assert_eq!(out.lines().find(|l| l.starts_with("* SEARCH")).map(|l| l.split(' ').count()), Some(4), "{out}");
+    }
+
+    /// STATUS of the selected mailbox, answered from the session's view
+    /// while it has every change the session heard of: the same counts as
+    /// the store's, other sessions' changes once told, and a rename or
+    /// delete of the mailbox under it is not answered from the view.
+    #[test]
+    fn status_of_the_selected_mailbox_agrees_with_the_store() {
+        let mut h = Harness::logged_in();
+        for body in ["1", "22", "333"] {
+            h.append("INBOX", &format!("Subject: s\r\n\r\n{body}\r\n"));
+        }
+        h.transact("c CREATE Work", "OK");
+        h.append("Work", "Subject: w\r\n\r\n1\r\n");
+        let items = "(MESSAGES UNSEEN DELETED SIZE UIDNEXT HIGHESTMODSEQ)";
+        let line = |out: String| out.lines().find(|l| l.starts_with("* STATUS")).unwrap_or_default().to_string();
+        let before = line(h.transact(&format!("a STATUS INBOX {items}"), "OK"));
+        h.transact("b SELECT INBOX", "OK");
+        // The first counts the snapshot, the second answers from the view.
+        assert_eq!(line(h.transact(&format!("d STATUS INBOX {items}"), "OK")), before);
+        assert_eq!(line(h.transact(&format!("e STATUS INBOX {items}"), "OK")), before);
+        let mut other = h.second();
+        other.transact("o1 SELECT INBOX", "OK");
+        other.transact("o2 STORE 1 +FLAGS.SILENT (\\Seen \\Deleted)", "OK");
+        let after = line(h.transact(&format!("f STATUS INBOX {items}"), "OK"));
+        assert_ne!(after, before);
+        assert!(after.contains("MESSAGES 3 UNSEEN 2 DELETED 1 SIZE 54"), "{after}");
+        assert_eq!(line(h.transact(&format!("g STATUS INBOX {items}"), "OK")), after);
+        // Work is selected; another session renames it, then takes its name.
+        h.transact("h SELECT Work", "OK");
+        h.transact("i STATUS Work (MESSAGES)", "OK");
+        h.transact("j STATUS Work (MESSAGES)", "OK");
+        other.transact("o3 RENAME Work Play", "OK");
+        other.transact("o4 CREATE Work", "OK");
+        let out = h.transact("k STATUS Work (MESSAGES)", "OK");
+        assert!(out.contains("* STATUS \"Work\" (MESSAGES 0)"), "{out}");
+        // Caught up since, the view is still the renamed mailbox's.
+        let out = h.transact("l STATUS Work (MESSAGES)", "OK");
+        assert!(out.contains("* STATUS \"Work\" (MESSAGES 0)"), "{out}");
     }
 }

@@ -61,12 +61,6 @@ impl Store {
         Ok(Checkpointer { conn })
     }
 
-    /// A PASSIVE checkpoint on the store's own connection. Called with the
-    /// store locked, no write runs meanwhile, so it copies the whole WAL.
-    pub fn checkpoint(&self) -> StoreResult<CheckpointReport> {
-        passive(&self.conn)
-    }
-
     /// A RESTART checkpoint on the store's own connection, waiting at most
     /// `wait_ms` for readers of the WAL: it copies the whole WAL, then waits
     /// until no reader uses it, so the next write starts the WAL over from
@@ -77,9 +71,32 @@ impl Store {
     /// Returns whether the WAL will start over (false: a reader outlasted
     /// the wait; nothing is lost, the WAL grows until the next try).
     pub fn checkpoint_restart(&self, wait_ms: u64) -> StoreResult<bool> {
-        let busy: i64 = crate::store::with_busy_timeout_ms(&self.conn, wait_ms, |conn| {
-            Ok(conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?)
-        })?;
-        Ok(busy == 0)
+        waiting_checkpoint(&self.conn, WaitingCheckpoint::Restart, wait_ms)
     }
+}
+
+/// The checkpoints that wait for the WAL's readers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WaitingCheckpoint {
+    /// The next write starts the WAL over.
+    Restart,
+    /// And the WAL file is emptied now.
+    Truncate,
+}
+
+/// Runs a `mode` checkpoint on `conn`, waiting at most `wait_ms` for the
+/// WAL's readers; returns whether it completed (false: a reader outlasted
+/// the wait, and the WAL stays as it was).
+pub(crate) fn waiting_checkpoint(
+    conn: &rusqlite::Connection,
+    mode: WaitingCheckpoint,
+    wait_ms: u64,
+) -> StoreResult<bool> {
+    let sql = match mode {
+        WaitingCheckpoint::Restart => "PRAGMA wal_checkpoint(RESTART)",
+        WaitingCheckpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    let busy: i64 =
+        crate::store::with_busy_timeout_ms(conn, wait_ms, |conn| Ok(conn.query_row(sql, [], |r| r.get(0))?))?;
+    Ok(busy == 0)
 }

@@ -99,10 +99,11 @@ impl Store {
             // The WAL may still hold pages of deleted spool rows: empty it.
             // Best effort: it waits for readers of other connections, which
             // the store's lock holders must not do for long.
-            let busy: i64 = crate::store::with_busy_timeout_ms(&self.conn, WAL_TRUNCATE_WAIT_MS, |conn| {
-                Ok(conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?)
-            })?;
-            report.wal_truncated = busy == 0;
+            report.wal_truncated = crate::store::checkpoint::waiting_checkpoint(
+                &self.conn,
+                crate::store::checkpoint::WaitingCheckpoint::Truncate,
+                WAL_TRUNCATE_WAIT_MS,
+            )?;
         }
         Ok(report)
     }

@@ -376,19 +376,6 @@ impl Store {
         rows.map(|r| r?).collect()
     }
 
-    /// The given entries of `mailbox` that IMAP may show, in the order asked
-    /// (missing ones left out): what a session re-reads after its own write.
-    pub fn entries_by_id(&self, mailbox: MailboxId, ids: &[EntryId]) -> StoreResult<Vec<EntryInfo>> {
-        let mut stmt = self.conn.prepare_cached(entry_select!("", "AND e.entry_id = ?2"))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(entry) = stmt.query_row(params![mailbox.raw(), id.raw()], entry_from_row).optional()? {
-                out.push(entry?);
-            }
-        }
-        Ok(out)
-    }
-
     /// `(uid_next, highest_modseq)` of a live mailbox, `None` once it is
     /// deleted: the cheap part of [`Store::mailbox_by_id`] a session polls.
     pub fn mailbox_progress(&self, id: MailboxId) -> StoreResult<Option<(u32, u64)>> {

@@ -645,19 +645,28 @@ impl ImapConn {
     }
 
     fn sync_selected(&mut self, env: &mut Env<'_>, policy: ExpungePolicy) {
-        let enabled = self.enabled;
-        let Some(selected) = &mut self.selected else { return };
-        if !selected.dirty {
-            return;
+        if let Err(e) = self.catch_up(env, policy, &[]) {
+            tracing::error!(error = %e, "reading the selected mailbox failed");
         }
-        match env.read().and_then(|store| selected.sync(&store, enabled, policy, &mut self.out)) {
-            Ok(SyncOutcome::Current) => self.view_read(),
-            Ok(SyncOutcome::MailboxGone) => {
+    }
+
+    /// Brings the selected view up to the store when it may be behind (one
+    /// read), reporting the changes but the flags of `quiet`.
+    fn catch_up(&mut self, env: &mut Env<'_>, policy: ExpungePolicy, quiet: &[Uid]) -> Result<(), StoreError> {
+        let enabled = self.enabled;
+        let Some(selected) = &mut self.selected else { return Ok(()) };
+        if !selected.dirty {
+            return Ok(());
+        }
+        let outcome = selected.sync(&*env.read()?, enabled, policy, &mut self.out, quiet)?;
+        match outcome {
+            SyncOutcome::Current => self.view_read(),
+            SyncOutcome::MailboxGone => {
                 self.selected = None;
                 self.action = TransportAction::Close;
             }
-            Err(e) => tracing::error!(error = %e, "reading the selected mailbox failed"),
         }
+        Ok(())
     }
 
     /// Writes `* <text>`.
@@ -720,19 +729,7 @@ impl ImapConn {
         quiet: &[Uid],
     ) -> Result<(), StoreError> {
         self.committed(effects);
-        let enabled = self.enabled;
-        let Some(selected) = &mut self.selected else { return Ok(()) };
-        let view = env.read()?;
-        let outcome = selected.sync_quietly(&view, enabled, ExpungePolicy::Hold, &mut self.out, quiet)?;
-        drop(view);
-        match outcome {
-            SyncOutcome::Current => self.view_read(),
-            SyncOutcome::MailboxGone => {
-                self.selected = None;
-                self.action = TransportAction::Close;
-            }
-        }
-        Ok(())
+        self.catch_up(env, ExpungePolicy::Hold, quiet)
     }
 
     /// Whether a plaintext password may be accepted here.

@@ -100,18 +100,6 @@ impl Selected {
         current.then_some(self.synced_modseq)
     }
 
-    /// Replaces messages of the view with `entries` as just read from the
-    /// store (after this session's own write), matched by UID. Other
-    /// sessions' changes still come through `sync`: an entry read here
-    /// compares equal there and is not reported twice.
-    pub fn refresh_entries(&mut self, entries: Vec<EntryInfo>) {
-        for entry in entries {
-            if let Ok(idx) = self.messages.binary_search_by_key(&entry.uid, |m| m.uid) {
-                Arc::make_mut(&mut self.messages)[idx] = entry;
-            }
-        }
-    }
-
     /// Highest UID in the mailbox.
     pub fn uid_max(&self) -> Option<u32> {
         self.messages.last().map(|m| m.uid.get())
@@ -165,20 +153,9 @@ impl Selected {
 
     /// Brings the client up to date with the store (see module doc). Reads
     /// only what changed since the last read: entries whose MODSEQ is above
-    /// `synced_modseq` and the tombstones above it.
+    /// `synced_modseq` and the tombstones above it. Flag changes of `quiet`
+    /// are applied without a FETCH (messages the command reports itself).
     pub fn sync(
-        &mut self,
-        store: &Store,
-        enabled: Enabled,
-        policy: ExpungePolicy,
-        out: &mut Vec<u8>,
-    ) -> StoreResult<SyncOutcome> {
-        self.sync_quietly(store, enabled, policy, out, &[])
-    }
-
-    /// [`Selected::sync`] without the FETCH of flag changes to `quiet`
-    /// (messages whose flags the command reports itself).
-    pub fn sync_quietly(
         &mut self,
         store: &Store,
         enabled: Enabled,
